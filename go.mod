@@ -1,0 +1,15 @@
+module github.com/polytropon/polytropon
+
+go 1.26
+
+require (
+	github.com/spf13/cobra v1.10.1
+	go.uber.org/zap v1.27.0
+	golang.org/x/sys v0.38.0
+)
+
+require (
+	github.com/inconshreveable/mousetrap v1.1.0 // indirect
+	github.com/spf13/pflag v1.0.9 // indirect
+	go.uber.org/multierr v1.10.0 // indirect
+)

@@ -327,7 +327,7 @@ func (q *Queue) publish(off int, w, free, v uint64) result {
 		}
 		return skipped
 	}
-	q.r.u64(off + slotData).Store(v)
+	q.r.setData(off, v)
 	if !seq.CompareAndSwap(free+1, free+2) {
 		// Reclaimed while we were stalled between the two steps (see the package
 		// doc on stall reclaim): the value was not published; try another ticket.

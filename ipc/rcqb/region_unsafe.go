@@ -81,3 +81,12 @@ func (r region) futexWakeAll(off int, private bool) {
 	}
 	unix.Syscall6(unix.SYS_FUTEX, uintptr(unsafe.Add(r.base, off)), op, uintptr(1<<31-1), 0, 0, 0)
 }
+
+// setData writes a slot's value with a plain store. The enqueuer owns the slot
+// (ENQPND) while it writes, and its following CAS to OCCUPIED publishes the value
+// (release); dequeuers read it only after seeing OCCUPIED (acquire). A plain MOV
+// instead of Go's XCHG-based atomic store saves one locked instruction per
+// enqueue.
+func (r region) setData(off int, v uint64) {
+	*(*uint64)(unsafe.Add(r.base, off+slotData)) = v
+}

@@ -31,7 +31,7 @@ func BenchmarkThroughput(b *testing.B) {
 
 // BenchmarkSpin compares spin budgets for RCQB at 1P1C and 2P2C.
 func BenchmarkSpin(b *testing.B) {
-	for _, spin := range []int{0, 16, 64, 256, 1024, 4096} {
+	for _, spin := range []int{0, 64, 256, 1024, 4096, 16384} {
 		for _, cfg := range benchConfigs[:2] {
 			b.Run(fmt.Sprintf("spin=%d/%dP%dC", spin, cfg.p, cfg.c), func(b *testing.B) {
 				q, err := New(ThroughputCapacity, WithSpin(spin))

@@ -20,8 +20,9 @@ var (
 )
 
 const (
-	// DefaultSpin is the spin budget (slot-word polls) before a waiter sleeps.
-	DefaultSpin = 256
+	// DefaultSpin is the spin budget (slot-word polls) before a waiter sleeps:
+	// about the cost of a futex sleep and wake-up (see the package doc).
+	DefaultSpin = 4096
 	// DefaultWaitSlice bounds every futex sleep, so a lost wake-up (a waker that
 	// died, or Close racing a sleeper's registration) costs at most this much.
 	DefaultWaitSlice = 5 * time.Millisecond
@@ -307,6 +308,12 @@ func (q *Queue) enqTicket(t, v uint64) result {
 	off := q.slotOff(t)
 	seq := q.r.u64(off + slotSeq)
 	free := seqOf(t>>q.capShift, stFree)
+	// Try the transition before reading the word: when the slot is ready (the
+	// common case) this fetches its cache line once, for writing, instead of a
+	// shared read followed by an upgrade.
+	if seq.CompareAndSwap(free, free+1) {
+		return q.fill(off, free, v)
+	}
 	w := seq.Load()
 	if w < free {
 		var r result
@@ -327,8 +334,13 @@ func (q *Queue) publish(off int, w, free, v uint64) result {
 		}
 		return skipped
 	}
+	return q.fill(off, free, v)
+}
+
+// fill writes v into a slot the caller moved to ENQPND and publishes it.
+func (q *Queue) fill(off int, free, v uint64) result {
 	q.r.setData(off, v)
-	if !seq.CompareAndSwap(free+1, free+2) {
+	if !q.r.u64(off+slotSeq).CompareAndSwap(free+1, free+2) {
 		// Reclaimed while we were stalled between the two steps (see the package
 		// doc on stall reclaim): the value was not published; try another ticket.
 		return skipped
@@ -375,8 +387,12 @@ func (q *Queue) Dequeue() (uint64, error) {
 // OCCUPIED -> DEQPND, read, DEQPND -> FREE of the next lap, wake.
 func (q *Queue) deqTicket(h uint64) (uint64, result) {
 	off := q.slotOff(h)
+	seq := q.r.u64(off + slotSeq)
 	occ := seqOf(h>>q.capShift, stOccupied)
-	w := q.r.u64(off + slotSeq).Load()
+	if seq.CompareAndSwap(occ, occ+1) { // see enqTicket
+		return q.drain(off, occ)
+	}
+	w := seq.Load()
 	if w < occ {
 		var r result
 		if w, r = q.await(off, occ, true); r != done {
@@ -388,12 +404,17 @@ func (q *Queue) deqTicket(h uint64) (uint64, result) {
 
 // take completes a dequeue whose ticket's slot was seen at w (>= occ).
 func (q *Queue) take(off int, w, occ uint64) (uint64, result) {
-	seq := q.r.u64(off + slotSeq)
-	if w != occ || !seq.CompareAndSwap(occ, occ+1) {
+	if w != occ || !q.r.u64(off+slotSeq).CompareAndSwap(occ, occ+1) {
 		return 0, skipped // reclaimed after a stall
 	}
+	return q.drain(off, occ)
+}
+
+// drain reads the value of a slot the caller moved to DEQPND and frees the slot
+// for the next lap.
+func (q *Queue) drain(off int, occ uint64) (uint64, result) {
 	v := q.r.u64(off + slotData).Load()
-	if !seq.CompareAndSwap(occ+1, nextFree(occ)) {
+	if !q.r.u64(off+slotSeq).CompareAndSwap(occ+1, nextFree(occ)) {
 		// Reclaimed while we read: the slot may already hold a later lap's value,
 		// so v cannot be trusted. Drop it and take another ticket.
 		return 0, skipped

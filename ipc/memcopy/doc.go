@@ -7,7 +7,7 @@
 // and the other side of the copy is another core. Go's copy() switches to
 // non-temporal stores only from 1 MiB and has no AVX-512 or REP MOVSB path on
 // AMD; which kernel wins depends on the CPU, the size and the cache state, so
-// `polytropon tune copy` (package copytune) measures them all in the direct
+// `polytropon tune copy` (package internal/copytune) measures them all in the direct
 // path's settings and writes a Profile; drivers load it at start
 // (LoadDefault, or LoadProfile + NewCopier + SetDefault) and call Copy.
 //

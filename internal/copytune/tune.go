@@ -258,6 +258,11 @@ func Run(opts Options) (*Result, error) {
 // what will be read) is not timed.
 func sample(ch *child, priv, src []byte, st Setting, size, stride, batch, slotBytes, coldSlots int, cursor *int,
 	copyFn func(dst, src []byte) int) (float64, error) {
+	if st.Cold && *cursor%coldSlots+batch > coldSlots {
+		// Start over rather than wrap inside a batch: the batch's slots stay
+		// one contiguous range for the child to read.
+		*cursor = 0
+	}
 	dstOff := func(i int) int {
 		if !st.Cold {
 			return i * stride

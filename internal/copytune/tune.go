@@ -216,7 +216,12 @@ func Run(opts Options) (*Result, error) {
 	defer prog.done()
 	samples := make([][]float64, len(cands))
 	for _, size := range sizes {
-		stride := roundUp(size, 4096)
+		// Small copies sit a cache line apart, as in a ring of small
+		// buffers; from a page up they start on page boundaries.
+		stride := roundUp(size, 64)
+		if size >= 4096 {
+			stride = roundUp(size, 4096)
+		}
 		batch := max(1, batchBytes/size)
 		for batch*stride > slotBytes {
 			batch--

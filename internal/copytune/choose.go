@@ -73,11 +73,15 @@ func Choose(r *Result) *memcopy.Profile {
 		Version: memcopy.ProfileVersion, CPU: r.CPU, CPUName: r.CPUName, GoVersion: runtime.Version(), Created: r.Date,
 	}
 	scores := Scores(r)
+	measured := map[int]bool{}
+	for _, size := range r.Sizes {
+		measured[memcopy.ClassOf(size)] = true
+	}
 	for cls := 1; cls < 64; cls++ {
-		ss, ok := scores[cls]
-		if !ok {
+		if !measured[cls] {
 			continue
 		}
+		ss := scores[cls]
 		lo, hi := memcopy.ClassRange(cls)
 		choice := memcopy.ClassChoice{MinBytes: lo, MaxBytes: hi, Kernel: r.Candidates[0], Speedup: 1}
 		for _, s := range ss {

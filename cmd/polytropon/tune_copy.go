@@ -64,6 +64,8 @@ func newTuneCopyCmd() *cobra.Command {
 		out    string
 		daemon bool
 		show   bool
+		// noConfirm skips the second measurement of each class a kernel won.
+		noConfirm bool
 	)
 	c := &cobra.Command{
 		Use:   "copy",
@@ -71,8 +73,8 @@ func newTuneCopyCmd() *cobra.Command {
 		Long: `tune copy measures every copy kernel this CPU runs, at sizes from 64 B to 64 MiB,
 copying into a shared memory mapping that another process reads and out of one that
 another process wrote, with warm and cold destinations. For each size class it keeps
-copy() unless a kernel is at least 3 % faster (and nowhere more than 2 % slower), and
-writes the choice as a JSON profile that the direct path's drivers load at start.`,
+copy() unless a kernel is at least 3 % faster (and nowhere more than 2 % slower), in the
+run and again in a second run of that class against copy() alone, and writes the choice as a JSON profile that the direct path's drivers load at start.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if out == "" {
@@ -87,6 +89,11 @@ writes the choice as a JSON profile that the direct path's drivers load at start
 				return fmt.Errorf("tune copy: %w", err)
 			}
 			p := copytune.Choose(r)
+			if !noConfirm {
+				if err := copytune.Confirm(p, r, rf.options(cmd.ErrOrStderr())); err != nil {
+					return fmt.Errorf("tune copy: confirming: %w", err)
+				}
+			}
 			if show {
 				if err := copytune.WriteTable(cmd.OutOrStdout(), r, p); err != nil {
 					return err
@@ -110,5 +117,6 @@ writes the choice as a JSON profile that the direct path's drivers load at start
 	c.Flags().StringVar(&out, "out", "", "profile path (default: the standard location, see --daemon)")
 	c.Flags().BoolVar(&daemon, "daemon", false, "write the daemon's profile (/var/lib/polytropon/) instead of the user's")
 	c.Flags().BoolVar(&show, "show", false, "print the measurements and the choice per size class")
+	c.Flags().BoolVar(&noConfirm, "no-confirm", false, "keep first-run choices without measuring each winning class again")
 	return c
 }

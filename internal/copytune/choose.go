@@ -139,3 +139,40 @@ func WriteTable(w io.Writer, r *Result, p *memcopy.Profile) error {
 	}
 	return tw.Flush()
 }
+
+// Confirm measures each class where p chose a kernel once more, that kernel
+// against copy() alone, and puts copy() back where the second run does not
+// pass MinGain and MaxLoss too. On a busy machine single runs are noisy (the
+// same code measured twice can differ by tens of percent); a choice that
+// holds up twice is far less likely to be noise. opts gives reps, the child
+// arguments and progress; its sizes and candidates are replaced. Classes keep
+// the smaller of the two speedups.
+func Confirm(p *memcopy.Profile, r *Result, opts Options) error {
+	byClass := map[int][]int{}
+	for _, size := range r.Sizes {
+		byClass[memcopy.ClassOf(size)] = append(byClass[memcopy.ClassOf(size)], size)
+	}
+	for i := range p.Classes {
+		cc := &p.Classes[i]
+		k := memcopy.KernelByName(cc.Kernel)
+		if k == nil || cc.Kernel == r.Candidates[0] {
+			continue
+		}
+		o := opts
+		o.Sizes = byClass[memcopy.ClassOf(int(cc.MinBytes))]
+		o.Candidates = []Candidate{{Name: r.Candidates[0], Copy: func(dst, src []byte) int { return copy(dst, src) }},
+			{Name: k.Name(), Copy: k.Copy}}
+		o.Progress = nil
+		r2, err := Run(o)
+		if err != nil {
+			return err
+		}
+		ss := Scores(r2)[memcopy.ClassOf(int(cc.MinBytes))]
+		if len(ss) != 1 || ss[0].Geomean < MinGain || ss[0].Worst < MaxLoss {
+			cc.Kernel, cc.Speedup = r.Candidates[0], 1
+			continue
+		}
+		cc.Speedup = min(cc.Speedup, ss[0].Geomean)
+	}
+	return nil
+}

@@ -113,3 +113,37 @@ func TestChooseRules(t *testing.T) {
 		t.Errorf("non-kernel candidate chosen: %+v", p.Classes)
 	}
 }
+
+// TestConfirm re-measures a class a kernel won and keeps it only if it wins
+// again; classes kept as copy() are not re-measured or changed.
+func TestConfirm(t *testing.T) {
+	ks := KernelCandidates()
+	if len(ks) < 2 {
+		t.Log("this build has no kernel besides copy(): nothing to confirm")
+		return
+	}
+	last := ks[len(ks)-1].Name
+	r := &Result{Candidates: []string{"copy", last}, Sizes: []int{64, 100, 4096}}
+	p := &memcopy.Profile{Version: memcopy.ProfileVersion, CPU: memcopy.HostCPU(), Classes: []memcopy.ClassChoice{
+		{MinBytes: 64, MaxBytes: 127, Kernel: last, Speedup: 9},
+		{MinBytes: 4096, MaxBytes: 8191, Kernel: "copy", Speedup: 1},
+	}}
+	if err := Confirm(p, r, Options{Reps: 2, ChildArgs: childArgs}); err != nil {
+		t.Fatal(err)
+	}
+	if c := p.Classes[1]; c.Kernel != "copy" || c.Speedup != 1 {
+		t.Errorf("class kept as copy() changed: %+v", c)
+	}
+	c := p.Classes[0]
+	switch {
+	case c.Kernel == "copy" && c.Speedup == 1:
+		t.Logf("%s did not win again at 64..127 B: reverted to copy()", last)
+	case c.Kernel == last && c.Speedup >= MinGain && c.Speedup < 9:
+		t.Logf("%s won again at 64..127 B: %.2fx", last, c.Speedup)
+	default:
+		t.Errorf("confirmed class is neither reverted nor a re-measured win: %+v", c)
+	}
+	if _, err := memcopy.NewCopier(p); err != nil {
+		t.Fatal(err)
+	}
+}

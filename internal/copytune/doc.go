@@ -1,0 +1,24 @@
+// Package copytune measures memcopy's kernels in the settings of the direct
+// path and chooses one per size class: the engine behind `polytropon tune copy`
+// and `polytropon perf copy`.
+//
+// Settings: a private source copied into a shared memfd mapping (MAP_SHARED)
+// that a reader child process on another core then reads, and a shared source
+// the child just wrote copied into private memory; each with warm destinations
+// (the same buffers reused) and cold ones (rotating through 64 MiB or more).
+// Every size and setting interleaves samples of all candidates and keeps the
+// median. Choose replaces copy() in a class only where a kernel gains at least
+// MinGain (3 %) and loses no more than MaxLoss (2 %) anywhere in the class.
+//
+// The reader child is this executable started again from /proc/self/exe with
+// Options.ChildArgs and an environment marker; its main calls ServeChild when
+// IsChild reports true. Parent and child synchronise through two atomic words
+// in the shared mapping's first page (layout in child.go) with bounded waits,
+// and the child dies with the parent (PR_SET_PDEATHSIG).
+//
+// What it is not: a hot-path component. It allocates freely, pins its thread
+// and the child to two CPUs for the run, and uses a few hundred MiB.
+//
+// Locking: none; Run is single-threaded and the child protocol is one
+// request at a time.
+package copytune

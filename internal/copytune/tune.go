@@ -1,0 +1,366 @@
+package copytune
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/polytropon/polytropon/ipc/memcopy"
+)
+
+// A Setting is one situation of the direct path a copy is measured in.
+type Setting struct {
+	Name string
+	// ToShared: private source -> shared (memfd MAP_SHARED) destination that
+	// the reader child reads next. Otherwise shared source the child just
+	// wrote -> private destination.
+	ToShared bool
+	// Cold: every copy goes to a destination not touched for a long time
+	// (rotating through a region several times the last-level cache), rather
+	// than reusing the same destination buffers.
+	Cold bool
+}
+
+// Settings are the four the tuner measures.
+var Settings = []Setting{
+	{Name: "priv->shared/warm", ToShared: true},
+	{Name: "priv->shared/cold", ToShared: true, Cold: true},
+	{Name: "shared->priv/warm"},
+	{Name: "shared->priv/cold", Cold: true},
+}
+
+// A Candidate is something that copies: a memcopy kernel or, for perf, a
+// tuned Copier.
+type Candidate struct {
+	Name string
+	Copy func(dst, src []byte) int
+}
+
+// KernelCandidates returns every kernel this CPU runs, copy() first.
+func KernelCandidates() []Candidate {
+	var cs []Candidate
+	for _, k := range memcopy.Kernels() {
+		if k.Available() {
+			cs = append(cs, Candidate{Name: k.Name(), Copy: k.Copy})
+		}
+	}
+	return cs
+}
+
+// Options of a measurement run. Zero values mean the defaults.
+type Options struct {
+	// Quick: fewer sizes (every fourth power of two to 4 MiB) and 3 repetitions.
+	Quick bool
+	// Sizes overrides the sizes measured (bytes, each 1..MaxSize).
+	Sizes []int
+	// Reps is the number of samples per kernel, size and setting (median
+	// taken); default 7, 3 with Quick.
+	Reps int
+	// Candidates to measure; default KernelCandidates. The first is the
+	// baseline and must be copy().
+	Candidates []Candidate
+	// ChildArgs are the arguments /proc/self/exe is started with to become
+	// the reader child (which must call ServeChild when IsChild).
+	ChildArgs []string
+	// Progress, when not nil, gets a progress bar (carriage-return updated).
+	Progress io.Writer
+}
+
+// MaxSize is the largest copy measured.
+const MaxSize = 64 << 20
+
+// batchBytes is the least a sample copies (several copies of small sizes), so
+// that a sample lasts microseconds and the clock's resolution does not matter.
+const batchBytes = 256 << 10
+
+// DefaultSizes are 64 B to 64 MiB: every power of two and one odd size
+// between each pair (1.5x plus 13 bytes: unaligned tails).
+func DefaultSizes(quick bool) []int {
+	var s []int
+	step := 1
+	maxShift := 26
+	if quick {
+		step, maxShift = 4, 22
+	}
+	for sh := 6; sh <= maxShift; sh += step {
+		s = append(s, 1<<sh)
+		if !quick && sh < 26 {
+			s = append(s, 1<<sh+1<<(sh-1)+13)
+		}
+	}
+	return s
+}
+
+// Cell is one candidate's median at one size in one setting.
+type Cell struct {
+	Setting  string  `json:"setting"`
+	Bytes    int     `json:"bytes"`
+	Kernel   string  `json:"kernel"`
+	MedianNs float64 `json:"median_ns"` // per copy
+	GBps     float64 `json:"gbps"`
+}
+
+// Result is a whole measurement run.
+type Result struct {
+	CPU        memcopy.CPUKey `json:"cpu"`
+	CPUName    string         `json:"cpu_name"`
+	Date       time.Time      `json:"date"`
+	Reps       int            `json:"reps"`
+	Sizes      []int          `json:"sizes"`
+	Settings   []string       `json:"settings"`
+	Candidates []string       `json:"kernels"`
+	Cells      []Cell         `json:"cells"`
+}
+
+// Cell returns the median of kernel at size in setting.
+func (r *Result) Cell(setting string, size int, kernel string) (Cell, bool) {
+	for _, c := range r.Cells {
+		if c.Setting == setting && c.Bytes == size && c.Kernel == kernel {
+			return c, true
+		}
+	}
+	return Cell{}, false
+}
+
+// Run measures every candidate at every size in every setting, with a reader
+// child process on another core reading what was written (or writing what
+// is read). Samples of one size and setting are interleaved across candidates
+// so that noise from other work on the machine falls on all of them alike.
+func Run(opts Options) (*Result, error) {
+	sizes := opts.Sizes
+	if sizes == nil {
+		sizes = DefaultSizes(opts.Quick)
+	}
+	maxSize := 0
+	for _, s := range sizes {
+		if s < 1 || s > MaxSize {
+			return nil, fmt.Errorf("copytune: size %d outside 1..%d", s, MaxSize)
+		}
+		maxSize = max(maxSize, s)
+	}
+	if len(sizes) == 0 {
+		return nil, errors.New("copytune: no sizes to measure")
+	}
+	reps := opts.Reps
+	if reps == 0 {
+		reps = 7
+		if opts.Quick {
+			reps = 3
+		}
+	}
+	if reps < 1 || reps > 1000 {
+		return nil, fmt.Errorf("copytune: %d repetitions outside 1..1000", reps)
+	}
+	cands := opts.Candidates
+	if cands == nil {
+		cands = KernelCandidates()
+	}
+	if len(cands) == 0 || cands[0].Name != "copy" {
+		return nil, errors.New("copytune: the first candidate must be copy(), the baseline")
+	}
+
+	// Regions: the shared data holds the warm slots and a cold area; the
+	// private side mirrors it. The cold area is at least 64 MiB, more than
+	// any last-level cache this targets, and two of the largest copy.
+	slotBytes := roundUp(max(maxSize, batchBytes)+4096, 4096)
+	coldBytes := max(64<<20, 2*roundUp(maxSize, 4096))
+	regionBytes := slotBytes + coldBytes
+
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	parentCPU, childCPU := pickCPUs()
+	var oldSet unix.CPUSet
+	if parentCPU >= 0 && unix.SchedGetaffinity(0, &oldSet) == nil {
+		var set unix.CPUSet
+		set.Set(parentCPU)
+		if unix.SchedSetaffinity(0, &set) == nil {
+			defer unix.SchedSetaffinity(0, &oldSet)
+		}
+	}
+
+	ch, err := startChild(regionBytes, opts.ChildArgs, childCPU)
+	if err != nil {
+		return nil, err
+	}
+	defer ch.stop()
+	priv := make([]byte, regionBytes)
+	src := make([]byte, maxSize)
+	for i := range src {
+		src[i] = byte(i)
+	}
+	// Fault every page in now, so no sample pays for it.
+	for i := 0; i < regionBytes; i += 4096 {
+		priv[i] = 1
+		ch.data[i] = 1
+	}
+
+	res := &Result{
+		CPU: memcopy.HostCPU(), CPUName: cpuName(), Date: time.Now().UTC(), Reps: reps, Sizes: slices.Clone(sizes),
+	}
+	for _, s := range Settings {
+		res.Settings = append(res.Settings, s.Name)
+	}
+	for _, c := range cands {
+		res.Candidates = append(res.Candidates, c.Name)
+	}
+	prog := newProgress(opts.Progress, len(sizes)*len(Settings))
+	defer prog.done()
+	samples := make([][]float64, len(cands))
+	for _, size := range sizes {
+		// Small copies sit a cache line apart, as in a ring of small
+		// buffers; from a page up they start on page boundaries.
+		stride := roundUp(size, 64)
+		if size >= 4096 {
+			stride = roundUp(size, 4096)
+		}
+		batch := max(1, batchBytes/size)
+		for batch*stride > slotBytes {
+			batch--
+		}
+		coldSlots := coldBytes / stride
+		cursor := 0
+		for _, st := range Settings {
+			prog.step(fmt.Sprintf("%s %s", sizeLabel(size), st.Name))
+			for i := range samples {
+				samples[i] = samples[i][:0]
+			}
+			// One warm-up round, then reps measured rounds, the candidate
+			// order rotating each round.
+			for rep := -1; rep < reps; rep++ {
+				for j := range cands {
+					ci := (j + max(rep, 0)) % len(cands)
+					ns, err := sample(ch, priv, src, st, size, stride, batch, slotBytes, coldSlots, &cursor, cands[ci].Copy)
+					if err != nil {
+						return nil, err
+					}
+					if rep >= 0 {
+						samples[ci] = append(samples[ci], ns)
+					}
+				}
+			}
+			for ci, c := range cands {
+				med := median(samples[ci])
+				res.Cells = append(res.Cells, Cell{
+					Setting: st.Name, Bytes: size, Kernel: c.Name, MedianNs: med, GBps: float64(size) / med,
+				})
+			}
+		}
+	}
+	return res, nil
+}
+
+// sample times batch copies of size bytes in setting st and returns the
+// nanoseconds per copy. The child's pass (reading what was written, or writing
+// what will be read) is not timed.
+func sample(ch *child, priv, src []byte, st Setting, size, stride, batch, slotBytes, coldSlots int, cursor *int,
+	copyFn func(dst, src []byte) int) (float64, error) {
+	if st.Cold && *cursor%coldSlots+batch > coldSlots {
+		// Start over rather than wrap inside a batch: the batch's slots stay
+		// one contiguous range for the child to read.
+		*cursor = 0
+	}
+	dstOff := func(i int) int {
+		if !st.Cold {
+			return i * stride
+		}
+		off := slotBytes + (*cursor%coldSlots)*stride
+		*cursor++
+		return off
+	}
+	if !st.ToShared {
+		if err := ch.do(opWrite, 0, batch*stride); err != nil {
+			return 0, err
+		}
+	}
+	offs := make([]int, batch)
+	for i := range offs {
+		offs[i] = dstOff(i)
+	}
+	var t0 time.Time
+	if st.ToShared {
+		t0 = time.Now()
+		for _, off := range offs {
+			copyFn(ch.data[off:off+size], src[:size])
+		}
+	} else {
+		t0 = time.Now()
+		for i, off := range offs {
+			copyFn(priv[off:off+size], ch.data[i*stride:i*stride+size])
+		}
+	}
+	ns := float64(time.Since(t0).Nanoseconds()) / float64(batch)
+	if st.ToShared {
+		// The consumer reads what was just written; in the warm setting
+		// the next sample then writes lines the other core holds.
+		lo, hi := offs[0], offs[len(offs)-1]+size
+		if err := ch.do(opRead, lo, hi-lo); err != nil {
+			return 0, err
+		}
+	}
+	return max(ns, 0.1), nil
+}
+
+func median(v []float64) float64 {
+	s := slices.Clone(v)
+	sort.Float64s(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+func roundUp(n, a int) int { return (n + a - 1) / a * a }
+
+// pickCPUs returns two different CPUs this process may run on, for the parent
+// and the reader child, or -1, -1 when there is only one.
+func pickCPUs() (int, int) {
+	var set unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &set); err != nil {
+		return -1, -1
+	}
+	var cpus []int
+	for i := 0; i < 1024 && len(cpus) < 2; i++ {
+		if set.IsSet(i) {
+			cpus = append(cpus, i)
+		}
+	}
+	if len(cpus) < 2 {
+		return -1, -1
+	}
+	return cpus[0], cpus[1]
+}
+
+// cpuName is the CPU's marketing name from /proc/cpuinfo, for reports.
+func cpuName() string {
+	f, err := os.Open("/proc/cpuinfo")
+	if err != nil {
+		return "unknown"
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if k, v, ok := strings.Cut(sc.Text(), ":"); ok && strings.TrimSpace(k) == "model name" {
+			return strings.TrimSpace(v)
+		}
+	}
+	return "unknown"
+}
+
+func sizeLabel(n int) string {
+	switch {
+	case n >= 1<<20 && n%(1<<20) == 0:
+		return fmt.Sprintf("%dMiB", n>>20)
+	case n >= 1<<10 && n%(1<<10) == 0:
+		return fmt.Sprintf("%dKiB", n>>10)
+	}
+	return fmt.Sprintf("%dB", n)
+}

@@ -506,3 +506,18 @@ func (r *Ring) WaitCQEs(min int, out []CQE) (int, error) {
 	}
 	return n, nil
 }
+
+// CancelPending withdraws prepared entries the kernel has not consumed, for an owner
+// whose submission failed for good (so it can fail those requests itself instead of
+// waiting for completions that will never come). It returns how many it withdrew;
+// with SQPOLL the poller may already be reading them, so it withdraws none.
+func (r *Ring) CancelPending() int {
+	if r.closed || r.flags&SetupSQPoll != 0 {
+		return 0
+	}
+	head := atomic.LoadUint32(r.sqHead)
+	n := r.sqeTail - head
+	r.sqeTail = head
+	atomic.StoreUint32(r.sqTail, head)
+	return int(n)
+}

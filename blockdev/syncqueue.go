@@ -95,3 +95,14 @@ func (q *SyncQueue) Close() error {
 	q.n = 0
 	return nil
 }
+
+// AlignedScratch returns an n-byte buffer whose address is aligned to n (a power of
+// two up to the page size), for wrappers that copy blocks to an inner device.
+func AlignedScratch(n int) []byte {
+	b := make([]byte, 2*n)
+	off := int(addr(b) & uintptr(n-1))
+	if off != 0 {
+		off = n - off
+	}
+	return b[off : off+n : off+n]
+}

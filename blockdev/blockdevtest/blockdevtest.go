@@ -264,9 +264,10 @@ func testPastEnd(t *testing.T, d blockdev.Device) {
 }
 
 func testQueueDepth(t *testing.T, d blockdev.Device) {
-	const depth, total = 32, 512
+	const depth = 32
 	bs := d.BlockSize()
 	blocks := d.Size() / int64(bs)
+	total := min(512, int(blocks/2))
 	q, err := d.NewQueue(depth)
 	if err != nil {
 		t.Fatal(err)

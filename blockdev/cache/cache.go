@@ -26,6 +26,7 @@ import (
 
 	"github.com/polytropon/polytropon/blockdev"
 	"github.com/polytropon/polytropon/blockdev/alignedbuf"
+	"github.com/polytropon/polytropon/internal/invariants"
 )
 
 // Mode is the write policy.
@@ -209,6 +210,9 @@ func (c *Cache) writeBackLocked(s int32) error {
 }
 
 func (c *Cache) dropLocked(s int32) {
+	if invariants.Enabled {
+		invariants.Check(c.valid[s] && c.index[c.keys[s]] == s, "cache: dropping slot %d that the index does not map", s)
+	}
 	delete(c.index, c.keys[s])
 	c.valid[s] = false
 	c.dirty[s] = false

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/polytropon/polytropon/internal/invariants"
 )
 
 // Setup flags (IORING_SETUP_*), as io_uring_setup takes them.
@@ -449,6 +451,9 @@ func (r *Ring) PeekCQEs(out []CQE) int {
 func (r *Ring) copyCQEs(out []CQE) int {
 	head := atomic.LoadUint32(r.cqHead)
 	tail := atomic.LoadUint32(r.cqTail)
+	if invariants.Enabled {
+		invariants.Check(tail-head <= r.cqEntries, "uring: CQ holds %d completions in %d entries", tail-head, r.cqEntries)
+	}
 	n := 0
 	for head != tail && n < len(out) {
 		i := head & r.cqMask

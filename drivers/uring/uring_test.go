@@ -85,6 +85,9 @@ func TestCQOverflowLosesNothing(t *testing.T) {
 			break // older kernels refuse submissions while overflowed: reap below
 		}
 	}
+	if r.cqReady() != r.CQEntries() || !r.needFlush() {
+		t.Fatalf("after %d unreaped NOPs: %d visible, overflow flagged %v; the test did not overflow the CQ", next, r.cqReady(), r.needFlush())
+	}
 	seen := make([]int, total)
 	out := make([]CQE, 3) // smaller than the CQ, so reaping interleaves with flushing
 	got := 0
@@ -461,4 +464,17 @@ func BenchmarkNop(b *testing.B) {
 			got += n
 		}
 	}
+}
+
+func TestOptionalFlagsDroppedCleanly(t *testing.T) {
+	testenv.Root(t)
+	// DEFER_TASKRUN cannot go with SQPOLL: the ring must come up without it rather
+	// than fail.
+	r := testRing(t, 4, WithSQPoll(10*time.Millisecond), WithDeferTaskrun())
+	if r.Flags()&SetupDeferTaskrun != 0 || r.Flags()&SetupSQPoll == 0 {
+		t.Fatalf("flags %#x: want SQPOLL without DEFER_TASKRUN", r.Flags())
+	}
+	r.GetSQE().PrepNop(1)
+	out := make([]CQE, 1)
+	waitOne(t, r, out, 1, 0)
 }

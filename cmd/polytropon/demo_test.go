@@ -1,0 +1,28 @@
+package main
+
+import (
+	"strings"
+	"testing"
+)
+
+// TestDemoStepsParse checks that every step of the demo names a registered command
+// and flags it accepts, so that the demo cannot drift from the commands it runs.
+// The steps themselves are tested in their own packages; `make demo` runs them all.
+func TestDemoStepsParse(t *testing.T) {
+	for _, short := range []bool{false, true} {
+		for _, s := range demoSteps {
+			args := s.args(t.TempDir(), short)
+			root := newRoot()
+			cmd, rest, err := root.Find(args)
+			if err != nil {
+				t.Fatalf("demo step %q: %v", strings.Join(args, " "), err)
+			}
+			if cmd == root || (cmd.Run == nil && cmd.RunE == nil) {
+				t.Fatalf("demo step %q does not reach a runnable command", strings.Join(args, " "))
+			}
+			if err := cmd.ParseFlags(rest); err != nil {
+				t.Fatalf("demo step %q: %v", strings.Join(args, " "), err)
+			}
+		}
+	}
+}

@@ -495,16 +495,17 @@ func (f *FS) Rename(oldname, newname string) error {
 func (f *FS) Link(oldname, newname string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	// linkat(2) looks the old name up completely before the new one.
 	_, _, on, err := f.parentFor(oldname)
-	if err != nil {
-		return err
-	}
-	ndir, nbase, nn, err := f.parentFor(newname)
 	if err != nil {
 		return err
 	}
 	if on == nil {
 		return syscall.ENOENT
+	}
+	ndir, nbase, nn, err := f.parentFor(newname)
+	if err != nil {
+		return err
 	}
 	if nn != nil || nbase == "" {
 		return syscall.EEXIST

@@ -3,8 +3,8 @@ package stack
 import (
 	"bytes"
 	"flag"
-	"hash/crc32"
 	"fmt"
+	"hash/crc32"
 	"math/rand"
 	"os"
 	"slices"

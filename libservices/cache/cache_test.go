@@ -4,6 +4,7 @@ import (
 	"os"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/polytropon/polytropon/libservices"
 	"github.com/polytropon/polytropon/libservices/fstest"
@@ -154,7 +155,7 @@ func TestStatCache(t *testing.T) {
 }
 
 func TestOptionsValidate(t *testing.T) {
-	for _, o := range []Options{{Policy: "lru"}, {Policy: "writeback"}, {Size: 100}, {Attrs: -1}} {
+	for _, o := range []Options{{Policy: "lru"}, {Policy: "writeback", DirtyLimit: -1}, {Size: 100}, {Attrs: -1}} {
 		if err := o.Validate(); err == nil {
 			t.Errorf("%+v validated", o)
 		}
@@ -162,4 +163,41 @@ func TestOptionsValidate(t *testing.T) {
 	if err := (&Options{Size: 256 << 20, Policy: "writethrough"}).Validate(); err != nil {
 		t.Error(err)
 	}
+}
+
+func wbOptions() Options { return Options{Policy: "writeback", FlushInterval: -1, DirtyLimit: 1 << 30} }
+
+func TestConformanceWriteBack(t *testing.T) {
+	fstest.Run(t, func(t *testing.T) libservices.FS {
+		return New(memfs.New(memfs.Options{}), NewStore(1<<20), wbOptions())
+	})
+}
+
+func TestConformanceWriteBackTinyLimit(t *testing.T) {
+	fstest.Run(t, func(t *testing.T) libservices.FS {
+		c := New(memfs.New(memfs.Options{}), NewStore(0), Options{Policy: "writeback", FlushInterval: time.Millisecond, DirtyLimit: 2 * PageSize})
+		t.Cleanup(func() { c.CloseFS() })
+		return c
+	})
+}
+
+func TestConformanceWriteBackStack(t *testing.T) {
+	fstest.Run(t, func(t *testing.T) libservices.FS {
+		var layers []libservices.FS
+		for _, ro := range []bool{false, true} {
+			dir, err := os.MkdirTemp("/var/tmp", "polytropon-cache-")
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { os.RemoveAll(dir) })
+			p, err := passthrough.New(passthrough.Options{Dir: dir, ReadOnly: ro})
+			if err != nil {
+				t.Fatal(err)
+			}
+			layers = append(layers, p)
+		}
+		c := New(union.New(layers[0], layers[1]), NewStore(1<<20), Options{Policy: "writeback", FlushInterval: 10 * time.Millisecond})
+		t.Cleanup(func() { c.CloseFS() })
+		return c
+	})
 }

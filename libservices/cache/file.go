@@ -12,12 +12,26 @@ type handle struct {
 	inner  libservices.Handle
 	in     *inode // nil for anything but a regular file: not cached
 	flags  int
+	direct bool // write-back cache, but this handle writes through
 	closed atomic.Bool
 }
 
 // Open implements libservices.FS.
 func (f *FS) Open(name string, flags int, mode uint32) (libservices.Handle, error) {
-	ih, err := f.inner.Open(name, flags, mode)
+	innerFlags := flags
+	direct := false
+	if f.writeBack && flags&libservices.O_ACCMODE != libservices.O_RDONLY {
+		// Dirty pages are filled by reading and flushed at explicit offsets: the
+		// inner handle must be readable and must not append (appends are placed
+		// at the cache's size). Where it cannot be readable, the handle writes
+		// through.
+		innerFlags = flags&^(libservices.O_ACCMODE|libservices.O_APPEND) | libservices.O_RDWR
+	}
+	ih, err := f.inner.Open(name, innerFlags, mode)
+	if err == syscall.EACCES && innerFlags != flags {
+		direct = true
+		ih, err = f.inner.Open(name, flags, mode)
+	}
 	if flags&(libservices.O_CREAT|libservices.O_TRUNC) != 0 {
 		f.changed()
 	}
@@ -29,7 +43,7 @@ func (f *FS) Open(name string, flags int, mode uint32) (libservices.Handle, erro
 		f.inner.Close(ih)
 		return nil, err
 	}
-	h := &handle{fs: f, inner: ih, flags: flags}
+	h := &handle{fs: f, inner: ih, flags: flags, direct: direct}
 	if a.IsRegular() {
 		f.inodesMu.Lock()
 		in := f.inodes[a.Ino]
@@ -40,6 +54,7 @@ func (f *FS) Open(name string, flags int, mode uint32) (libservices.Handle, erro
 			f.inodes[a.Ino] = in
 		} else if flags&libservices.O_TRUNC != 0 {
 			in.mu.Lock()
+			f.discardLocked(in)
 			in.epoch.Add(1 << 32)
 			in.size.Store(a.Size)
 			in.mu.Unlock()
@@ -67,11 +82,17 @@ func (f *FS) ReadAt(h libservices.Handle, p []byte, off int64) (int, error) {
 		return 0, err
 	}
 	in := ch.in
-	if in == nil || ch.flags&libservices.O_ACCMODE == libservices.O_WRONLY {
+	if ch.flags&libservices.O_ACCMODE == libservices.O_WRONLY {
+		return 0, syscall.EBADF // the inner handle may be readable: see Open
+	}
+	if in == nil {
 		return f.inner.ReadAt(ch.inner, p, off)
 	}
 	if off < 0 || off+int64(len(p)) < 0 {
 		return 0, syscall.EINVAL
+	}
+	if in.ndirty.Load() > 0 {
+		return f.readDirty(ch, p, off)
 	}
 	size := in.size.Load()
 	if off >= size {
@@ -118,7 +139,44 @@ func (f *FS) fill(ch *handle, k *pageKey, dst []byte, inPage int) error {
 	return nil
 }
 
-// WriteAt implements libservices.FS: write-through, then update cached pages.
+// readDirty is ReadAt for a file with dirty pages: under the inode lock, dirty
+// pages first, then the store, then the inner FS.
+func (f *FS) readDirty(ch *handle, p []byte, off int64) (int, error) {
+	in := ch.in
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	size := in.size.Load()
+	if off >= size {
+		return 0, nil
+	}
+	if rest := size - off; int64(len(p)) > rest {
+		p = p[:rest]
+	}
+	k := in.key
+	k.epoch = in.epoch.Load()
+	for done := 0; done < len(p); {
+		pos := off + int64(done)
+		k.idx = pos / PageSize
+		inPage := int(pos % PageSize)
+		chunk := min(PageSize-inPage, len(p)-done)
+		dst := p[done : done+chunk]
+		if pg := in.dirty[k.idx]; pg != nil {
+			copy(dst, pg[inPage:])
+		} else if !f.store.read(&k, dst, inPage) {
+			var page [PageSize]byte
+			if _, err := f.inner.ReadAt(ch.inner, page[:], k.idx*PageSize); err != nil {
+				return done, err
+			}
+			copy(dst, page[inPage:])
+			f.store.insert(&k, page[:])
+		}
+		done += chunk
+	}
+	return len(p), nil
+}
+
+// WriteAt implements libservices.FS: write-through, then update cached pages;
+// or, write-back, into dirty pages.
 func (f *FS) WriteAt(h libservices.Handle, p []byte, off int64) (int, error) {
 	ch, err := f.handle(h)
 	if err != nil {
@@ -130,6 +188,31 @@ func (f *FS) WriteAt(h libservices.Handle, p []byte, off int64) (int, error) {
 	}
 	in.mu.Lock()
 	defer in.mu.Unlock()
+	if ch.direct {
+		if err := f.flushLocked(in, nil); err != nil {
+			return 0, err
+		}
+	}
+	if f.writeBack && !ch.direct {
+		if ch.flags&libservices.O_ACCMODE == libservices.O_RDONLY {
+			return 0, syscall.EBADF
+		}
+		if ch.flags&libservices.O_APPEND != 0 {
+			off = in.size.Load()
+		}
+		// A write that extends the file sets the inner size at once: the inner FS
+		// decides EFBIG and ENOSPC-for-metadata now, not at some later flush.
+		if end := off + int64(len(p)); len(p) > 0 && off >= 0 && end > in.size.Load() {
+			if err := f.inner.Ftruncate(ch.inner, end); err != nil {
+				return 0, err
+			}
+		}
+		n, err := f.writeLocked(ch, p, off)
+		if err == nil && f.dirtyBytes.Load() > f.dirtyLimit {
+			err = f.flushLocked(in, ch.inner)
+		}
+		return n, err
+	}
 	if ch.flags&libservices.O_APPEND != 0 {
 		var a libservices.Attr
 		if err := f.inner.Fstat(ch.inner, &a); err != nil {
@@ -163,7 +246,11 @@ func (f *FS) Fstat(h libservices.Handle, a *libservices.Attr) error {
 	if err != nil {
 		return err
 	}
-	return f.inner.Fstat(ch.inner, a)
+	if err := f.inner.Fstat(ch.inner, a); err != nil {
+		return err
+	}
+	f.overlay(a)
+	return nil
 }
 
 // Ftruncate implements libservices.FS.
@@ -193,6 +280,9 @@ func (f *FS) resize(ch *handle, op func() error) error {
 	}
 	in.mu.Lock()
 	defer in.mu.Unlock()
+	if err := f.flushLocked(in, ch.inner); err != nil {
+		return err
+	}
 	err := op()
 	if err == nil {
 		var a libservices.Attr
@@ -211,6 +301,9 @@ func (f *FS) Fsync(h libservices.Handle) error {
 	if err != nil {
 		return err
 	}
+	if err := f.flushHandle(ch); err != nil {
+		return err
+	}
 	return f.inner.Fsync(ch.inner)
 }
 
@@ -218,6 +311,9 @@ func (f *FS) Fsync(h libservices.Handle) error {
 func (f *FS) Fdatasync(h libservices.Handle) error {
 	ch, err := f.handle(h)
 	if err != nil {
+		return err
+	}
+	if err := f.flushHandle(ch); err != nil {
 		return err
 	}
 	return f.inner.Fdatasync(ch.inner)
@@ -229,7 +325,16 @@ func (f *FS) Close(h libservices.Handle) error {
 	if !ok || ch == nil || ch.fs != f || !ch.closed.CompareAndSwap(false, true) {
 		return syscall.EBADF
 	}
+	var flushErr error
 	if in := ch.in; in != nil {
+		in.mu.Lock()
+		if in.ndirty.Load() > 0 && ch.flags&libservices.O_ACCMODE != libservices.O_RDONLY {
+			flushErr = f.flushLocked(in, ch.inner)
+		}
+		if in.wh == ch.inner {
+			in.wh = nil
+		}
+		in.mu.Unlock()
 		f.inodesMu.Lock()
 		in.refs--
 		if in.refs == 0 && f.inodes[in.key.ino] == in {
@@ -238,5 +343,23 @@ func (f *FS) Close(h libservices.Handle) error {
 		f.inodesMu.Unlock()
 	}
 	f.store.checkInvariants()
-	return f.inner.Close(ch.inner)
+	if err := f.inner.Close(ch.inner); err != nil {
+		return err
+	}
+	return flushErr
+}
+
+// flushHandle writes the dirty pages of ch's file (before fsync).
+func (f *FS) flushHandle(ch *handle) error {
+	in := ch.in
+	if in == nil || in.ndirty.Load() == 0 {
+		return nil
+	}
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	h := ch.inner
+	if ch.flags&libservices.O_ACCMODE == libservices.O_RDONLY {
+		h = nil // fsync through a read-only handle flushes through the writer's
+	}
+	return f.flushLocked(in, h)
 }

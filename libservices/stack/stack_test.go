@@ -16,7 +16,7 @@ import (
 func exampleYAML(upper, lower string) string {
 	return fmt.Sprintf(`name: root
 stack:
-  - cache: {size: 256MiB, policy: writethrough}
+  - cache: {size: 256MiB, policy: writeback}
   - union: {}
 branches:
   - passthrough: {dir: %s}
@@ -91,6 +91,7 @@ func TestBadConfig(t *testing.T) {
 		{"stack:\n  - cache: {size: 12XB}\n  - memfs: {}\n", `filesystems[0].stack[0].cache.size: bad size "12XB"`},
 		{"stack:\n  - cache: {sise: 1MiB}\n  - memfs: {}\n", `filesystems[0].stack[0].cache.sise: unknown key`},
 		{"stack:\n  - cache: {policy: lru}\n  - memfs: {}\n", `filesystems[0].stack[0].cache: policy: unknown policy "lru"`},
+		{"stack:\n  - cache: {flush_interval: soon}\n  - memfs: {}\n", `filesystems[0].stack[0].cache.flush_interval:`},
 		{"stack:\n  - kache: {}\n", `filesystems[0].stack[0]: unknown libservice "kache"`},
 		{"stack:\n  - union: {}\n", `filesystems[0].stack[0].union: needs branches below it`},
 		{"stack:\n  - cache: {}\n", `filesystems[0].stack[0].cache: wraps exactly one filesystem, got 0`},

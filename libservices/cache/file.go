@@ -343,6 +343,7 @@ func (f *FS) Close(h libservices.Handle) error {
 		f.inodesMu.Unlock()
 	}
 	f.store.checkInvariants()
+	f.checkDirtyAccounting()
 	if err := f.inner.Close(ch.inner); err != nil {
 		return err
 	}

@@ -2,6 +2,8 @@ package cache
 
 import (
 	"sort"
+
+	"github.com/polytropon/polytropon/internal/invariants"
 	"syscall"
 	"time"
 
@@ -177,4 +179,35 @@ func (f *FS) overlay(a *libservices.Attr) {
 		a.Mtime, a.Ctime = in.wtime, in.wtime
 	}
 	in.mu.Unlock()
+}
+
+// checkDirtyAccounting walks every open file and checks that the dirty byte and
+// dirty file counters match the dirty pages. Expensive: invariants builds only.
+func (f *FS) checkDirtyAccounting() {
+	if !invariants.Enabled {
+		return
+	}
+	f.inodesMu.Lock()
+	ins := make([]*inode, 0, len(f.inodes))
+	for _, in := range f.inodes {
+		ins = append(ins, in)
+	}
+	f.inodesMu.Unlock()
+	var bytes, files int64
+	for _, in := range ins {
+		in.mu.Lock()
+		bytes += int64(len(in.dirty)) * PageSize
+		invariants.Check(int(in.ndirty.Load()) == len(in.dirty) || len(in.dirty) == 0 && in.ndirty.Load() == 0,
+			"cache: inode %d ndirty %d but %d dirty pages", in.key.ino, in.ndirty.Load(), len(in.dirty))
+		if len(in.dirty) > 0 {
+			files++
+		}
+		in.mu.Unlock()
+	}
+	// Files closed with their dirty pages flushed are gone from f.inodes, so the
+	// counters can only be checked when nothing else is writing: compare when
+	// this walk saw a quiescent state (no concurrent change of the counters).
+	if b := f.dirtyBytes.Load(); b == bytes {
+		invariants.Check(f.dirtyInodes.Load() == files, "cache: %d dirty files counted, %d found", f.dirtyInodes.Load(), files)
+	}
 }

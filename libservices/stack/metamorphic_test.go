@@ -46,7 +46,7 @@ func populate(t *testing.T, fs libservices.FS) {
 	}
 }
 
-func unionStack(t *testing.T, tiny bool) libservices.FS {
+func unionStack(t *testing.T, tiny bool, o cache.Options) libservices.FS {
 	var layers []libservices.FS
 	for i := 0; i < 2; i++ {
 		dir, err := os.MkdirTemp("/dev/shm", "polytropon-meta-")
@@ -72,7 +72,8 @@ func unionStack(t *testing.T, tiny bool) libservices.FS {
 	if tiny {
 		size = 0
 	}
-	c := cache.New(union.New(layers[0], layers[1]), cache.NewStore(size), cache.Options{Attrs: 16})
+	o.Attrs = 16
+	c := cache.New(union.New(layers[0], layers[1]), cache.NewStore(size), o)
 	t.Cleanup(func() { c.CloseFS() })
 	return c
 }
@@ -157,8 +158,11 @@ func step(fs libservices.FS, rng *rand.Rand) (string, result) {
 // operation is then skipped in the model.
 func TestMetamorphic(t *testing.T) {
 	stacks := map[string]func(t *testing.T) libservices.FS{
-		"CacheUnionPassthrough":     func(t *testing.T) libservices.FS { return unionStack(t, false) },
-		"TinyCacheUnionPassthrough": func(t *testing.T) libservices.FS { return unionStack(t, true) },
+		"CacheUnionPassthrough":     func(t *testing.T) libservices.FS { return unionStack(t, false, cache.Options{}) },
+		"TinyCacheUnionPassthrough": func(t *testing.T) libservices.FS { return unionStack(t, true, cache.Options{}) },
+		"WriteBackCacheUnionPassthrough": func(t *testing.T) libservices.FS {
+			return unionStack(t, true, cache.Options{Policy: "writeback", FlushInterval: -1, DirtyLimit: 8 * cache.PageSize})
+		},
 		"CacheMemfs": func(t *testing.T) libservices.FS {
 			m := memfs.New(memfs.Options{})
 			populate(t, m)

@@ -206,6 +206,9 @@ func New(inner libservices.FS, store *Store, o Options) *FS {
 	return f
 }
 
+// Store returns the page store this cache uses (shared or its own).
+func (f *FS) Store() *Store { return f.store }
+
 // Unwrap implements libservices.Wrapper.
 func (f *FS) Unwrap() libservices.FS { return f.inner }
 

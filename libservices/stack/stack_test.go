@@ -3,6 +3,7 @@ package stack
 import (
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 
@@ -82,6 +83,19 @@ func TestSharedCacheStore(t *testing.T) {
 	}
 	if a.(*cache.FS) == b.(*cache.FS) {
 		t.Fatal("two builds returned one FS")
+	}
+	if a.(*cache.FS).Store() != b.(*cache.FS).Store() {
+		t.Fatal("caches naming one shared store got two stores")
+	}
+	c, err := BuildYAML([]byte("stack:\n  - cache: {size: 1MiB}\n  - memfs: {}\n"), "filesystems[2]", env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.(*cache.FS).Store() == a.(*cache.FS).Store() {
+		t.Fatal("a cache without shared: got the shared store")
+	}
+	if got := libservices.Registered(); !slices.Equal(got, []string{"cache", "memfs", "passthrough", "union"}) {
+		t.Fatalf("registered: %q", got)
 	}
 }
 

@@ -92,3 +92,30 @@ func TestErrno(t *testing.T) {
 type errString string
 
 func (e errString) Error() string { return string(e) }
+
+// FuzzClean: any input gets a canonical path or an errno, never a panic, and a
+// canonical path is a fixed point with no "..", no empty component and no NUL.
+func FuzzClean(f *testing.F) {
+	for _, s := range []string{"", ".", "/", "a//b/", "../x", "a/./b", "x\x00", strings.Repeat("y", 300)} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		c, err := Clean(s)
+		if err != nil {
+			if _, ok := err.(syscall.Errno); !ok {
+				t.Fatalf("Clean(%q): error %T", s, err)
+			}
+			return
+		}
+		if again, err := Clean(c); err != nil || again != c {
+			t.Fatalf("Clean(%q) = %q, not a fixed point (%q, %v)", s, c, again, err)
+		}
+		if c != "." {
+			for _, comp := range strings.Split(c, "/") {
+				if comp == "" || comp == "." || comp == ".." || len(comp) > NameMax || strings.IndexByte(comp, 0) >= 0 {
+					t.Fatalf("Clean(%q) = %q has component %q", s, c, comp)
+				}
+			}
+		}
+	})
+}

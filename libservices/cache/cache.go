@@ -77,8 +77,8 @@ func (o *Options) Validate() error {
 	default:
 		return errorString(`policy: unknown policy "` + o.Policy + `" (known: writethrough, writeback)`)
 	}
-	if o.Size < 0 || o.Size > 0 && o.Size < 16*PageSize {
-		return errorString("size: must be at least 64KiB")
+	if o.Size < 0 || o.Size > 0 && o.Size < 16*PageSize || o.Size > MaxStoreSize {
+		return errorString("size: must be between 64KiB and 64GiB")
 	}
 	if o.DirtyLimit < 0 {
 		return errorString("dirty_limit: must not be negative")

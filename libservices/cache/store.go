@@ -48,8 +48,14 @@ type Store struct {
 	policy  *clockPolicy
 }
 
-// NewStore returns a store of sizeBytes (rounded down to whole pages, at least 16).
+// MaxStoreSize bounds a store: its per-page bookkeeping (about 80 bytes a page)
+// is allocated up front.
+const MaxStoreSize = 64 << 30
+
+// NewStore returns a store of sizeBytes (rounded down to whole pages, at least 16
+// pages, at most MaxStoreSize).
 func NewStore(sizeBytes int64) *Store {
+	sizeBytes = min(sizeBytes, MaxStoreSize)
 	slots := int(sizeBytes / PageSize)
 	if slots < 16 {
 		slots = 16

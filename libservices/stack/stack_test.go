@@ -106,6 +106,7 @@ func TestBadConfig(t *testing.T) {
 		{"stack:\n  - cache: {sise: 1MiB}\n  - memfs: {}\n", `filesystems[0].stack[0].cache.sise: unknown key`},
 		{"stack:\n  - cache: {policy: lru}\n  - memfs: {}\n", `filesystems[0].stack[0].cache: policy: unknown policy "lru"`},
 		{"stack:\n  - cache: {flush_interval: soon}\n  - memfs: {}\n", `filesystems[0].stack[0].cache.flush_interval:`},
+		{"stack:\n  - cache: {size: 1TiB}\n  - memfs: {}\n", `filesystems[0].stack[0].cache: size: must be between 64KiB and 64GiB`},
 		{"stack:\n  - kache: {}\n", `filesystems[0].stack[0]: unknown libservice "kache"`},
 		{"stack:\n  - union: {}\n", `filesystems[0].stack[0].union: needs branches below it`},
 		{"stack:\n  - cache: {}\n", `filesystems[0].stack[0].cache: wraps exactly one filesystem, got 0`},
@@ -143,5 +144,33 @@ func TestConformanceBuiltStacks(t *testing.T) {
 			}
 			return fs
 		})
+	})
+}
+
+// FuzzBuildYAML: any configuration is built or refused with an error, never a
+// panic. Branch directories are confined to a scratch directory by rejecting
+// any other "dir".
+func FuzzBuildYAML(f *testing.F) {
+	for _, s := range []string{
+		"stack:\n  - cache: {size: 1MiB, policy: writeback, flush_interval: -1s}\n  - memfs: {}\n",
+		"stack:\n  - union: {}\nbranches:\n  - memfs: {}\n  - memfs: {size: 1MiB}\n",
+		"stack:\n  - cache: {size: 12XB}\n",
+		"stack: [{memfs: {inodes: -1}}]",
+		"stack:\n  - memfs: {size: [1]}\n",
+		"branches: 3\n",
+		"{",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		if strings.Contains(s, "passthrough") {
+			return // keep the fuzzer away from host directories
+		}
+		fs, err := BuildYAML([]byte(s), "fs", nil)
+		if err == nil {
+			if err := Close(fs); err != nil {
+				t.Fatalf("close: %v", err)
+			}
+		}
 	})
 }

@@ -38,10 +38,10 @@
 //
 // Every method of an FS is safe for concurrent use by several goroutines. Operations
 // on one Handle may run concurrently, with the semantics of pread/pwrite on one file
-// description: each ReadAt and WriteAt is atomic with respect to the others only as
-// far as POSIX promises for regular files (no torn page-sized writes is not
-// promised). Close must not race with other operations on the same handle; after
-// Close every operation on the handle returns EBADF.
+// description: overlapping concurrent ReadAt and WriteAt calls may observe each
+// other partially (no atomicity beyond what the FS below gives); non-overlapping
+// ones are independent. Close must not race with other operations on the same
+// handle; after Close every operation on the handle returns EBADF.
 //
 // # Lock order
 //

@@ -16,7 +16,9 @@
 // cache's back between opens gets a new epoch. Coherence assumes that while a
 // file is open through a cache, nobody writes it except through that cache.
 //
-// Attribute cache: entries carry the cache's generation, which every modification
+// Attribute and dentry cache: Lstat and Stat results by path, including ENOENT
+// (negative entries), bounded by Options.Attrs. ReadDir, Readlink and xattrs go
+// to the inner FS. Entries carry the cache's generation, which every modification
 // through this cache bumps after the modification completes, so an entry fetched
 // before a change is never served after it.
 //

@@ -8,6 +8,11 @@
 // success on tmpfs) the suite accepts each kernel answer and then checks that the
 // FS is consistent with the answer it gave.
 //
+// Use: fstest.Run(t, func(t *testing.T) libservices.FS { return myfs.New(...) }).
+// The kernel reference runs are libservices/passthrough's TestKernelTmpfs
+// (/dev/shm) and TestKernelDisk (/var/tmp, ext4 on CI); the suite needs root only
+// for its chown case (testenv.Root).
+//
 // It is a test helper: it has no state of its own and no locks.
 package fstest
 

@@ -41,12 +41,11 @@ package union
 
 import (
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 
 	"github.com/polytropon/polytropon/libservices"
-
-	"sync"
 )
 
 const (

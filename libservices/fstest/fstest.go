@@ -532,6 +532,7 @@ func testRename(t *testing.T, newFS NewFS) {
 	errno(t, "missing source", fs.Rename("nope", "x"), syscall.ENOENT)
 	errno(t, "missing target dir", fs.Rename("f2", "nope/x"), syscall.ENOENT)
 	errno(t, "target under a file", fs.Rename("f2", "f2/x"), syscall.ENOTDIR)
+	errno(t, "missing source, target under a file (parents first)", fs.Rename("nope", "f2/x"), syscall.ENOTDIR)
 	ok(t, "rename to itself", fs.Rename("f2", "f2"))
 	if got := readFile(t, fs, "f2"); string(got) != "one" {
 		t.Fatalf("rename to itself changed content %q", got)
@@ -587,6 +588,8 @@ func testHardLinks(t *testing.T, newFS NewFS) {
 	errno(t, "link a directory", fs.Link("d", "d2"), syscall.EPERM)
 	errno(t, "link missing", fs.Link("nope", "x"), syscall.ENOENT)
 	errno(t, "link into missing dir", fs.Link("f", "nope/x"), syscall.ENOENT)
+	errno(t, "link into a file", fs.Link("f", "f/x"), syscall.ENOTDIR)
+	errno(t, "link missing into a file (old name first)", fs.Link("nope", "f/x"), syscall.ENOENT)
 	ok(t, "symlink", fs.Symlink("f", "ln"))
 	ok(t, "link a symlink", fs.Link("ln", "ln2"))
 	if a := lstat(t, fs, "ln2"); !a.IsSymlink() || a.Nlink != 2 {

@@ -411,6 +411,12 @@ func (f *FS) Link(oldname, newname string) error {
 		return err
 	}
 	defer unix.Close(ofd)
+	// linkat(2) looks the old name up completely before the new one's parent:
+	// keep its errno when both are wrong.
+	var st unix.Stat_t
+	if err := unix.Fstatat(ofd, obase, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return libservices.Errno(err)
+	}
 	nfd, nbase, err := f.parent(nc)
 	if err != nil {
 		return err

@@ -8,6 +8,7 @@ import (
 	"math/rand"
 	"os"
 	"slices"
+	"strings"
 	"syscall"
 	"testing"
 
@@ -19,7 +20,7 @@ import (
 )
 
 var (
-	metaSeeds = flag.Int("meta.seeds", 8, "metamorphic: number of seeds")
+	metaSeeds = flag.Int("meta.seeds", 20, "metamorphic: number of seeds")
 	metaOps   = flag.Int("meta.ops", 400, "metamorphic: operations per seed")
 )
 
@@ -187,6 +188,9 @@ func TestMetamorphic(t *testing.T) {
 					_, want := step(model, rand.New(rand.NewSource(state)))
 					log = append(log, what+" -> "+got.String())
 					if got != want {
+						if d := os.Getenv("META_DUMP"); d != "" {
+							os.WriteFile(d, []byte(strings.Join(log, "\n")), 0o644)
+						}
 						start := max(0, len(log)-15)
 						t.Fatalf("seed %d op %d: %s\n got  %v\n want %v\nrecent ops:\n%s", seed, i, what, got, want,
 							fmt.Sprint(log[start:]))

@@ -491,7 +491,14 @@ func (f *FS) Rename(oldname, newname string) error {
 			return err
 		}
 	}
-	if o.attr.IsDir() && targetLower {
+	// A directory moved onto a name that a lower branch has, visibly or behind a
+	// whiteout, must not merge with the lower directory: make it opaque, as Mkdir
+	// does over a whiteout.
+	targetHidden, err := f.has(0, libservices.Join(nn.parent.path, whPrefix+nn.base))
+	if err != nil {
+		return err
+	}
+	if o.attr.IsDir() && (targetLower || targetHidden) {
 		if err := f.whiteoutFile(libservices.Join(o.path, opaqueTag)); err != nil && err != syscall.EEXIST {
 			return err
 		}

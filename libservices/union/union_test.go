@@ -268,6 +268,17 @@ func TestRenameAcrossBranches(t *testing.T) {
 		t.Fatal("rename over a lower file")
 	}
 	wantErr(t, "rename file over merged non-empty dir", x.u.Rename("bin/sh", "full"), syscall.EISDIR)
+	// A directory renamed onto a removed lower directory's name stays opaque
+	// (found by the metamorphic test).
+	must(t, "unlink full/a", x.u.Unlink("full/a"))
+	must(t, "unlink full/deep/b", x.u.Unlink("full/deep/b"))
+	must(t, "rmdir full/deep", x.u.Rmdir("full/deep"))
+	must(t, "rmdir full", x.u.Rmdir("full"))
+	must(t, "mkdir fresh", x.u.Mkdir("fresh", 0o755))
+	must(t, "rename fresh over the removed full", x.u.Rename("fresh", "full"))
+	if got := list(t, x.u, "full"); len(got) != 0 {
+		t.Fatalf("renamed dir merged with the removed lower dir: %q", got)
+	}
 	if got := list(t, x.u, "bin"); !slices.Equal(got, []string{"passwd", "sh"}) {
 		t.Fatalf("bin: %q", got)
 	}

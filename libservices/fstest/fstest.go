@@ -971,8 +971,11 @@ func testXattrs(t *testing.T, newFS NewFS) {
 	if n != 5 {
 		t.Fatalf("size query: %d", n)
 	}
-	_, err = fs.Getxattr("f", "user.a", make([]byte, 2))
+	n, err = fs.Getxattr("f", "user.a", make([]byte, 2))
 	errno(t, "get into small buffer", err, syscall.ERANGE)
+	if n != 0 {
+		t.Fatalf("failed getxattr returned length %d, want 0", n)
+	}
 	n, err = fs.Getxattr("ln", "user.a", buf)
 	ok(t, "get through symlink", err)
 	if string(buf[:n]) != "value" {

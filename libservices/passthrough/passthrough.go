@@ -561,8 +561,10 @@ func (f *FS) Getxattr(name, attr string, dest []byte) (int, error) {
 	}
 	defer unix.Close(fd)
 	var n int
-	err = retry(func() (e error) { n, e = unix.Getxattr(procPath(fd), attr, dest); return e })
-	return n, err
+	if err := retry(func() (e error) { n, e = unix.Getxattr(procPath(fd), attr, dest); return e }); err != nil {
+		return 0, err // the raw call reports -1
+	}
+	return n, nil
 }
 
 // Setxattr implements libservices.FS.

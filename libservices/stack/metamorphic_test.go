@@ -90,7 +90,18 @@ func (r result) String() string { return fmt.Sprintf("%v %q", r.err, r.text) }
 func step(fs libservices.FS, rng *rand.Rand) (string, result) {
 	p := metaNames[rng.Intn(len(metaNames))]
 	q := metaNames[rng.Intn(len(metaNames))]
-	switch op := rng.Intn(12); op {
+	switch op := rng.Intn(14); op {
+	case 12:
+		mode := uint32(rng.Intn(0o1000))
+		return fmt.Sprintf("chmod %s %#o", p, mode), result{err: fs.Setattr(p, &libservices.SetAttr{Valid: libservices.SetMode, Mode: mode})}
+	case 13:
+		if rng.Intn(2) == 0 {
+			v := fmt.Sprint(rng.Intn(100))
+			return "setxattr " + p + " " + v, result{err: fs.Setxattr(p, "user.k", []byte(v), 0)}
+		}
+		buf := make([]byte, 16)
+		n, err := fs.Getxattr(p, "user.k", buf)
+		return "getxattr " + p, result{err: err, text: string(buf[:n])}
 	case 0, 1:
 		off := int64(rng.Intn(3 * 4096))
 		data := bytes.Repeat([]byte{byte('A' + rng.Intn(26))}, 1+rng.Intn(5000))

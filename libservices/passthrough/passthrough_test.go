@@ -6,6 +6,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/polytropon/polytropon/internal/testenv"
 	"github.com/polytropon/polytropon/libservices"
 	"github.com/polytropon/polytropon/libservices/fstest"
 )
@@ -53,7 +54,8 @@ func TestKernelDisk(t *testing.T) {
 		t.Fatal(err)
 	}
 	if st.Type == unix.TMPFS_MAGIC {
-		t.Fatalf("/var/tmp is a tmpfs here: this test needs a disk filesystem there")
+		testenv.SkipOrFail(t, "/var/tmp is a tmpfs here: the disk reference run needs a disk filesystem there")
+		return
 	}
 	t.Logf("/var/tmp filesystem type %#x", st.Type)
 	fstest.Run(t, newOn("/var/tmp", 0))

@@ -52,3 +52,34 @@ func TestClockStepByStep(t *testing.T) {
 		t.Fatalf("used %d", p.usedCount())
 	}
 }
+
+func TestStoreEvictionAccounting(t *testing.T) {
+	s := NewStore(0) // 16 pages
+	page := make([]byte, PageSize)
+	for i := 0; i < 40; i++ {
+		page[0] = byte(i)
+		k := pageKey{fs0: 1, ino: 7, idx: int64(i)}
+		s.insert(&k, page)
+		s.insert(&k, page) // a duplicate insert keeps one copy
+		if i == 20 {
+			s.checkInvariants()
+		}
+	}
+	mapped := 0
+	for i := range s.shards {
+		mapped += len(s.shards[i].m)
+	}
+	if mapped != 16 || s.policy.usedCount() != 16 || len(s.policy.free) != 0 {
+		t.Fatalf("after 40 inserts into 16 slots: %d mapped, %d used, %d free", mapped, s.policy.usedCount(), len(s.policy.free))
+	}
+	got := make([]byte, 1)
+	k := pageKey{fs0: 1, ino: 7, idx: 39}
+	if !s.read(&k, got, 0) || got[0] != 39 {
+		t.Fatalf("the last page inserted is not readable: %v", got)
+	}
+	k.idx = 0
+	if s.read(&k, got, 0) {
+		t.Fatal("the first page survived 24 unreferenced insertions after it")
+	}
+	s.checkInvariants()
+}

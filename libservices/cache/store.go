@@ -85,6 +85,15 @@ func (s *Store) read(k *pageKey, p []byte, in int) bool {
 // insert stores a copy of page (PageSize bytes, zero past the file's end) under k
 // unless it is already cached. It evicts a page when the store is full.
 func (s *Store) insert(k *pageKey, page []byte) {
+	// Most duplicates (two readers missing on one page) are caught here, before
+	// they cost an eviction; the check under the shard lock below catches the rest.
+	sh := s.shard(k)
+	sh.mu.RLock()
+	_, present := sh.m[*k]
+	sh.mu.RUnlock()
+	if present {
+		return
+	}
 	s.allocMu.Lock()
 	slot, evicted, ok := s.policy.Admit()
 	if !ok {
@@ -105,7 +114,6 @@ func (s *Store) insert(k *pageKey, page []byte) {
 	if s.data[slot] == nil {
 		s.data[slot] = make([]byte, PageSize)
 	}
-	sh := s.shard(k)
 	sh.mu.Lock()
 	_, dup := sh.m[*k]
 	if !dup {

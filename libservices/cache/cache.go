@@ -1,0 +1,385 @@
+// Package cache is a libservices.FS that caches another: a user-level page cache
+// (4 KiB pages in a Store with a fixed byte budget, CLOCK replacement) and an
+// attribute cache (Lstat/Stat results by path), both read on a hit without a
+// system call, an allocation or a lock other than one shard's read lock.
+//
+// Policies: write-through (the default): every write, truncate and namespace
+// change goes to the wrapped FS before it returns, and updates or invalidates
+// what is cached. Write-back: writes stay in per-file dirty pages until fsync,
+// close, the dirty limit or the flush interval (see writeback.go); namespace
+// changes are still write-through.
+//
+// Sharing: a Store may serve several cache FSes (`shared: NAME` in the
+// configuration). Page keys are (backing FS identity, inode, epoch, page index);
+// the epoch is the file's ctime when the cache first opened it, so two containers
+// over one read-only image branch share its pages, and a file changed behind the
+// cache's back between opens gets a new epoch. Coherence assumes that while a
+// file is open through a cache, nobody writes it except through that cache.
+//
+// Attribute and dentry cache: Lstat and Stat results by path, including ENOENT
+// (negative entries), bounded by Options.Attrs. ReadDir, Readlink and xattrs go
+// to the inner FS. Entries carry the cache's generation, which every modification
+// through this cache bumps after the modification completes, so an entry fetched
+// before a change is never served after it.
+//
+// Invariants: a cached page holds exactly the file's bytes (zeros past its end as
+// the cache saw it) for its key; every slot mapped in a Store shard is in use by
+// its policy (checked by Store walks under -tags invariants).
+//
+// Lock order: inode.mu, then a Store shard's mu or Store.allocMu (never both
+// shard and allocMu at once, except allocMu then the shard of an evicted page);
+// FS.inodesMu and an attribute shard's mu are leaves.
+//
+// Performance, `go test -run XXX -bench Cached -benchmem -benchtime=1000000x
+// -count 3 ./libservices/cache`, AMD EPYC (Zen 4, 2 vCPUs shared with four other
+// builds: load average ~6, so noisy), Go 1.26, 2026-11-21 02:16 UTC, cache over
+// memfs, 16 hot pages; two runs:
+//
+//	BenchmarkCachedRead4K          206-415 ns/op   0 B/op  0 allocs/op  (02:03: 241-323)
+//	BenchmarkCachedStat             61-67 ns/op    0 B/op  0 allocs/op  (02:03: 110-153)
+//	BenchmarkCachedRead4KParallel  128-252 ns/op   0 allocs/op (2 goroutines)
+//
+// The 4 KiB read is dominated by the 4 KiB copy itself (runtime.memmove, ~40% of
+// the profile). Goal <= 300 ns and 0 allocations: met for stat on every run, for
+// the read on most runs but not every run on this shared machine. With a 1 MiB
+// working set (256 pages) reads measured ~470 ns, the copy then coming from L3.
+// TestHitPathAllocs checks the 0 allocations in every test run.
+package cache
+
+import (
+	"hash/maphash"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/polytropon/polytropon/libservices"
+)
+
+// Options configure a cache FS.
+type Options struct {
+	// Size is the page store's budget in bytes (ignored when Shared names a store
+	// that exists already).
+	Size libservices.ByteSize `yaml:"size"`
+	// Policy is "writethrough" (the default) or "writeback".
+	Policy string `yaml:"policy"`
+	// DirtyLimit bounds write-back dirty bytes; 0 means a quarter of Size.
+	DirtyLimit libservices.ByteSize `yaml:"dirty_limit"`
+	// FlushInterval is how often write-back flushes, e.g. "5s"; 0 means 5s, and a
+	// negative interval means never (tests).
+	FlushInterval time.Duration `yaml:"flush_interval"`
+	// Shared names a store shared with the other caches built with the same Env.
+	Shared string `yaml:"shared"`
+	// Attrs is the most attribute entries cached; 0 means 65536.
+	Attrs int `yaml:"attrs"`
+}
+
+// Validate implements libservices.Validator.
+func (o *Options) Validate() error {
+	switch o.Policy {
+	case "", "writethrough", "writeback":
+	default:
+		return errorString(`policy: unknown policy "` + o.Policy + `" (known: writethrough, writeback)`)
+	}
+	if o.Size < 0 || o.Size > 0 && o.Size < 16*PageSize || o.Size > MaxStoreSize {
+		return errorString("size: must be between 64KiB and 64GiB")
+	}
+	if o.DirtyLimit < 0 {
+		return errorString("dirty_limit: must not be negative")
+	}
+	if o.Attrs < 0 {
+		return errorString("attrs: must not be negative")
+	}
+	return nil
+}
+
+type errorString string
+
+func (e errorString) Error() string { return string(e) }
+
+func init() {
+	libservices.Register("cache", libservices.Single, func(o *Options, inner []libservices.FS, env *libservices.Env) (libservices.FS, error) {
+		size := int64(o.Size)
+		if size == 0 {
+			size = 64 << 20
+		}
+		var st *Store
+		if o.Shared != "" && env.Shared != nil {
+			v, err := env.Shared.GetOrCreate("cache.store/"+o.Shared, func() (any, error) { return NewStore(size), nil })
+			if err != nil {
+				return nil, err
+			}
+			st = v.(*Store)
+		} else {
+			st = NewStore(size)
+		}
+		if o.DirtyLimit == 0 {
+			o.DirtyLimit = libservices.ByteSize(size / 4)
+		}
+		return New(inner[0], st, *o), nil
+	})
+}
+
+const attrShards = 64
+
+type attrEntry struct {
+	path string
+	gen  uint64
+	err  syscall.Errno
+	attr libservices.Attr
+}
+
+type attrShard struct {
+	mu sync.RWMutex
+	m  map[uint64]*attrEntry
+	_  [40]byte
+}
+
+// inode is the cache's state for a file open through it.
+type inode struct {
+	mu    sync.Mutex // serialises writers and cache fills of this file
+	key   pageKey    // idx unused; epoch may change
+	epoch atomic.Uint64
+	size  atomic.Int64
+	refs  int // guarded by FS.inodesMu
+
+	// Write-back state, guarded by mu; ndirty mirrors len(dirty) for lock-free
+	// checks on the read path.
+	dirty  map[int64]*[PageSize]byte
+	ndirty atomic.Int32
+	wh     libservices.Handle // a writable inner handle that flushes can use
+	wtime  libservices.Timespec
+}
+
+// FS is a caching layer over an inner FS.
+type FS struct {
+	inner    libservices.FS
+	store    *Store
+	id       [2]uint64
+	seed     maphash.Seed
+	attrsMax int
+
+	gen   atomic.Uint64
+	attrs [attrShards]attrShard
+
+	inodesMu sync.Mutex
+	inodes   map[uint64]*inode
+
+	writeBack   bool
+	dirtyLimit  int64
+	dirtyBytes  atomic.Int64
+	dirtyInodes atomic.Int64
+	stop        chan struct{}
+	flusherDone chan struct{}
+	closeOnce   sync.Once
+}
+
+var _ libservices.FS = (*FS)(nil)
+
+var instances atomic.Uint64
+
+// New returns a cache over inner using store, with o's policy. A write-back cache
+// with a positive flush interval owns a flusher goroutine until CloseFS.
+func New(inner libservices.FS, store *Store, o Options) *FS {
+	f := &FS{inner: inner, store: store, seed: maphash.MakeSeed(), attrsMax: o.Attrs, inodes: map[uint64]*inode{},
+		writeBack: o.Policy == "writeback", dirtyLimit: int64(o.DirtyLimit)}
+	if f.dirtyLimit == 0 {
+		f.dirtyLimit = 16 << 20
+	}
+	if f.writeBack {
+		interval := o.FlushInterval
+		if interval == 0 {
+			interval = 5 * time.Second
+		}
+		if interval > 0 {
+			f.stop, f.flusherDone = make(chan struct{}), make(chan struct{})
+			go f.flusher(interval)
+		}
+	}
+	if f.attrsMax == 0 {
+		f.attrsMax = 65536
+	}
+	if id, ok := inner.(libservices.Identifier); ok {
+		f.id = id.Identity()
+	} else {
+		f.id = [2]uint64{0xcac4e, instances.Add(1)}
+	}
+	for i := range f.attrs {
+		f.attrs[i].m = map[uint64]*attrEntry{}
+	}
+	return f
+}
+
+// Store returns the page store this cache uses (shared or its own).
+func (f *FS) Store() *Store { return f.store }
+
+// Unwrap implements libservices.Wrapper.
+func (f *FS) Unwrap() libservices.FS { return f.inner }
+
+// CloseFS implements libservices.Closer: it stops the flusher, writes what is
+// dirty, and closes the inner FS.
+func (f *FS) CloseFS() error {
+	var err error
+	f.closeOnce.Do(func() {
+		if f.stop != nil {
+			close(f.stop)
+			<-f.flusherDone
+		}
+		err = f.FlushAll()
+		if c, ok := f.inner.(libservices.Closer); ok {
+			if cerr := c.CloseFS(); err == nil {
+				err = cerr
+			}
+		}
+	})
+	return err
+}
+
+// Identity implements libservices.Identifier, forwarding the inner identity.
+func (f *FS) Identity() [2]uint64 { return f.id }
+
+// changed invalidates the attribute cache; called after every modification.
+func (f *FS) changed() { f.gen.Add(1) }
+
+func (f *FS) statCached(name string, a *libservices.Attr, follow bool) error {
+	clean, err := libservices.Clean(name)
+	if err != nil {
+		return err
+	}
+	h := maphash.String(f.seed, clean)
+	if follow {
+		h = h*31 + 1
+	}
+	sh := &f.attrs[h%attrShards]
+	gen := f.gen.Load()
+	sh.mu.RLock()
+	e := sh.m[h]
+	if e != nil && e.gen == gen && e.path == clean {
+		errno := e.err
+		if errno == 0 {
+			*a = e.attr
+		}
+		sh.mu.RUnlock()
+		if errno != 0 {
+			return errno
+		}
+		f.overlay(a)
+		return nil
+	}
+	sh.mu.RUnlock()
+	if follow {
+		err = f.inner.Stat(clean, a)
+	} else {
+		err = f.inner.Lstat(clean, a)
+	}
+	ne := &attrEntry{path: clean, gen: gen}
+	switch e := err.(type) {
+	case nil:
+		ne.attr = *a
+	case syscall.Errno:
+		if e != syscall.ENOENT {
+			return err // only absence is worth remembering
+		}
+		ne.err = e
+	default:
+		return err
+	}
+	sh.mu.Lock()
+	if len(sh.m) >= f.attrsMax/attrShards+1 {
+		for k := range sh.m { // drop one arbitrary entry: the cache is bounded
+			delete(sh.m, k)
+			break
+		}
+	}
+	sh.m[h] = ne
+	sh.mu.Unlock()
+	if err == nil {
+		f.overlay(a)
+	}
+	return err
+}
+
+// Lstat implements libservices.FS.
+func (f *FS) Lstat(name string, a *libservices.Attr) error { return f.statCached(name, a, false) }
+
+// Stat implements libservices.FS.
+func (f *FS) Stat(name string, a *libservices.Attr) error { return f.statCached(name, a, true) }
+
+func (f *FS) after(err error) error {
+	f.changed()
+	return err
+}
+
+// Mkdir implements libservices.FS.
+func (f *FS) Mkdir(name string, mode uint32) error { return f.after(f.inner.Mkdir(name, mode)) }
+
+// Unlink implements libservices.FS.
+func (f *FS) Unlink(name string) error { return f.after(f.inner.Unlink(name)) }
+
+// Rmdir implements libservices.FS.
+func (f *FS) Rmdir(name string) error { return f.after(f.inner.Rmdir(name)) }
+
+// Rename implements libservices.FS.
+func (f *FS) Rename(o, n string) error { return f.after(f.inner.Rename(o, n)) }
+
+// Link implements libservices.FS.
+func (f *FS) Link(o, n string) error { return f.after(f.inner.Link(o, n)) }
+
+// Symlink implements libservices.FS.
+func (f *FS) Symlink(t, n string) error { return f.after(f.inner.Symlink(t, n)) }
+
+// Readlink implements libservices.FS.
+func (f *FS) Readlink(name string) (string, error) { return f.inner.Readlink(name) }
+
+// ReadDir implements libservices.FS.
+func (f *FS) ReadDir(name string) ([]libservices.DirEntry, error) { return f.inner.ReadDir(name) }
+
+// Statfs implements libservices.FS.
+func (f *FS) Statfs(st *libservices.Statfs) error { return f.inner.Statfs(st) }
+
+// Getxattr implements libservices.FS.
+func (f *FS) Getxattr(name, attr string, dest []byte) (int, error) {
+	return f.inner.Getxattr(name, attr, dest)
+}
+
+// Listxattr implements libservices.FS.
+func (f *FS) Listxattr(name string) ([]string, error) { return f.inner.Listxattr(name) }
+
+// Setxattr implements libservices.FS.
+func (f *FS) Setxattr(name, attr string, data []byte, flags int) error {
+	return f.after(f.inner.Setxattr(name, attr, data, flags))
+}
+
+// Removexattr implements libservices.FS.
+func (f *FS) Removexattr(name, attr string) error {
+	return f.after(f.inner.Removexattr(name, attr))
+}
+
+// Setattr implements libservices.FS. A size change drops the file's cached
+// pages; dirty pages of the file are written first, so that their times and size
+// do not override the change.
+func (f *FS) Setattr(name string, sa *libservices.SetAttr) error {
+	if sa.Valid&libservices.SetSize == 0 && f.dirtyInodes.Load() == 0 {
+		return f.after(f.inner.Setattr(name, sa))
+	}
+	var a libservices.Attr
+	if err := f.inner.Stat(name, &a); err != nil {
+		return err
+	}
+	f.inodesMu.Lock()
+	in := f.inodes[a.Ino]
+	f.inodesMu.Unlock()
+	if in != nil {
+		in.mu.Lock()
+		defer in.mu.Unlock()
+		if err := f.flushLocked(in, nil); err != nil {
+			return err
+		}
+	}
+	err := f.inner.Setattr(name, sa)
+	if in != nil && err == nil && sa.Valid&libservices.SetSize != 0 {
+		in.epoch.Add(1 << 32)
+		in.size.Store(sa.Size)
+	}
+	return f.after(err)
+}

@@ -1,0 +1,366 @@
+package cache
+
+import (
+	"sync/atomic"
+	"syscall"
+
+	"github.com/polytropon/polytropon/libservices"
+)
+
+type handle struct {
+	fs     *FS
+	inner  libservices.Handle
+	in     *inode // nil for anything but a regular file: not cached
+	flags  int
+	direct bool // write-back cache, but this handle writes through
+	closed atomic.Bool
+}
+
+// Open implements libservices.FS.
+func (f *FS) Open(name string, flags int, mode uint32) (libservices.Handle, error) {
+	innerFlags := flags
+	direct := false
+	if f.writeBack && flags&libservices.O_ACCMODE != libservices.O_RDONLY {
+		// Dirty pages are filled by reading and flushed at explicit offsets: the
+		// inner handle must be readable and must not append (appends are placed
+		// at the cache's size). Where it cannot be readable, the handle writes
+		// through.
+		innerFlags = flags&^(libservices.O_ACCMODE|libservices.O_APPEND) | libservices.O_RDWR
+	}
+	ih, err := f.inner.Open(name, innerFlags, mode)
+	if err == syscall.EACCES && innerFlags != flags {
+		direct = true
+		ih, err = f.inner.Open(name, flags, mode)
+	}
+	if flags&(libservices.O_CREAT|libservices.O_TRUNC) != 0 {
+		f.changed()
+	}
+	if err != nil {
+		return nil, err
+	}
+	var a libservices.Attr
+	if err := f.inner.Fstat(ih, &a); err != nil {
+		f.inner.Close(ih)
+		return nil, err
+	}
+	h := &handle{fs: f, inner: ih, flags: flags, direct: direct}
+	if a.IsRegular() {
+		f.inodesMu.Lock()
+		in := f.inodes[a.Ino]
+		if in == nil {
+			in = &inode{key: pageKey{fs0: f.id[0], fs1: f.id[1], ino: a.Ino}}
+			in.epoch.Store(uint64(a.Ctime.Sec)<<32 ^ uint64(a.Ctime.Nsec))
+			in.size.Store(a.Size)
+			f.inodes[a.Ino] = in
+		} else if flags&libservices.O_TRUNC != 0 {
+			in.mu.Lock()
+			f.discardLocked(in)
+			in.epoch.Add(1 << 32)
+			in.size.Store(a.Size)
+			in.mu.Unlock()
+		}
+		in.refs++
+		f.inodesMu.Unlock()
+		h.in = in
+	}
+	return h, nil
+}
+
+func (f *FS) handle(h libservices.Handle) (*handle, error) {
+	ch, ok := h.(*handle)
+	if !ok || ch == nil || ch.fs != f || ch.closed.Load() {
+		return nil, syscall.EBADF
+	}
+	return ch, nil
+}
+
+// ReadAt implements libservices.FS. The hit path copies from the store under one
+// shard's read lock.
+func (f *FS) ReadAt(h libservices.Handle, p []byte, off int64) (int, error) {
+	ch, err := f.handle(h)
+	if err != nil {
+		return 0, err
+	}
+	in := ch.in
+	if ch.flags&libservices.O_ACCMODE == libservices.O_WRONLY {
+		return 0, syscall.EBADF // the inner handle may be readable: see Open
+	}
+	if in == nil {
+		return f.inner.ReadAt(ch.inner, p, off)
+	}
+	if off < 0 || off+int64(len(p)) < 0 {
+		return 0, syscall.EINVAL
+	}
+	if in.ndirty.Load() > 0 {
+		return f.readDirty(ch, p, off)
+	}
+	size := in.size.Load()
+	if off >= size {
+		return 0, nil
+	}
+	if rest := size - off; int64(len(p)) > rest {
+		p = p[:rest]
+	}
+	k := in.key
+	k.epoch = in.epoch.Load()
+	done := 0
+	for done < len(p) {
+		pos := off + int64(done)
+		k.idx = pos / PageSize
+		inPage := int(pos % PageSize)
+		chunk := min(PageSize-inPage, len(p)-done)
+		if !f.store.read(&k, p[done:done+chunk], inPage) {
+			if err := f.fill(ch, &k, p[done:done+chunk], inPage); err != nil {
+				return done, err
+			}
+		}
+		done += chunk
+	}
+	return done, nil
+}
+
+// fill reads page k.idx from the inner FS, copies its bytes from inPage into
+// dst, and inserts it into the store. The inode lock keeps a concurrent write from
+// landing between the read and the insert.
+func (f *FS) fill(ch *handle, k *pageKey, dst []byte, inPage int) error {
+	in := ch.in
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	var page [PageSize]byte
+	if _, err := f.inner.ReadAt(ch.inner, page[:], k.idx*PageSize); err != nil {
+		return err
+	}
+	copy(dst, page[inPage:])
+	// Bytes past what was read are zero: the file's end, as the cache knows it.
+	// A page read under an epoch that has since changed is not kept.
+	if k.epoch == in.epoch.Load() {
+		f.store.insert(k, page[:])
+	}
+	return nil
+}
+
+// readDirty is ReadAt for a file with dirty pages: under the inode lock, dirty
+// pages first, then the store, then the inner FS.
+func (f *FS) readDirty(ch *handle, p []byte, off int64) (int, error) {
+	in := ch.in
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	size := in.size.Load()
+	if off >= size {
+		return 0, nil
+	}
+	if rest := size - off; int64(len(p)) > rest {
+		p = p[:rest]
+	}
+	k := in.key
+	k.epoch = in.epoch.Load()
+	for done := 0; done < len(p); {
+		pos := off + int64(done)
+		k.idx = pos / PageSize
+		inPage := int(pos % PageSize)
+		chunk := min(PageSize-inPage, len(p)-done)
+		dst := p[done : done+chunk]
+		if pg := in.dirty[k.idx]; pg != nil {
+			copy(dst, pg[inPage:])
+		} else if !f.store.read(&k, dst, inPage) {
+			var page [PageSize]byte
+			if _, err := f.inner.ReadAt(ch.inner, page[:], k.idx*PageSize); err != nil {
+				return done, err
+			}
+			copy(dst, page[inPage:])
+			f.store.insert(&k, page[:])
+		}
+		done += chunk
+	}
+	return len(p), nil
+}
+
+// WriteAt implements libservices.FS: write-through, then update cached pages;
+// or, write-back, into dirty pages.
+func (f *FS) WriteAt(h libservices.Handle, p []byte, off int64) (int, error) {
+	ch, err := f.handle(h)
+	if err != nil {
+		return 0, err
+	}
+	in := ch.in
+	if in == nil {
+		return f.inner.WriteAt(ch.inner, p, off)
+	}
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if ch.direct {
+		if err := f.flushLocked(in, nil); err != nil {
+			return 0, err
+		}
+	}
+	if f.writeBack && !ch.direct {
+		if ch.flags&libservices.O_ACCMODE == libservices.O_RDONLY {
+			return 0, syscall.EBADF
+		}
+		if ch.flags&libservices.O_APPEND != 0 {
+			off = in.size.Load()
+		}
+		// A write that extends the file sets the inner size at once: the inner FS
+		// decides EFBIG and ENOSPC-for-metadata now, not at some later flush.
+		if end := off + int64(len(p)); len(p) > 0 && off >= 0 && end > in.size.Load() {
+			if err := f.inner.Ftruncate(ch.inner, end); err != nil {
+				return 0, err
+			}
+		}
+		n, err := f.writeLocked(ch, p, off)
+		if err == nil && f.dirtyBytes.Load() > f.dirtyLimit {
+			err = f.flushLocked(in, ch.inner)
+		}
+		return n, err
+	}
+	if ch.flags&libservices.O_APPEND != 0 {
+		var a libservices.Attr
+		if err := f.inner.Fstat(ch.inner, &a); err != nil {
+			return 0, err
+		}
+		off = a.Size
+	}
+	n, err := f.inner.WriteAt(ch.inner, p, off)
+	if n > 0 {
+		k := in.key
+		k.epoch = in.epoch.Load()
+		for done := 0; done < n; {
+			pos := off + int64(done)
+			k.idx = pos / PageSize
+			inPage := int(pos % PageSize)
+			chunk := min(PageSize-inPage, n-done)
+			f.store.update(&k, inPage, p[done:done+chunk])
+			done += chunk
+		}
+		if end := off + int64(n); end > in.size.Load() {
+			in.size.Store(end)
+		}
+		f.changed()
+	}
+	return n, err
+}
+
+// Fstat implements libservices.FS.
+func (f *FS) Fstat(h libservices.Handle, a *libservices.Attr) error {
+	ch, err := f.handle(h)
+	if err != nil {
+		return err
+	}
+	if err := f.inner.Fstat(ch.inner, a); err != nil {
+		return err
+	}
+	f.overlay(a)
+	return nil
+}
+
+// Ftruncate implements libservices.FS.
+func (f *FS) Ftruncate(h libservices.Handle, size int64) error {
+	ch, err := f.handle(h)
+	if err != nil {
+		return err
+	}
+	return f.resize(ch, func() error { return f.inner.Ftruncate(ch.inner, size) })
+}
+
+// Fallocate implements libservices.FS.
+func (f *FS) Fallocate(h libservices.Handle, mode uint32, off, length int64) error {
+	ch, err := f.handle(h)
+	if err != nil {
+		return err
+	}
+	return f.resize(ch, func() error { return f.inner.Fallocate(ch.inner, mode, off, length) })
+}
+
+// resize runs an operation that may change size or contents wholesale, then
+// drops the file's cached pages (a new epoch) and refreshes its size.
+func (f *FS) resize(ch *handle, op func() error) error {
+	in := ch.in
+	if in == nil {
+		return f.after(op())
+	}
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if err := f.flushLocked(in, ch.inner); err != nil {
+		return err
+	}
+	err := op()
+	if err == nil {
+		var a libservices.Attr
+		if err := f.inner.Fstat(ch.inner, &a); err != nil {
+			return err
+		}
+		in.epoch.Add(1 << 32)
+		in.size.Store(a.Size)
+	}
+	return f.after(err)
+}
+
+// Fsync implements libservices.FS: nothing is held back, so it is the inner's.
+func (f *FS) Fsync(h libservices.Handle) error {
+	ch, err := f.handle(h)
+	if err != nil {
+		return err
+	}
+	if err := f.flushHandle(ch); err != nil {
+		return err
+	}
+	return f.inner.Fsync(ch.inner)
+}
+
+// Fdatasync implements libservices.FS.
+func (f *FS) Fdatasync(h libservices.Handle) error {
+	ch, err := f.handle(h)
+	if err != nil {
+		return err
+	}
+	if err := f.flushHandle(ch); err != nil {
+		return err
+	}
+	return f.inner.Fdatasync(ch.inner)
+}
+
+// Close implements libservices.FS.
+func (f *FS) Close(h libservices.Handle) error {
+	ch, ok := h.(*handle)
+	if !ok || ch == nil || ch.fs != f || !ch.closed.CompareAndSwap(false, true) {
+		return syscall.EBADF
+	}
+	var flushErr error
+	if in := ch.in; in != nil {
+		in.mu.Lock()
+		if in.ndirty.Load() > 0 && ch.flags&libservices.O_ACCMODE != libservices.O_RDONLY {
+			flushErr = f.flushLocked(in, ch.inner)
+		}
+		if in.wh == ch.inner {
+			in.wh = nil
+		}
+		in.mu.Unlock()
+		f.inodesMu.Lock()
+		in.refs--
+		if in.refs == 0 && f.inodes[in.key.ino] == in {
+			delete(f.inodes, in.key.ino)
+		}
+		f.inodesMu.Unlock()
+	}
+	f.store.checkInvariants()
+	f.checkDirtyAccounting()
+	if err := f.inner.Close(ch.inner); err != nil {
+		return err
+	}
+	return flushErr
+}
+
+// flushHandle writes the dirty pages of ch's file (before fsync).
+func (f *FS) flushHandle(ch *handle) error {
+	in := ch.in
+	if in == nil || in.ndirty.Load() == 0 {
+		return nil
+	}
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	h := ch.inner
+	if ch.flags&libservices.O_ACCMODE == libservices.O_RDONLY {
+		h = nil // fsync through a read-only handle flushes through the writer's
+	}
+	return f.flushLocked(in, h)
+}

@@ -1,0 +1,207 @@
+package passthrough
+
+import (
+	"sync/atomic"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/polytropon/polytropon/libservices"
+)
+
+type file struct {
+	fs     *FS
+	fd     int
+	closed atomic.Bool
+}
+
+// openFlagsAllowed are the flags Open passes to the kernel; anything else is
+// dropped (O_CLOEXEC is always added) or refused (O_PATH, O_TMPFILE).
+const openFlagsAllowed = unix.O_ACCMODE | unix.O_CREAT | unix.O_EXCL | unix.O_TRUNC | unix.O_APPEND |
+	unix.O_DIRECTORY | unix.O_NOFOLLOW | unix.O_DIRECT | unix.O_SYNC | unix.O_DSYNC | unix.O_NONBLOCK |
+	unix.O_LARGEFILE | unix.O_NOATIME
+
+// Open implements libservices.FS.
+func (f *FS) Open(name string, flags int, mode uint32) (libservices.Handle, error) {
+	if flags&(unix.O_PATH|unix.O_TMPFILE&^unix.O_DIRECTORY) != 0 || flags&unix.O_ACCMODE == 3 {
+		return nil, syscall.EINVAL
+	}
+	clean, err := libservices.Clean(name)
+	if err != nil {
+		return nil, err
+	}
+	flags &= openFlagsAllowed
+	if f.readOnly && (flags&unix.O_ACCMODE != unix.O_RDONLY || flags&(unix.O_CREAT|unix.O_TRUNC) != 0) {
+		if flags&unix.O_CREAT != 0 && flags&unix.O_DIRECTORY != 0 {
+			return nil, syscall.EINVAL
+		}
+		fd, err := f.openBeneath(clean, unix.O_PATH|flags&(unix.O_NOFOLLOW|unix.O_DIRECTORY), 0)
+		if err == nil {
+			unix.Close(fd)
+			if flags&(unix.O_CREAT|unix.O_EXCL) == unix.O_CREAT|unix.O_EXCL {
+				return nil, syscall.EEXIST
+			}
+			return nil, syscall.EROFS
+		}
+		if err == syscall.ENOENT && flags&unix.O_CREAT != 0 {
+			return nil, syscall.EROFS
+		}
+		return nil, err
+	}
+	if flags&unix.O_CREAT == 0 || flags&unix.O_EXCL != 0 {
+		fd, err := f.openBeneath(clean, flags, mode)
+		if err != nil {
+			return nil, err
+		}
+		if flags&unix.O_CREAT != 0 {
+			if err := fixModeFd(fd, mode); err != nil {
+				unix.Close(fd)
+				return nil, err
+			}
+		}
+		return &file{fs: f, fd: fd}, nil
+	}
+	// O_CREAT without O_EXCL: open the existing file, or create it exclusively so
+	// that its mode can be fixed; a bounded loop covers a racing create or unlink.
+	for i := 0; i < retries; i++ {
+		fd, err := f.openBeneath(clean, flags&^unix.O_CREAT, 0)
+		if err == nil {
+			return &file{fs: f, fd: fd}, nil
+		}
+		if err != syscall.ENOENT {
+			return nil, err
+		}
+		fd, err = f.openBeneath(clean, flags|unix.O_EXCL, mode)
+		if err == nil {
+			if err := fixModeFd(fd, mode); err != nil {
+				unix.Close(fd)
+				return nil, err
+			}
+			return &file{fs: f, fd: fd}, nil
+		}
+		if err != syscall.EEXIST {
+			return nil, err
+		}
+		var st unix.Stat_t
+		if dfd, base, perr := f.parent(clean); perr == nil {
+			serr := unix.Fstatat(dfd, base, &st, unix.AT_SYMLINK_NOFOLLOW)
+			unix.Close(dfd)
+			if serr == nil && st.Mode&unix.S_IFMT == unix.S_IFLNK {
+				return nil, syscall.EEXIST // dangling symlink: see the package doc
+			}
+		}
+	}
+	return nil, syscall.EAGAIN
+}
+
+func fixModeFd(fd int, mode uint32) error {
+	if mode&umask == 0 {
+		return nil
+	}
+	return retry(func() error { return unix.Fchmod(fd, mode&0o7777) })
+}
+
+func (f *FS) file(h libservices.Handle) (*file, error) {
+	fh, ok := h.(*file)
+	if !ok || fh == nil || fh.fs != f || fh.closed.Load() {
+		return nil, syscall.EBADF
+	}
+	return fh, nil
+}
+
+// ReadAt implements libservices.FS.
+func (f *FS) ReadAt(h libservices.Handle, p []byte, off int64) (int, error) {
+	fh, err := f.file(h)
+	if err != nil {
+		return 0, err
+	}
+	for i := 0; ; i++ {
+		n, err := unix.Pread(fh.fd, p, off)
+		if err == unix.EINTR && i < retries {
+			continue
+		}
+		if err != nil {
+			return 0, libservices.Errno(err)
+		}
+		return n, nil
+	}
+}
+
+// WriteAt implements libservices.FS.
+func (f *FS) WriteAt(h libservices.Handle, p []byte, off int64) (int, error) {
+	fh, err := f.file(h)
+	if err != nil {
+		return 0, err
+	}
+	for i := 0; ; i++ {
+		n, err := unix.Pwrite(fh.fd, p, off)
+		if err == unix.EINTR && i < retries {
+			continue
+		}
+		if err != nil {
+			return 0, libservices.Errno(err)
+		}
+		return n, nil
+	}
+}
+
+// Fstat implements libservices.FS.
+func (f *FS) Fstat(h libservices.Handle, a *libservices.Attr) error {
+	fh, err := f.file(h)
+	if err != nil {
+		return err
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fh.fd, &st); err != nil {
+		return libservices.Errno(err)
+	}
+	fillAttr(&st, a)
+	return nil
+}
+
+// Ftruncate implements libservices.FS.
+func (f *FS) Ftruncate(h libservices.Handle, size int64) error {
+	fh, err := f.file(h)
+	if err != nil {
+		return err
+	}
+	return retry(func() error { return unix.Ftruncate(fh.fd, size) })
+}
+
+// Fallocate implements libservices.FS.
+func (f *FS) Fallocate(h libservices.Handle, mode uint32, off, length int64) error {
+	fh, err := f.file(h)
+	if err != nil {
+		return err
+	}
+	return retry(func() error { return unix.Fallocate(fh.fd, mode, off, length) })
+}
+
+// Fsync implements libservices.FS.
+func (f *FS) Fsync(h libservices.Handle) error {
+	fh, err := f.file(h)
+	if err != nil {
+		return err
+	}
+	return retry(func() error { return unix.Fsync(fh.fd) })
+}
+
+// Fdatasync implements libservices.FS.
+func (f *FS) Fdatasync(h libservices.Handle) error {
+	fh, err := f.file(h)
+	if err != nil {
+		return err
+	}
+	return retry(func() error { return unix.Fdatasync(fh.fd) })
+}
+
+// Close implements libservices.FS.
+func (f *FS) Close(h libservices.Handle) error {
+	fh, ok := h.(*file)
+	if !ok || fh == nil || fh.fs != f || !fh.closed.CompareAndSwap(false, true) {
+		return syscall.EBADF
+	}
+	// close(2) errors are reported, but the descriptor is gone either way (Linux),
+	// so EINTR is not retried.
+	return libservices.Errno(unix.Close(fh.fd))
+}

@@ -1,0 +1,185 @@
+package passthrough
+
+import (
+	"os"
+	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/polytropon/polytropon/internal/testenv"
+	"github.com/polytropon/polytropon/libservices"
+	"github.com/polytropon/polytropon/libservices/fstest"
+)
+
+// hostDir makes a scratch directory under base, which must exist.
+func hostDir(t *testing.T, base string) string {
+	t.Helper()
+	dir, err := os.MkdirTemp(base, "polytropon-fstest-")
+	if err != nil {
+		t.Fatalf("scratch directory under %s: %v", base, err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
+}
+
+func newOn(base string, wantMagic int64) fstest.NewFS {
+	return func(t *testing.T) libservices.FS {
+		dir := hostDir(t, base)
+		var st unix.Statfs_t
+		if err := unix.Statfs(dir, &st); err != nil {
+			t.Fatal(err)
+		}
+		if wantMagic != 0 && st.Type != wantMagic {
+			t.Fatalf("%s is filesystem type %#x, want %#x", base, st.Type, wantMagic)
+		}
+		f, err := New(Options{Dir: dir})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { f.CloseFS() })
+		return f
+	}
+}
+
+// TestKernelTmpfs runs the suite on the host kernel's tmpfs: the reference.
+func TestKernelTmpfs(t *testing.T) {
+	fstest.Run(t, newOn("/dev/shm", unix.TMPFS_MAGIC))
+}
+
+// TestKernelDisk runs the suite on a disk filesystem (ext4 on CI machines):
+// the second reference.
+func TestKernelDisk(t *testing.T) {
+	var st unix.Statfs_t
+	if err := unix.Statfs("/var/tmp", &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Type == unix.TMPFS_MAGIC {
+		testenv.SkipOrFail(t, "/var/tmp is a tmpfs here: the disk reference run needs a disk filesystem there")
+		return
+	}
+	t.Logf("/var/tmp filesystem type %#x", st.Type)
+	fstest.Run(t, newOn("/var/tmp", 0))
+}
+
+// TestConfinement plants symlinks and ".." paths aimed at a file beside the branch
+// and checks that no operation reads, writes or removes it.
+func TestConfinement(t *testing.T) {
+	outer := hostDir(t, "/dev/shm")
+	branch := outer + "/branch"
+	secret := outer + "/secret"
+	if err := os.Mkdir(branch, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(secret, []byte("secret"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for name, target := range map[string]string{"abs": secret, "rel": "../secret", "dir": "..", "magic": "/proc/self/root" + secret} {
+		if err := os.Symlink(target, branch+"/"+name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f, err := New(Options{Dir: branch})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.CloseFS()
+	var a libservices.Attr
+	for _, p := range []string{"abs", "rel", "dir/secret", "magic"} {
+		if err := f.Stat(p, &a); err != unix.ENOENT {
+			t.Errorf("stat %s: %v, want ENOENT", p, err)
+		}
+		if h, err := f.Open(p, libservices.O_RDWR|libservices.O_TRUNC, 0); err == nil {
+			f.Close(h)
+			t.Errorf("open %s for writing succeeded", p)
+		}
+		if err := f.Setattr(p, &libservices.SetAttr{Valid: libservices.SetMode, Mode: 0o777}); err == nil {
+			t.Errorf("chmod %s succeeded", p)
+		}
+		if err := f.Setxattr(p, "user.x", []byte("x"), 0); err == nil {
+			t.Errorf("setxattr %s succeeded", p)
+		}
+	}
+	if err := f.Unlink("dir/secret"); err != unix.ENOENT {
+		t.Errorf("unlink dir/secret: %v", err)
+	}
+	if err := f.Rename("dir/secret", "stolen"); err != unix.ENOENT {
+		t.Errorf("rename dir/secret: %v", err)
+	}
+	if err := f.Link("dir/secret", "stolen"); err != unix.ENOENT {
+		t.Errorf("link dir/secret: %v", err)
+	}
+	if err := f.Mkdir("dir/escaped", 0o755); err != nil {
+		t.Errorf("mkdir through a symlink to ..: %v (it resolves to the branch root)", err)
+	}
+	if _, err := os.Stat(outer + "/escaped"); err == nil {
+		t.Errorf("mkdir escaped the branch")
+	}
+	b, err := os.ReadFile(secret)
+	if err != nil || string(b) != "secret" {
+		t.Fatalf("the file beside the branch changed: %q %v", b, err)
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(secret, &st); err != nil || st.Mode&0o777 != 0o600 {
+		t.Fatalf("the file beside the branch changed mode: %#o %v", st.Mode, err)
+	}
+}
+
+func TestReadOnly(t *testing.T) {
+	dir := hostDir(t, "/dev/shm")
+	if err := os.WriteFile(dir+"/f", []byte("data"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(dir+"/d", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	f, err := New(Options{Dir: dir, ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.CloseFS()
+	check := func(what string, err error, want unix.Errno) {
+		t.Helper()
+		if want == 0 && err != nil || want != 0 && err != want {
+			t.Errorf("%s: %v, want %v", what, err, want)
+		}
+	}
+	_, err = f.Open("f", libservices.O_RDWR, 0)
+	check("open rdwr", err, unix.EROFS)
+	_, err = f.Open("new", libservices.O_CREAT|libservices.O_WRONLY, 0o644)
+	check("create", err, unix.EROFS)
+	_, err = f.Open("f", libservices.O_CREAT|libservices.O_EXCL|libservices.O_WRONLY, 0o644)
+	check("create existing O_EXCL", err, unix.EEXIST)
+	_, err = f.Open("missing", libservices.O_WRONLY, 0)
+	check("open missing for writing", err, unix.ENOENT)
+	check("mkdir", f.Mkdir("x", 0o755), unix.EROFS)
+	check("mkdir existing", f.Mkdir("d", 0o755), unix.EEXIST)
+	check("unlink", f.Unlink("f"), unix.EROFS)
+	check("unlink missing", f.Unlink("nope"), unix.ENOENT)
+	check("rmdir", f.Rmdir("d"), unix.EROFS)
+	check("rename", f.Rename("f", "g"), unix.EROFS)
+	check("link", f.Link("f", "g"), unix.EROFS)
+	check("symlink", f.Symlink("f", "g"), unix.EROFS)
+	check("setattr", f.Setattr("f", &libservices.SetAttr{Valid: libservices.SetMode, Mode: 0o600}), unix.EROFS)
+	check("setxattr", f.Setxattr("f", "user.x", nil, 0), unix.EROFS)
+	check("removexattr", f.Removexattr("f", "user.x"), unix.EROFS)
+	h, err := f.Open("f", libservices.O_RDONLY, 0)
+	check("open rdonly", err, 0)
+	buf := make([]byte, 8)
+	n, err := f.ReadAt(h, buf, 0)
+	if err != nil || string(buf[:n]) != "data" {
+		t.Fatalf("read: %q %v", buf[:n], err)
+	}
+	f.Close(h)
+}
+
+func TestNewErrors(t *testing.T) {
+	if _, err := New(Options{}); err == nil {
+		t.Error("New with no dir succeeded")
+	}
+	if _, err := New(Options{Dir: "/nonexistent/polytropon"}); err == nil {
+		t.Error("New on a missing dir succeeded")
+	}
+	if _, err := New(Options{Dir: "/etc/hostname"}); err == nil {
+		t.Error("New on a file succeeded")
+	}
+}

@@ -34,6 +34,16 @@ var demoSteps = []demoStep{
 		},
 	},
 	{
+		title: "libservices: cache over union over passthrough, in process, beside the kernel",
+		args: func(dir string, short bool) []string {
+			d := "1s"
+			if short {
+				d = "200ms"
+			}
+			return []string{"perf", "stack", "--dir", filepath.Join(dir, "stack"), "--duration", d}
+		},
+	},
+	{
 		title: "copy kernels: tune per CPU, then measure the tuned copier against copy()",
 		args: func(dir string, short bool) []string {
 			return []string{"tune", "copy", "--quick", "--out", filepath.Join(dir, "copy-profile.json")}

@@ -1,0 +1,113 @@
+// Package rcqb is the relaxed concurrent queue with bounded waiting (RCQB) that
+// carries requests on polytropon's direct path: a bounded multi-producer
+// multi-consumer queue of uint64 values that works in process memory and over a
+// shared region mapped by several processes. It is not a general container (no
+// iteration, no peek, no resize) and it does not allocate on any operation.
+//
+// # Protocol
+//
+// The queue has a fixed power-of-two number of slots. Enqueuers take tickets by
+// fetch-and-add on tail and dequeuers by fetch-and-add on head (sequential
+// distribution); ticket t uses slot t & (cap-1) in lap t / cap. Each slot has a
+// 64-bit sequence word seq = lap<<2 | state, with the states
+//
+//	FREE(k) -> ENQPND(k) -> OCCUPIED(k) -> DEQPND(k) -> FREE(k+1)
+//
+// An enqueuer of lap k waits for FREE(k) (the dequeuer of lap k-1 has finished),
+// moves it to ENQPND(k) by CAS, writes the value and CASes OCCUPIED(k). A
+// dequeuer of lap k waits for OCCUPIED(k), CASes DEQPND(k), reads and CASes
+// FREE(k+1). Every transition is a CAS on the exact expected word, so a party
+// whose slot moved on without it (cancel or reclaim, below) notices instead of
+// overwriting. Operations on different slots complete in parallel and in any
+// order (parallel completion).
+//
+// A waiter polls the word a bounded number of times (WithSpin), then registers in
+// the slot's waiters count and sleeps in FUTEX_WAIT on the low 32 bits of the
+// word, for at most a wait slice (WithWaitSlice) before it re-checks. The party
+// that changes the word calls FUTEX_WAKE only when waiters > 0: the uncontended
+// path makes no system call. Futexes on a region from Init or Attach are
+// non-private (no FUTEX_PRIVATE_FLAG), so they work across processes on a
+// MAP_SHARED mapping; New uses private futexes.
+//
+// # Ordering
+//
+// The value with enqueue ticket t goes to the dequeuer holding dequeue ticket t.
+// Tickets are handed out in order, and one goroutine's successive operations take
+// increasing tickets, so: (1) with one consumer, values from each producer come
+// out in that producer's order (FIFO per producer); (2) with several consumers,
+// values of one producer that reach the same consumer reach it in order (FIFO per
+// producer-consumer pair); (3) across consumers, only ticket order holds:
+// completion may reorder (relaxed FIFO). TryEnqueue and TryDequeue take tickets in
+// the same order. The guarantees assume no ticket was reclaimed (below).
+//
+// # Close
+//
+// Close sets the closed bit in the tail word (atomic OR, so every enqueue ticket
+// is either below the closing tail or sees the bit), sets the closed flag and
+// wakes every registered sleeper in every process. After Close: Enqueue returns
+// ErrClosed; a blocked enqueuer returns ErrClosed; Dequeue returns the values
+// whose enqueue ticket was taken, then ErrClosed. A dequeuer whose ticket has no
+// value coming finds its slot FREE for its lap and cancels the lap by CAS to the
+// next FREE (the late enqueuer's CAS fails and it reports ErrClosed), then takes
+// the next ticket; once head reaches the closing tail, Dequeue returns ErrClosed.
+// A sleeper that registers while Close runs may miss its wake-up and notice the
+// flag at the end of its wait slice.
+//
+// # Dead peers and stall reclaim
+//
+// A process can die holding a ticket (most often while it sleeps, waiting for
+// its slot). Without help its slot would stop at FREE(k) (a dead enqueuer) or
+// OCCUPIED(k) (a dead dequeuer) and the queue would wedge one lap later. With a
+// stall timeout (WithStallTimeout; on by default for Init and Attach, off for
+// New), a waiter that sees its slot's word unchanged for that long while the
+// party that must move it holds its ticket (FREE with tail past the ticket,
+// OCCUPIED with head past it, or ENQPND/DEQPND) reclaims the slot by CAS to the
+// next lap's FREE, and the operations whose tickets were skipped retry with new
+// tickets. What a dead process costs: the value it was enqueuing or dequeuing
+// (at most one per operation in flight in it) is lost; values are never
+// duplicated; everybody else keeps going; nobody waits forever. What a stopped
+// (not dead) peer costs when it stalls longer than the timeout: its in-flight
+// ticket is skipped (a dequeuer's value is lost, an enqueuer retries); if it
+// stopped exactly between writing ENQPND and writing the value, resuming can
+// overwrite the value of the next lap of that slot. The timeout must therefore
+// be far longer than any scheduling delay (default 1s). A sleeper killed while
+// registered leaves the slot's waiters count raised: wakers then make one
+// useless FUTEX_WAKE per operation on that slot, which is slower, not wrong.
+//
+// # Shared layout
+//
+// A region holds a header and the slots, in native byte order, at these offsets
+// (constants off*, slot*):
+//
+//	0    +--------------------------------------------------------------+
+//	     | magic u64 | version u32 | capacity u32 | slotSize u32        |
+//	     | headerSize u32 | closedTail u64 (tail at Close + 1)           |
+//	128  +--------------------------------------------------------------+
+//	     | tail u64 (bit 63: closed)                 (own 128 B block)  |
+//	256  +--------------------------------------------------------------+
+//	     | head u64                                  (own 128 B block)  |
+//	384  +--------------------------------------------------------------+
+//	     | closed u32                                (own 128 B block)  |
+//	512  +--------------------------------------------------------------+
+//	     | slot 0: seq u64 @0 | data u64 @8 | waiters u32 @16 | pad     |
+//	     | slot 1 ...          (slotSize bytes each: 64 padded, 32 packed)
+//	     +--------------------------------------------------------------+
+//
+// No Go pointer is ever stored in the region; all references are offsets. Init
+// writes the magic last; Attach checks magic, version, header size, capacity
+// (a power of two in [MinCapacity, MaxCapacity]), slot size, and that the region
+// is long enough, and caches them, so a header corrupted later cannot move an
+// access outside the region.
+//
+// # Invariants and locks
+//
+// A slot's sequence word only increases. head and tail only increase (tail's bit
+// 63 is set once). The package has no locks; every shared word is accessed with
+// sync/atomic, whose sequentially consistent order the sleep/wake handshake
+// relies on (a sleeper increments waiters and then re-reads the word; a waker
+// changes the word and then reads waiters).
+//
+// # Layout choice and performance
+//
+// See the figures below (filled in by measurement).
+package rcqb

@@ -411,8 +411,11 @@ func TestHandshakeRefusedByRule(t *testing.T) {
 func TestHandshakeRefusedRealUID(t *testing.T) {
 	testenv.Root(t)
 	dir := t.TempDir()
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
+	// TempDir's parent is private too.
+	for _, d := range []string{filepath.Dir(dir), dir} {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
 	}
 	// The test binary may sit in a directory nobody cannot enter: copy it.
 	bin := filepath.Join(dir, "helper")

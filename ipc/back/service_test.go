@@ -565,7 +565,7 @@ func TestStaleAndForgedRefs(t *testing.T) {
 		^uint64(0),
 	}
 	for _, r := range refs {
-		s.serve(r)
+		s.serve(r, new(wire.Desc))
 	}
 	if st := s.Stats(); st.Dropped != int64(len(refs)) || st.Served != 1 {
 		t.Fatalf("stats %+v, want %d dropped and 1 served", st, len(refs))

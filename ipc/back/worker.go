@@ -29,6 +29,9 @@ func (s *Service) worker(i int) {
 		}
 	}
 	spin := s.cfg.SpinBudget
+	// The worker's private descriptor copy: it goes to the Handler interface, so it
+	// would escape (one allocation per request) if it lived in serve's frame.
+	d := new(wire.Desc)
 	for {
 		v, ok := s.ring.TryDequeue()
 		for n := 0; !ok && n < spin; n++ {
@@ -44,14 +47,14 @@ func (s *Service) worker(i int) {
 				return
 			}
 		}
-		s.serve(v)
+		s.serve(v, d)
 	}
 }
 
 // serve resolves a ring reference to a client's descriptor, answers it and wakes the
 // client if it sleeps. It is the whole per-request path of the service and allocates
 // nothing.
-func (s *Service) serve(ref uint64) {
+func (s *Service) serve(ref uint64, d *wire.Desc) {
 	slot, gen, idx := wire.SplitRef(ref)
 	if int(slot) >= len(s.clients) {
 		s.drop(ref, "client slot out of range")
@@ -83,9 +86,8 @@ func (s *Service) serve(ref uint64) {
 	}
 	off := c.descOff + idx*wire.DescSize
 	b := c.mem[off : off+wire.DescSize]
-	var d wire.Desc
 	d.Decode(b)
-	status := s.dispatch(c, &d)
+	status := s.dispatch(c, d)
 	wire.PutReply(b, status, d.Result)
 	s.served.Add(1)
 	if atomic.SwapUint32(st, wire.StateDone) == wire.StateSleeping {

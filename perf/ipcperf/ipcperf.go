@@ -222,6 +222,11 @@ func (nopHandler) ClientGone(*back.ClientCtx)                       {}
 // RunPeer is the peer process: it serves mode on socket (or fds 3 and 4 for the pipe)
 // until its stdin closes.
 func RunPeer(mode, socket string) error {
+	switch mode {
+	case PeerDirectSpin, PeerDirectSleep, PeerUnix, PeerPipe:
+	default:
+		return fmt.Errorf("ipcperf: unknown peer mode %q", mode)
+	}
 	stop := make(chan struct{})
 	go func() { io.Copy(io.Discard, os.Stdin); close(stop) }()
 	switch mode {

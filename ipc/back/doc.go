@@ -47,6 +47,7 @@
 //
 // # Performance
 //
-// Measured with `polytropon perf ipc` and the benchmarks in ipc/front; figures are in
-// ipc/front's package doc.
+// Measured with `polytropon perf ipc` and the benchmarks in this package
+// (bench_test.go); figures are in ipc/front's package doc. The per-request path
+// (serve, dispatch) allocates nothing: each worker owns its private descriptor copy.
 package back

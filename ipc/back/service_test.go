@@ -2,6 +2,7 @@ package back
 
 import (
 	"errors"
+	"flag"
 	"fmt"
 	"os"
 	"os/exec"
@@ -22,6 +23,10 @@ import (
 	"github.com/polytropon/polytropon/ipc/front"
 	"github.com/polytropon/polytropon/ipc/wire"
 )
+
+// soakIters turns TestNoLossNoDupAcrossProcesses into a soak:
+// go test -race -run NoLoss -ipc.soak-iters=20000 ./ipc/back
+var soakIters = flag.Int("ipc.soak-iters", 40, "rounds per client in TestNoLossNoDupAcrossProcesses")
 
 func startService(t testing.TB, cfg Config) (*Service, *memStore) {
 	t.Helper()
@@ -191,7 +196,8 @@ func TestHandlesArePerClient(t *testing.T) {
 // exactly as many descriptors as the clients submitted.
 func TestNoLossNoDupAcrossProcesses(t *testing.T) {
 	s, m := startService(t, Config{Workers: 2})
-	const procs, goroutines, iters = 3, 2, 40
+	const procs, goroutines = 3, 2
+	iters := *soakIters
 	var helpers []*helper
 	for i := range procs {
 		helpers = append(helpers, startHelper(t, "client", sockEnv+"="+s.Addr(), idEnv+"="+strconv.Itoa(i),

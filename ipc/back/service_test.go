@@ -25,7 +25,7 @@ import (
 )
 
 // soakIters turns TestNoLossNoDupAcrossProcesses into a soak:
-// go test -race -run NoLoss -ipc.soak-iters=20000 ./ipc/back
+// go test -race -run NoLoss ./ipc/back -args -ipc.soak-iters=20000
 var soakIters = flag.Int("ipc.soak-iters", 40, "rounds per client in TestNoLossNoDupAcrossProcesses")
 
 func startService(t testing.TB, cfg Config) (*Service, *memStore) {

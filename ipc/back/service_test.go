@@ -1,0 +1,579 @@
+package back
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
+	"golang.org/x/sys/unix"
+
+	"github.com/polytropon/polytropon/internal/testenv"
+	"github.com/polytropon/polytropon/ipc/front"
+	"github.com/polytropon/polytropon/ipc/wire"
+)
+
+// soakIters turns TestNoLossNoDupAcrossProcesses into a soak:
+// go test -race -run NoLoss ./ipc/back -args -ipc.soak-iters=20000
+var soakIters = flag.Int("ipc.soak-iters", 40, "rounds per client in TestNoLossNoDupAcrossProcesses")
+
+func startService(t testing.TB, cfg Config) (*Service, *memStore) {
+	t.Helper()
+	m := newMemStore()
+	if cfg.Handler == nil {
+		cfg.Handler = m
+	}
+	if cfg.SocketPath == "" {
+		cfg.SocketPath = filepath.Join(t.TempDir(), "svc.sock")
+	}
+	if cfg.SpinBudget == 0 {
+		cfg.SpinBudget = 100
+	}
+	s, err := Listen(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := s.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	return s, m
+}
+
+func dial(t testing.TB, s *Service) *front.Client {
+	t.Helper()
+	c, err := front.Dial(front.Config{SocketPath: s.Addr(), SpinIters: helperSpins})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// waitFor polls cond for up to 20 s: the tests wait for asynchronous reclaim, and a
+// slow machine must not fail them.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(20 * time.Second); !cond(); {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestFilesystemOpsInProcess(t *testing.T) {
+	s, m := startService(t, Config{})
+	c := dial(t, s)
+	if err := c.Mkdir("/d", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Mkdir("/d", 0o755); !errors.Is(err, syscall.EEXIST) {
+		t.Fatalf("second mkdir: %v", err)
+	}
+	h, err := c.Create("/d/f", 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Create("/d/f", 0o600); !errors.Is(err, syscall.EEXIST) {
+		t.Fatalf("second create: %v", err)
+	}
+	data := payload(1, 3)
+	if n, err := c.WriteAt(h, data, 10); err != nil || n != len(data) {
+		t.Fatalf("write %d %v", n, err)
+	}
+	got := make([]byte, len(data)+100)
+	n, err := c.ReadAt(h, got, 10)
+	if err != nil || n != len(data) || !slices.Equal(got[:n], data) {
+		t.Fatalf("read back %d bytes, %v", n, err)
+	}
+	st, err := c.Stat("/d/f")
+	if err != nil || st.Size != uint64(len(data)+10) || st.Mode != syscall.S_IFREG|0o600 {
+		t.Fatalf("stat %+v %v", st, err)
+	}
+	if err := c.Truncate(h, 5); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := c.Fstat(h); err != nil || st.Size != 5 {
+		t.Fatalf("fstat after truncate %+v %v", st, err)
+	}
+	if err := c.Fsync(h); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Rename("/d/f", "/d/g"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Stat("/d/f"); !errors.Is(err, syscall.ENOENT) {
+		t.Fatalf("stat of renamed-away path: %v", err)
+	}
+	if _, err := c.Create("/d/h", 0o644); err != nil {
+		t.Fatal(err)
+	}
+	dh, err := c.Open("/d", syscall.O_RDONLY|syscall.O_DIRECTORY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	if err := c.ReadDir(dh, func(name []byte, typ uint8) bool {
+		names = append(names, string(name))
+		return true
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(names, []string{"g", "h"}) {
+		t.Fatalf("readdir %v", names)
+	}
+	if err := c.Rmdir("/d"); !errors.Is(err, syscall.ENOTEMPTY) {
+		t.Fatalf("rmdir of non-empty dir: %v", err)
+	}
+	for _, p := range []string{"/d/g", "/d/h"} {
+		if err := c.Unlink(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := c.Rmdir("/d"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.CloseHandle(h); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.CloseHandle(h); !errors.Is(err, syscall.EBADF) {
+		t.Fatalf("double close: %v", err)
+	}
+	if _, err := c.Open(strings.Repeat("x", wire.PathMax+1), 0, 0); !errors.Is(err, syscall.ENAMETOOLONG) {
+		t.Fatalf("long path: %v", err)
+	}
+	if got := m.open.Load(); got != 2 { // the directory and /d/h stay open
+		t.Fatalf("%d open handles, want 2", got)
+	}
+	c.Close()
+	waitFor(t, "reclaim of the closed client", func() bool { return s.Stats().LiveClients == 0 })
+	if got := m.open.Load(); got != 0 {
+		t.Fatalf("%d handles left after the client went away", got)
+	}
+	if st := s.Stats(); st.MappedArenas != 0 || st.Rejected != 0 || st.Dropped != 0 {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+// TestHandlesArePerClient: a handle means nothing in another client's request.
+func TestHandlesArePerClient(t *testing.T) {
+	s, _ := startService(t, Config{})
+	a, b := dial(t, s), dial(t, s)
+	h, err := a.Create("/secret", 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.WriteAt(h, []byte("a's data"), 0); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 16)
+	if _, err := b.ReadAt(h, buf, 0); !errors.Is(err, syscall.EBADF) {
+		t.Fatalf("client b read with a's handle: %v", err)
+	}
+	if err := b.CloseHandle(h); !errors.Is(err, syscall.EBADF) {
+		t.Fatalf("client b closed a's handle: %v", err)
+	}
+	if n, err := a.ReadAt(h, buf, 0); err != nil || string(buf[:n]) != "a's data" {
+		t.Fatalf("a's handle damaged: %q %v", buf[:n], err)
+	}
+}
+
+// TestNoLossNoDupAcrossProcesses runs client processes and in-process clients at once
+// against one service: every client verifies its data, and the service answered
+// exactly as many descriptors as the clients submitted.
+func TestNoLossNoDupAcrossProcesses(t *testing.T) {
+	s, m := startService(t, Config{Workers: 2})
+	const procs, goroutines = 3, 2
+	iters := *soakIters
+	var helpers []*helper
+	for i := range procs {
+		helpers = append(helpers, startHelper(t, "client", sockEnv+"="+s.Addr(), idEnv+"="+strconv.Itoa(i),
+			iterEnv+"="+strconv.Itoa(iters)))
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var total uint64
+	errs := make(chan error, goroutines)
+	for g := range goroutines {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, err := front.Dial(front.Config{SocketPath: s.Addr(), SpinIters: helperSpins})
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer c.Close()
+			if err := clientRounds(c, 100+g, iters, nil); err != nil {
+				errs <- err
+			}
+			mu.Lock()
+			total += c.Submitted()
+			mu.Unlock()
+		}()
+	}
+	for _, h := range helpers {
+		line := h.expect(t, submitted)
+		n, err := strconv.ParseUint(strings.Fields(line)[1], 10, 64)
+		if err != nil {
+			t.Fatal(line)
+		}
+		if err := h.cmd.Wait(); err != nil {
+			t.Fatalf("client process: %v\n%s", err, h.stderr.String())
+		}
+		mu.Lock()
+		total += n
+		mu.Unlock()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	waitFor(t, "every client reclaimed", func() bool { return s.Stats().LiveClients == 0 })
+	st := s.Stats()
+	if uint64(st.Served) != total {
+		t.Fatalf("service answered %d descriptors, clients submitted %d", st.Served, total)
+	}
+	if st.MappedArenas != 0 || st.Dropped != 0 || st.Rejected != 0 || m.open.Load() != 0 {
+		t.Fatalf("after all clients left: %+v, %d open handles", st, m.open.Load())
+	}
+}
+
+// TestClientKills SIGKILLs 100 clients in the middle of their requests while other
+// clients verify their data, then checks that every arena and handle was reclaimed.
+func TestClientKills(t *testing.T) {
+	kills := 100
+	if testing.Short() {
+		kills = 20
+	}
+	s, m := startService(t, Config{Workers: 2})
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	errs := make(chan error, 2)
+	for g := range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, err := front.Dial(front.Config{SocketPath: s.Addr(), SpinIters: helperSpins})
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer c.Close()
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if err := clientRounds(c, 200+g, 1, nil); err != nil {
+					errs <- fmt.Errorf("verifying client %d round %d: %w", g, i, err)
+					return
+				}
+			}
+		}()
+	}
+	for i := range kills {
+		h := startHelper(t, "client", sockEnv+"="+s.Addr(), idEnv+"="+strconv.Itoa(i), iterEnv+"=0")
+		h.expect(t, readyLine)
+		// A little later, so that some kills land mid-request.
+		if i%2 == 1 {
+			time.Sleep(time.Duration(i%7) * 100 * time.Microsecond)
+		}
+		h.kill()
+	}
+	close(stop)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	waitFor(t, "every killed client reclaimed", func() bool {
+		st := s.Stats()
+		return st.LiveClients == 0 && st.MappedArenas == 0
+	})
+	if got := m.open.Load(); got != 0 {
+		t.Fatalf("%d handles of dead clients never released", got)
+	}
+	if st := s.Stats(); st.Admitted != int64(kills+2) {
+		t.Fatalf("admitted %d clients, want %d", st.Admitted, kills+2)
+	}
+	// The service still serves newcomers.
+	c := dial(t, s)
+	if err := clientRounds(c, 999, 3, nil); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestServiceKillAndRestart kills the service process while clients wait on slow
+// requests: every waiting call fails with ENOTCONN or EIO, later calls fail at once,
+// and a restarted service on the same socket accepts new clients.
+func TestServiceKillAndRestart(t *testing.T) {
+	sock := sockPath(t)
+	svc := startHelper(t, "service", sockEnv+"="+sock, fsyncEnv+"=1h")
+	svc.expect(t, readyLine)
+	const waiting = 3
+	results := make(chan error, waiting)
+	var clients []*front.Client
+	for range waiting {
+		c, err := front.Dial(front.Config{SocketPath: sock, SpinIters: helperSpins})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		clients = append(clients, c)
+	}
+	// Open every file first: once the fsyncs start, the service's two workers
+	// are busy for an hour.
+	var handles []uint64
+	for i, c := range clients {
+		h, err := c.Create(fmt.Sprintf("/f%d", i), 0o644)
+		if err != nil {
+			t.Fatal(err)
+		}
+		handles = append(handles, h)
+	}
+	for i, c := range clients {
+		go func() { results <- c.Fsync(handles[i]) }() // sleeps in the service for an hour
+	}
+	// Two workers are stuck in fsync; the third request waits in the ring. Give
+	// the calls time to reach their futex sleep.
+	time.Sleep(100 * time.Millisecond)
+	killed := time.Now()
+	svc.kill()
+	for range waiting {
+		select {
+		case err := <-results:
+			if !errors.Is(err, syscall.ENOTCONN) && !errors.Is(err, syscall.EIO) {
+				t.Fatalf("waiting call returned %v, want ENOTCONN or EIO", err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatal("a call waiting on a dead service hung")
+		}
+	}
+	t.Logf("waiting calls failed %v after the kill", time.Since(killed))
+	for _, c := range clients {
+		if err := c.Nop(); !errors.Is(err, syscall.ENOTCONN) {
+			t.Fatalf("call on a client of a dead service: %v", err)
+		}
+	}
+	svc2 := startHelper(t, "service", sockEnv+"="+sock)
+	svc2.expect(t, readyLine)
+	defer func() {
+		svc2.stdin.Close()
+		if err := svc2.cmd.Wait(); err != nil {
+			t.Errorf("restarted service exit: %v\n%s", err, svc2.stderr.String())
+		}
+	}()
+	c, err := front.Dial(front.Config{SocketPath: sock, SpinIters: helperSpins})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := clientRounds(c, 7, 5, nil); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestHandshakeRefusedByRule(t *testing.T) {
+	var seen []Credential
+	var mu sync.Mutex
+	s, _ := startService(t, Config{Allow: func(c Credential) error {
+		mu.Lock()
+		seen = append(seen, c)
+		mu.Unlock()
+		return AllowUIDs(12345)(c)
+	}})
+	_, err := front.Dial(front.Config{SocketPath: s.Addr()})
+	if !errors.Is(err, front.ErrRefused) || !errors.Is(err, syscall.EACCES) {
+		t.Fatalf("Dial by a disallowed uid: %v", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(seen) != 1 || seen[0].PID != int32(os.Getpid()) || seen[0].UID != uint32(os.Geteuid()) {
+		t.Fatalf("allow rule saw %+v, want this process's credentials", seen)
+	}
+	if st := s.Stats(); st.Refused != 1 || st.Admitted != 0 || st.MappedArenas != 0 {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+// TestHandshakeRefusedRealUID connects from a child process running as nobody: the
+// default rule (root or the service's uid) refuses it, with the kernel's credentials.
+func TestHandshakeRefusedRealUID(t *testing.T) {
+	testenv.Root(t)
+	dir := t.TempDir()
+	// TempDir's parent is private too.
+	for _, d := range []string{filepath.Dir(dir), dir} {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The test binary may sit in a directory nobody cannot enter: copy it.
+	bin := filepath.Join(dir, "helper")
+	src, err := os.ReadFile(os.Args[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bin, src, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	s, _ := startService(t, Config{SocketPath: filepath.Join(dir, "svc.sock")})
+	if err := os.Chmod(s.Addr(), 0o777); err != nil {
+		t.Fatal(err)
+	}
+	const nobody = 65534
+	cmd := exec.Command(bin, "-test.run=^$")
+	cmd.Env = append(os.Environ(), helperEnv+"=dial", sockEnv+"="+s.Addr())
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: nobody, Gid: nobody}}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("helper as uid %d: %v\n%s", nobody, err, out)
+	}
+	if !strings.Contains(string(out), dialResult+" refused") {
+		t.Fatalf("dial as uid %d: %s", nobody, out)
+	}
+	// And the same rule admits root.
+	dial(t, s)
+	if st := s.Stats(); st.Refused != 1 || st.Admitted != 1 {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+func TestBadDescriptorsGetEINVAL(t *testing.T) {
+	core, logs := observer.New(zap.WarnLevel)
+	s, _ := startService(t, Config{Logger: zap.New(core)})
+	c := dial(t, s)
+	other := dial(t, s)
+	lo, hi := c.DataArea()
+	h, err := other.Create("/theirs", 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := uint16(wire.Version)
+	cases := []struct {
+		name string
+		d    wire.Desc
+		want syscall.Errno
+	}{
+		{"bad version", wire.Desc{Version: 9, Op: wire.OpNop}, syscall.EINVAL},
+		{"zero op", wire.Desc{Version: v}, syscall.EINVAL},
+		{"unknown op", wire.Desc{Version: v, Op: 4000}, syscall.EINVAL},
+		{"buffer over descriptors", wire.Desc{Version: v, Op: wire.OpStat, BufOff: 0, Length: 64, Aux: 2}, syscall.EINVAL},
+		{"buffer past the arena", wire.Desc{Version: v, Op: wire.OpWrite, Handle: 1, BufOff: hi - 8, Length: 64}, syscall.EINVAL},
+		{"wrapping buffer", wire.Desc{Version: v, Op: wire.OpRead, Handle: 1, BufOff: 0xffffff00, Length: 0x200}, syscall.EINVAL},
+		{"oversized read", wire.Desc{Version: v, Op: wire.OpRead, Handle: 1, BufOff: lo, Length: wire.MaxIO + 1}, syscall.EINVAL},
+		{"path longer than buffer", wire.Desc{Version: v, Op: wire.OpUnlink, BufOff: lo, Length: 4, Aux: 5}, syscall.EINVAL},
+		{"stray flags", wire.Desc{Version: v, Op: wire.OpFsync, Handle: 1, Flags: 1}, syscall.EINVAL},
+		{"another client's handle", wire.Desc{Version: v, Op: wire.OpRead, Handle: h, BufOff: lo, Length: 16}, syscall.EBADF},
+		{"made-up handle", wire.Desc{Version: v, Op: wire.OpFsync, Handle: 1<<32 | 77}, syscall.EBADF},
+	}
+	for _, tc := range cases {
+		status, _, err := c.SubmitRaw(tc.d)
+		if err != nil {
+			t.Fatalf("%s: transport error %v", tc.name, err)
+		}
+		if status != -int32(tc.want) {
+			t.Errorf("%s: status %d, want -%d (%v)", tc.name, status, tc.want, tc.want)
+		}
+	}
+	if err := c.Nop(); err != nil {
+		t.Fatalf("service unusable after bad descriptors: %v", err)
+	}
+	if st := s.Stats(); st.Rejected != int64(len(cases)-2) {
+		t.Fatalf("rejected %d, want %d", st.Rejected, len(cases)-2)
+	}
+	// Rate-limited: a burst of bad descriptors gives at most a line or two.
+	lines := logs.FilterMessage("ipc malformed descriptor")
+	if lines.Len() == 0 || lines.Len() > 2 {
+		t.Fatalf("%d log lines for %d malformed descriptors, want 1 or 2", lines.Len(), len(cases)-2)
+	}
+	f := lines.All()[0].ContextMap()
+	if f["field"] != "version" {
+		t.Fatalf("first log line names field %v", f["field"])
+	}
+}
+
+func TestConfigErrors(t *testing.T) {
+	dir := t.TempDir()
+	for _, cfg := range []Config{
+		{SocketPath: filepath.Join(dir, "a")},
+		{Handler: newMemStore()},
+		{SocketPath: filepath.Join(dir, "b"), Handler: newMemStore(), Workers: 1000},
+		{SocketPath: filepath.Join(dir, "c"), Handler: newMemStore(), SlotBytes: 100},
+		{SocketPath: filepath.Join(dir, "d"), Handler: newMemStore(), RingCap: 1000},
+		{SocketPath: filepath.Join(dir, "e"), Handler: newMemStore(), CPUs: []int{-1}},
+	} {
+		if s, err := Listen(cfg); err == nil {
+			s.Close()
+			t.Errorf("Listen(%+v) succeeded", cfg)
+		}
+	}
+	// A live service's socket is not stolen.
+	s, _ := startService(t, Config{})
+	if s2, err := Listen(Config{SocketPath: s.Addr(), Handler: newMemStore()}); err == nil {
+		s2.Close()
+		t.Fatal("a second service took over a live socket")
+	}
+}
+
+func TestPinnedWorkers(t *testing.T) {
+	var set unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &set); err != nil {
+		t.Fatal(err)
+	}
+	cpu := -1
+	for i := 0; i < 1024 && cpu < 0; i++ {
+		if set.IsSet(i) {
+			cpu = i
+		}
+	}
+	if cpu < 0 {
+		t.Fatal("no CPU in this process's affinity mask")
+	}
+	s, _ := startService(t, Config{Workers: 2, CPUs: []int{cpu}})
+	c := dial(t, s)
+	if err := clientRounds(c, 5, 3, nil); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestStaleAndForgedRefs feeds the dispatcher references that name no live client,
+// another generation, or a descriptor out of range: each is dropped, none answered.
+func TestStaleAndForgedRefs(t *testing.T) {
+	s, _ := startService(t, Config{})
+	c := dial(t, s)
+	if err := c.Nop(); err != nil {
+		t.Fatal(err)
+	}
+	cc := s.clients[0].Load()
+	refs := []uint64{
+		0,
+		wire.Ref(0, cc.gen+1, 0),          // stale generation
+		wire.Ref(5, 1, 0),                 // empty slot
+		wire.Ref(60000, 1, 0),             // slot out of range
+		wire.Ref(0, cc.gen, cc.numDesc),   // descriptor out of range
+		wire.Ref(0, cc.gen, cc.numDesc-1), // descriptor not submitted
+		^uint64(0),
+	}
+	for _, r := range refs {
+		s.serve(r, new(wire.Desc))
+	}
+	if st := s.Stats(); st.Dropped != int64(len(refs)) || st.Served != 1 {
+		t.Fatalf("stats %+v, want %d dropped and 1 served", st, len(refs))
+	}
+}

@@ -1,0 +1,366 @@
+package front
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"runtime"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/polytropon/polytropon/ipc/rcqb"
+	"github.com/polytropon/polytropon/ipc/shm"
+	"github.com/polytropon/polytropon/ipc/wire"
+)
+
+// Config configures Dial. Zero values take the defaults named on each field.
+type Config struct {
+	// SocketPath is the service's socket.
+	SocketPath string
+	// SpinIters is how many times a call polls for its answer before sleeping
+	// (default 4000; negative sleeps at once).
+	SpinIters int
+	// WaitSlice bounds each futex sleep; a dead service is detected within about
+	// one slice (default 20 ms).
+	WaitSlice time.Duration
+	// DialTimeout bounds connect plus handshake (default 2 s).
+	DialTimeout time.Duration
+}
+
+// Errors of the transport. Calls return syscall.Errno values so that callers (fslib)
+// pass them through as file errors; these wrap one.
+var (
+	// ErrRefused: the service refused the handshake (credentials, version, no slot).
+	ErrRefused = errors.New("front: service refused the connection")
+	// ErrBadWelcome: the service's answer or regions do not make sense.
+	ErrBadWelcome = errors.New("front: malformed handshake answer")
+)
+
+// Client is one connection to a service.
+type Client struct {
+	cfg      Config
+	conn     *net.UnixConn
+	sockFd   int // dup of the socket, for liveness polls without the netpoller
+	ringReg  *shm.Region
+	arena    *shm.Region
+	ring     *rcqb.Queue
+	mem      []byte
+	slot     uint16
+	gen      uint16
+	numDesc  uint32
+	descOff  uint32
+	dataOff  uint32
+	slotSize uint32
+	states   []*uint32
+	free     chan uint32
+	reqID    atomic.Uint64
+	broken   atomic.Bool
+	closed   atomic.Bool
+}
+
+// Dial connects to the service at cfg.SocketPath and completes the handshake.
+func Dial(cfg Config) (*Client, error) {
+	if cfg.SpinIters == 0 {
+		cfg.SpinIters = 4000
+	} else if cfg.SpinIters < 0 {
+		cfg.SpinIters = 0
+	}
+	if cfg.WaitSlice <= 0 {
+		cfg.WaitSlice = 20 * time.Millisecond
+	}
+	if cfg.DialTimeout <= 0 {
+		cfg.DialTimeout = 2 * time.Second
+	}
+	conn, err := net.DialUnix("unixpacket", nil, &net.UnixAddr{Name: cfg.SocketPath, Net: "unixpacket"})
+	if err != nil {
+		return nil, fmt.Errorf("front: connect %s: %w", cfg.SocketPath, err)
+	}
+	c := &Client{cfg: cfg, conn: conn, sockFd: -1}
+	if err := c.handshake(); err != nil {
+		c.release()
+		return nil, err
+	}
+	return c, nil
+}
+
+func (c *Client) handshake() error {
+	_ = c.conn.SetDeadline(time.Now().Add(c.cfg.DialTimeout))
+	var hb [wire.HelloSize]byte
+	(&wire.Hello{Version: wire.Version}).Put(hb[:])
+	if _, err := c.conn.Write(hb[:]); err != nil {
+		return fmt.Errorf("front: send hello: %w", err)
+	}
+	var wb [wire.WelcomeSize + 1]byte
+	n, fds, err := shm.RecvFds(c.conn, wb[:])
+	if err != nil {
+		return fmt.Errorf("front: handshake: %w", err)
+	}
+	closeFds := func() {
+		for _, fd := range fds {
+			unix.Close(fd)
+		}
+	}
+	var w wire.Welcome
+	if err := w.Get(wb[:n]); err != nil {
+		closeFds()
+		return fmt.Errorf("%w: %v", ErrBadWelcome, err)
+	}
+	if w.Status != 0 {
+		closeFds()
+		return fmt.Errorf("%w: %w", ErrRefused, syscall.Errno(w.Status))
+	}
+	if w.Version != wire.Version || len(fds) != 2 {
+		closeFds()
+		return fmt.Errorf("%w: version %d with %d fds", ErrBadWelcome, w.Version, len(fds))
+	}
+	_ = c.conn.SetDeadline(time.Time{})
+	c.ringReg, err = shm.Open(fds[0])
+	if err != nil {
+		unix.Close(fds[1])
+		return err
+	}
+	c.arena, err = shm.Open(fds[1])
+	if err != nil {
+		return err
+	}
+	c.ring, err = rcqb.Attach(c.ringReg.Bytes(), rcqb.WithSpin(0))
+	if err != nil {
+		return fmt.Errorf("%w: ring: %v", ErrBadWelcome, err)
+	}
+	if err := c.layout(&w); err != nil {
+		return err
+	}
+	c.sockFd, err = dupSocket(c.conn)
+	if err != nil {
+		return err
+	}
+	return nil
+}
+
+// layout reads the arena header and checks it against the welcome and the mapping,
+// so that a confused service cannot make the client index outside its arena.
+func (c *Client) layout(w *wire.Welcome) error {
+	c.mem = c.arena.Bytes()
+	if uint64(len(c.mem)) != w.ArenaSize || len(c.mem) < wire.ArenaHeaderSize {
+		return fmt.Errorf("%w: arena of %d bytes, welcome says %d", ErrBadWelcome, len(c.mem), w.ArenaSize)
+	}
+	u32 := func(off int) uint32 {
+		return uint32(c.mem[off]) | uint32(c.mem[off+1])<<8 | uint32(c.mem[off+2])<<16 | uint32(c.mem[off+3])<<24
+	}
+	if u32(wire.ArenaOffMagic) != wire.ArenaMagic || u32(wire.ArenaOffVersion) != wire.Version {
+		return fmt.Errorf("%w: arena header magic or version", ErrBadWelcome)
+	}
+	c.numDesc, c.descOff, c.dataOff, c.slotSize = u32(wire.ArenaOffNumDesc), u32(wire.ArenaOffDescOff),
+		u32(wire.ArenaOffDataOff), u32(wire.ArenaOffSlotBytes)
+	size := uint64(len(c.mem))
+	switch {
+	case c.numDesc == 0 || c.numDesc != w.NumDesc || c.numDesc > 1<<16:
+		return fmt.Errorf("%w: %d descriptors", ErrBadWelcome, c.numDesc)
+	case c.slotSize != w.SlotBytes || c.slotSize < 2*wire.PathMax || c.slotSize > wire.MaxIO:
+		return fmt.Errorf("%w: slot size %d", ErrBadWelcome, c.slotSize)
+	case c.descOff%wire.DescSize != 0 || c.descOff < wire.ArenaHeaderSize ||
+		uint64(c.descOff)+uint64(c.numDesc)*wire.DescSize > uint64(c.dataOff):
+		return fmt.Errorf("%w: descriptor area", ErrBadWelcome)
+	case uint64(c.dataOff)+uint64(c.numDesc)*uint64(c.slotSize) > size:
+		return fmt.Errorf("%w: data area beyond the arena", ErrBadWelcome)
+	}
+	c.slot, c.gen = w.Slot, w.Gen
+	c.states = make([]*uint32, c.numDesc)
+	for i := range c.states {
+		p, err := shm.Uint32At(c.mem, int(c.descOff)+i*wire.DescSize+wire.OffState)
+		if err != nil {
+			return err
+		}
+		c.states[i] = p
+	}
+	c.free = make(chan uint32, c.numDesc)
+	for i := uint32(0); i < c.numDesc; i++ {
+		c.free <- i
+	}
+	return nil
+}
+
+func dupSocket(conn *net.UnixConn) (int, error) {
+	rc, err := conn.SyscallConn()
+	if err != nil {
+		return -1, err
+	}
+	nfd := -1
+	var derr error
+	if err := rc.Control(func(fd uintptr) { nfd, derr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
+		return -1, err
+	}
+	return nfd, derr
+}
+
+// alive polls the socket without blocking: the service never writes after the
+// handshake, so readable, hang-up or error all mean it is gone.
+func (c *Client) alive() bool {
+	fds := [1]unix.PollFd{{Fd: int32(c.sockFd), Events: unix.POLLIN | unix.POLLRDHUP}}
+	for range 3 {
+		n, err := unix.Poll(fds[:], 0)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return false
+		}
+		return n == 0
+	}
+	return true
+}
+
+// Close disconnects: the service reclaims the arena. Calls in flight on other
+// goroutines fail with ENOTCONN or finish; Close does not wait for them, so callers
+// close a Client only after its users are done.
+func (c *Client) Close() error {
+	if c.closed.Swap(true) {
+		return nil
+	}
+	c.broken.Store(true)
+	return c.release()
+}
+
+func (c *Client) release() error {
+	var errs []error
+	if c.conn != nil {
+		errs = append(errs, c.conn.Close())
+	}
+	if c.sockFd >= 0 {
+		errs = append(errs, unix.Close(c.sockFd))
+		c.sockFd = -1
+	}
+	// The mappings are left to the kernel if a call might still be running on
+	// them: unmapping under a concurrent call would fault. Close is meant for a
+	// quiescent client, where unmapping is what the caller wants.
+	if c.arena != nil {
+		errs = append(errs, c.arena.Close())
+	}
+	if c.ringReg != nil {
+		errs = append(errs, c.ringReg.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// Descriptors returns how many requests may be in flight at once.
+func (c *Client) Descriptors() int { return int(c.numDesc) }
+
+// MaxIO returns the largest payload one request carries; ReadAt and WriteAt split
+// larger ones.
+func (c *Client) MaxIO() int { return int(c.slotSize) }
+
+func (c *Client) acquire() (uint32, error) {
+	if c.broken.Load() {
+		return 0, syscall.ENOTCONN
+	}
+	idx := <-c.free
+	if c.broken.Load() {
+		c.free <- idx
+		return 0, syscall.ENOTCONN
+	}
+	return idx, nil
+}
+
+func (c *Client) releaseDesc(idx uint32) { c.free <- idx }
+
+func (c *Client) desc(idx uint32) []byte {
+	off := c.descOff + idx*wire.DescSize
+	return c.mem[off : off+wire.DescSize : off+wire.DescSize]
+}
+
+func (c *Client) bufOff(idx uint32) uint32 { return c.dataOff + idx*c.slotSize }
+
+func (c *Client) buf(idx uint32) []byte {
+	off := c.bufOff(idx)
+	return c.mem[off : off+c.slotSize : off+c.slotSize]
+}
+
+// roundTrip publishes d in descriptor idx, enqueues its reference and waits for the
+// answer. On a transport failure the descriptor is not returned to the caller's
+// release (it may still be referenced) and the client is marked broken.
+func (c *Client) roundTrip(idx uint32, d *wire.Desc) (int32, uint64, error) {
+	d.Version = wire.Version
+	return c.submit(idx, d)
+}
+
+func (c *Client) submit(idx uint32, d *wire.Desc) (int32, uint64, error) {
+	b := c.desc(idx)
+	st := c.states[idx]
+	d.ReqID = c.reqID.Add(1)
+	d.EncodeRequest(b)
+	atomic.StoreUint32(st, wire.StateSubmitted)
+	if err := c.enqueue(wire.Ref(c.slot, c.gen, idx)); err != nil {
+		atomic.StoreUint32(st, wire.StateFree)
+		return 0, 0, err
+	}
+	if err := c.wait(st); err != nil {
+		return 0, 0, err
+	}
+	status, result := wire.Reply(b)
+	atomic.StoreUint32(st, wire.StateFree)
+	return status, result, nil
+}
+
+// maxEnqueueBackoff bounds one pause while the ring is full.
+const maxEnqueueBackoff = time.Millisecond
+
+func (c *Client) enqueue(ref uint64) error {
+	if c.ring.TryEnqueue(ref) {
+		return nil
+	}
+	last := time.Now()
+	pause := time.Microsecond
+	for i := 0; ; i++ {
+		if i < 64 {
+			runtime.Gosched()
+		} else {
+			time.Sleep(pause)
+			pause = min(2*pause, maxEnqueueBackoff)
+		}
+		if c.ring.TryEnqueue(ref) {
+			return nil
+		}
+		if time.Since(last) >= c.cfg.WaitSlice {
+			last = time.Now()
+			if !c.alive() {
+				c.broken.Store(true)
+				return syscall.ENOTCONN
+			}
+		}
+	}
+}
+
+func (c *Client) wait(st *uint32) error {
+	for i := 0; i < c.cfg.SpinIters; i++ {
+		if atomic.LoadUint32(st) == wire.StateDone {
+			return nil
+		}
+	}
+	for {
+		if atomic.CompareAndSwapUint32(st, wire.StateSubmitted, wire.StateSleeping) ||
+			atomic.LoadUint32(st) == wire.StateSleeping {
+			err := shm.FutexWait(st, wire.StateSleeping, c.cfg.WaitSlice)
+			if err != nil && err != unix.ETIMEDOUT && err != unix.EINTR {
+				c.broken.Store(true)
+				return syscall.EIO
+			}
+		}
+		if atomic.LoadUint32(st) == wire.StateDone {
+			return nil
+		}
+		if !c.alive() {
+			c.broken.Store(true)
+			return syscall.ENOTCONN
+		}
+	}
+}
+
+// Submitted returns how many descriptors this client has submitted (each answered
+// exactly once, or the call failed with a transport error).
+func (c *Client) Submitted() uint64 { return c.reqID.Load() }
+
+// Broken reports whether the client lost its service (every call fails ENOTCONN).
+func (c *Client) Broken() bool { return c.broken.Load() }

@@ -1,0 +1,57 @@
+// Package wire is the byte layout of the direct path: the request descriptor that a
+// client writes in its shared arena and the service answers in place, the arena
+// header, the stat and directory-entry records that replies carry, and the field by
+// field validation the service applies to every descriptor before acting on it.
+//
+// It is a format, not a transport: queues, regions and the handshake live in
+// ipc/rcqb, ipc/shm and the front and back drivers. The same layout is declared for C
+// in polytropon_wire.h beside this file (for the LD_PRELOAD client to come); a test
+// compiles a program against that header with the system C compiler and checks every
+// offset, size and constant against this package.
+//
+// # Descriptor (DescSize = 64 bytes, one cache line, little-endian)
+//
+//	0      2      4             8
+//	+------+------+-------------+
+//	| Ver  |  Op  |    Flags    |   0  Version, opcode, op flags (open flags)
+//	+------+------+-------------+
+//	|          ReqID            |   8  client's request id (generation)
+//	|          Handle           |  16  client-visible handle (handle ops)
+//	|          Offset           |  24  file offset / new size / readdir cookie
+//	+-------------+-------------+
+//	|   BufOff    |   Length    |  32  buffer inside the arena's data area
+//	|    Aux      |   Status    |  40  path length / rename split | result: >=0 or -errno
+//	+-------------+-------------+
+//	|          Result           |  48  op result (handle, next cookie, size)
+//	+-------------+-------------+
+//	|   State     |    Mode     |  56  done word (futex) | create/mkdir mode
+//	+-------------+-------------+
+//
+// State is the one word both sides touch concurrently, always atomically:
+//
+//	StateFree -> StateSubmitted (client, before enqueueing the reference)
+//	StateSubmitted -> StateSleeping (client CAS, just before FUTEX_WAIT)
+//	StateSubmitted|StateSleeping -> StateDone (service swap; FUTEX_WAKE only if the
+//	                                            old value was StateSleeping)
+//	StateDone -> StateFree (client, after reading the reply)
+//
+// so the service makes a wake system call only when the client really sleeps.
+// Every other field is plain memory written before the State store that publishes it.
+//
+// # Buffers
+//
+// Path-carrying ops put the path in the buffer at BufOff: Aux is the path length and
+// Length the buffer's capacity (>= Aux); ops that return a record (stat, fstat) write
+// it at the start of the buffer. Rename carries old and new path back to back: Aux is
+// the old path's length and Length the total. Read and write move Length bytes.
+//
+// # Invariants
+//
+// Validate never trusts a field: every opcode, flag, mode, length and buffer range is
+// checked against the arena's data area of the client that sent it, with 64-bit
+// arithmetic so that no sum wraps. The service validates a private copy of the
+// descriptor (Decode), never the shared bytes, so a client rewriting its descriptor
+// during validation cannot pass one value and act on another.
+//
+// Lock order: the package holds no locks.
+package wire

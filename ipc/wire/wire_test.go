@@ -1,0 +1,175 @@
+package wire
+
+import (
+	"errors"
+	"syscall"
+	"testing"
+)
+
+var lim = Limits{DataLo: 4096, DataHi: 65536}
+
+func TestEncodeDecodeRoundTrip(t *testing.T) {
+	in := Desc{Version: Version, Op: OpWrite, Flags: 3, ReqID: 1 << 40, Handle: 7, Offset: 1 << 33,
+		BufOff: 8192, Length: 512, Aux: 9, Mode: 0o644}
+	b := make([]byte, DescSize)
+	for i := range b {
+		b[i] = 0xee
+	}
+	in.EncodeRequest(b)
+	PutReply(b, -5, 42)
+	var out Desc
+	out.Decode(b)
+	want := in
+	want.Status, want.Result, want.State = -5, 42, 0xeeeeeeee
+	if out != want {
+		t.Fatalf("decoded %+v, want %+v", out, want)
+	}
+	if s, r := Reply(b); s != -5 || r != 42 {
+		t.Fatalf("Reply = %d %d", s, r)
+	}
+	// Little-endian on the wire, whatever the host.
+	if b[OffOp] != byte(OpWrite) || b[OffOp+1] != 0 || b[OffHandle] != 7 {
+		t.Fatalf("not little-endian: % x", b)
+	}
+}
+
+func TestStatAndDirent(t *testing.T) {
+	s := Stat{Ino: 1, Size: 2, MtimeNs: -3, Mode: 0o100644, Nlink: 1, UID: 5, GID: 6}
+	b := make([]byte, StatSize)
+	s.Put(b)
+	var g Stat
+	g.Get(b)
+	if g != s {
+		t.Fatalf("%+v != %+v", g, s)
+	}
+	buf := make([]byte, 32)
+	n1 := PutDirent(buf, "alpha", 8)
+	n2 := PutDirent(buf[n1:], "b", 4)
+	if n1 != 9 || n2 != 5 {
+		t.Fatalf("sizes %d %d", n1, n2)
+	}
+	if PutDirent(buf[n1+n2:], "this-name-is-too-long-to-fit", 8) != 0 {
+		t.Fatal("entry that does not fit was written")
+	}
+	name, typ, n, err := NextDirent(buf[n1 : n1+n2])
+	if err != nil || string(name) != "b" || typ != 4 || n != 5 {
+		t.Fatalf("%q %d %d %v", name, typ, n, err)
+	}
+	if _, _, _, err := NextDirent(buf[:6]); !errors.Is(err, ErrBadDirent) {
+		t.Fatal("truncated entry accepted")
+	}
+}
+
+func ok(op Op) Desc {
+	d := Desc{Version: Version, Op: op}
+	switch opRules[op].kind {
+	case kindPath:
+		d.BufOff, d.Length, d.Aux = 4096, 64, 5
+	case kindRename:
+		d.BufOff, d.Length, d.Aux = 4096, 10, 5
+	case kindIO:
+		d.Handle, d.BufOff, d.Length = 1, 4096, 4096
+	case kindHandle, kindResize:
+		d.Handle = 1
+	case kindRecord, kindDir:
+		d.Handle, d.BufOff, d.Length = 1, 4096, 4096
+	}
+	return d
+}
+
+func TestValidateAcceptsEveryWellFormedOp(t *testing.T) {
+	for op := OpNop; op < opCount; op++ {
+		d := ok(op)
+		if err := Validate(&d, lim); err != nil {
+			t.Errorf("%v: %v", op, err)
+		}
+	}
+}
+
+func TestValidateRejects(t *testing.T) {
+	cases := []struct {
+		name  string
+		op    Op
+		mut   func(*Desc)
+		field string
+		errno syscall.Errno
+	}{
+		{"version", OpNop, func(d *Desc) { d.Version = 2 }, "version", syscall.EINVAL},
+		{"zero op", OpNop, func(d *Desc) { d.Op = 0 }, "op", syscall.EINVAL},
+		{"op beyond table", OpNop, func(d *Desc) { d.Op = 999 }, "op", syscall.EINVAL},
+		{"flags on read", OpRead, func(d *Desc) { d.Flags = 1 }, "flags", syscall.EINVAL},
+		{"unknown open flag", OpOpen, func(d *Desc) { d.Flags = syscall.O_SYNC }, "flags", syscall.EINVAL},
+		{"mode on unlink", OpUnlink, func(d *Desc) { d.Mode = 0o644 }, "mode", syscall.EINVAL},
+		{"setuid-beyond mode", OpMkdir, func(d *Desc) { d.Mode = 0o170000 }, "mode", syscall.EINVAL},
+		{"handle on stat", OpStat, func(d *Desc) { d.Handle = 3 }, "handle", syscall.EINVAL},
+		{"offset on mkdir", OpMkdir, func(d *Desc) { d.Offset = 1 }, "offset", syscall.EINVAL},
+		{"offset beyond 2^63", OpRead, func(d *Desc) { d.Offset = 1 << 63 }, "offset", syscall.EINVAL},
+		{"range end beyond 2^63", OpWrite, func(d *Desc) { d.Offset = 1<<63 - 2 }, "offset", syscall.EINVAL},
+		{"length on fsync", OpFsync, func(d *Desc) { d.Length = 1 }, "length", syscall.EINVAL},
+		{"buffer on nop", OpNop, func(d *Desc) { d.BufOff = 4096 }, "length", syscall.EINVAL},
+		{"huge read", OpRead, func(d *Desc) { d.Length = MaxIO + 1 }, "length", syscall.EINVAL},
+		{"buffer before data area", OpRead, func(d *Desc) { d.BufOff = 0 }, "bufoff", syscall.EINVAL},
+		{"buffer past the end", OpWrite, func(d *Desc) { d.BufOff = 65536 - 100 }, "bufoff", syscall.EINVAL},
+		{"wrapping buffer", OpWrite, func(d *Desc) { d.BufOff, d.Length = 0xffffffff, 2 }, "bufoff", syscall.EINVAL},
+		{"empty path", OpStat, func(d *Desc) { d.Aux = 0 }, "aux", syscall.EINVAL},
+		{"path longer than buffer", OpUnlink, func(d *Desc) { d.Aux = 65 }, "aux", syscall.EINVAL},
+		{"path too long", OpUnlink, func(d *Desc) { d.Aux, d.Length = PathMax+1, PathMax+1 }, "aux", syscall.ENAMETOOLONG},
+		{"rename without new path", OpRename, func(d *Desc) { d.Aux = 10 }, "aux", syscall.EINVAL},
+		{"aux on read", OpRead, func(d *Desc) { d.Aux = 1 }, "aux", syscall.EINVAL},
+		{"stat buffer too small", OpStat, func(d *Desc) { d.Length = StatSize - 1; d.Aux = 3 }, "length", syscall.EINVAL},
+		{"fstat buffer too small", OpFstat, func(d *Desc) { d.Length = 8 }, "length", syscall.EINVAL},
+	}
+	for _, c := range cases {
+		d := ok(c.op)
+		c.mut(&d)
+		err := Validate(&d, lim)
+		if err == nil {
+			t.Errorf("%s: accepted %+v", c.name, d)
+			continue
+		}
+		if err.Field != c.field || err.Errno != c.errno {
+			t.Errorf("%s: got %v (%v), want field %s errno %v", c.name, err, err.Errno, c.field, c.errno)
+		}
+	}
+}
+
+func TestValidateAllocatesNothing(t *testing.T) {
+	d := ok(OpRead)
+	bad := d
+	bad.BufOff = 0
+	if n := testing.AllocsPerRun(100, func() { _ = Validate(&d, lim); _ = Validate(&bad, lim) }); n != 0 {
+		t.Fatalf("%v allocs per Validate", n)
+	}
+}
+
+// FuzzValidate feeds arbitrary descriptor bytes to Decode and Validate: it must never
+// panic, and whatever it accepts must have its buffer inside the data area.
+func FuzzValidate(f *testing.F) {
+	for op := OpNop; op < opCount; op++ {
+		d := ok(op)
+		b := make([]byte, DescSize)
+		d.EncodeRequest(b)
+		f.Add(b)
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if len(b) < DescSize {
+			b = append(b, make([]byte, DescSize-len(b))...)
+		}
+		var d Desc
+		d.Decode(b)
+		if err := Validate(&d, lim); err != nil {
+			if err.Errno == 0 {
+				t.Fatalf("error without errno: %v", err)
+			}
+			return
+		}
+		if d.Length > 0 || d.BufOff != 0 {
+			if d.BufOff < lim.DataLo || uint64(d.BufOff)+uint64(d.Length) > uint64(lim.DataHi) {
+				t.Fatalf("accepted a buffer outside the data area: %+v", d)
+			}
+		}
+		if d.Op == OpInvalid || d.Op >= opCount {
+			t.Fatalf("accepted op %d", d.Op)
+		}
+	})
+}

@@ -1,0 +1,280 @@
+// Package ipcperf measures the direct path's transport for `polytropon perf ipc`:
+// (a) in-process queue throughput, RCQB against a buffered channel, a mutex ring and
+// a Vyukov queue (ipc/rcqb's MeasureThroughput); (b) the cross-process round trip of
+// an empty request over the direct path (service spinning, service sleeping) against
+// a Unix-socket request/response and a pipe, with a peer process started by
+// re-executing the running binary (PeerCommand).
+//
+// It is measurement code, not a test: it asserts nothing and reports medians, p99s
+// and rates (HdrHistogram) measured in one run, so that ratios compare like with like.
+//
+// Lock order: the package holds no locks.
+package ipcperf
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/HdrHistogram/hdrhistogram-go"
+
+	"github.com/polytropon/polytropon/ipc/back"
+	"github.com/polytropon/polytropon/ipc/front"
+	"github.com/polytropon/polytropon/ipc/rcqb"
+	"github.com/polytropon/polytropon/ipc/wire"
+)
+
+// Peer modes, passed to the peer process.
+const (
+	PeerDirectSpin  = "direct-spin"
+	PeerDirectSleep = "direct-sleep"
+	PeerUnix        = "unix"
+	PeerPipe        = "pipe"
+)
+
+// Options of a run.
+type Options struct {
+	// RoundTrips per path (default 200000).
+	RoundTrips int
+	// QueueOps values per throughput measurement (default 2000000).
+	QueueOps int
+	// PeerCommand starts the peer: PeerCommand(mode, socket) returns the command;
+	// its stdout must print "ready" once listening. The pipe peer reads requests
+	// from fd 3 and answers on fd 4.
+	PeerCommand func(mode, socket string) *exec.Cmd
+}
+
+// QueueRow is one throughput measurement.
+type QueueRow struct {
+	Kind      string  `json:"kind"`
+	Producers int     `json:"producers"`
+	Consumers int     `json:"consumers"`
+	OpsPerSec float64 `json:"ops_per_sec"`
+}
+
+// RoundTripRow is one round-trip measurement.
+type RoundTripRow struct {
+	Path      string  `json:"path"`
+	N         int64   `json:"n"`
+	P50Ns     int64   `json:"p50_ns"`
+	P99Ns     int64   `json:"p99_ns"`
+	OpsPerSec float64 `json:"ops_per_sec"`
+}
+
+// Report is a whole run.
+type Report struct {
+	Date      string         `json:"date"`
+	Queue     []QueueRow     `json:"queue"`
+	RoundTrip []RoundTripRow `json:"round_trip"`
+}
+
+// Run measures everything in opts.
+func Run(opts Options) (*Report, error) {
+	if opts.RoundTrips <= 0 {
+		opts.RoundTrips = 200000
+	}
+	if opts.QueueOps <= 0 {
+		opts.QueueOps = 2000000
+	}
+	if opts.PeerCommand == nil {
+		return nil, fmt.Errorf("ipcperf: Options.PeerCommand is required")
+	}
+	r := &Report{Date: time.Now().UTC().Format(time.RFC3339)}
+	for _, pc := range [][2]int{{1, 1}, {2, 2}, {4, 4}} {
+		for _, kind := range []string{rcqb.KindRCQB, rcqb.KindChannel, rcqb.KindMutexRing, rcqb.KindVyukov} {
+			ops, err := rcqb.MeasureThroughput(kind, pc[0], pc[1], opts.QueueOps)
+			if err != nil {
+				return nil, fmt.Errorf("ipcperf: %s %dP%dC: %w", kind, pc[0], pc[1], err)
+			}
+			r.Queue = append(r.Queue, QueueRow{Kind: kind, Producers: pc[0], Consumers: pc[1], OpsPerSec: ops})
+		}
+	}
+	dir, err := os.MkdirTemp("", "polytropon-perf-ipc")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	for _, mode := range []string{PeerDirectSpin, PeerDirectSleep, PeerUnix, PeerPipe} {
+		row, err := roundTrips(opts, mode, filepath.Join(dir, mode+".sock"))
+		if err != nil {
+			return nil, fmt.Errorf("ipcperf: %s: %w", mode, err)
+		}
+		r.RoundTrip = append(r.RoundTrip, row)
+	}
+	return r, nil
+}
+
+func roundTrips(opts Options, mode, sock string) (RoundTripRow, error) {
+	cmd := opts.PeerCommand(mode, sock)
+	cmd.Stderr = os.Stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return RoundTripRow{}, err
+	}
+	var toPeer, fromPeer *os.File
+	if mode == PeerPipe {
+		reqR, reqW, err := os.Pipe()
+		if err != nil {
+			return RoundTripRow{}, err
+		}
+		respR, respW, err := os.Pipe()
+		if err != nil {
+			return RoundTripRow{}, err
+		}
+		cmd.ExtraFiles = []*os.File{reqR, respW}
+		toPeer, fromPeer = reqW, respR
+		defer reqR.Close()
+		defer respW.Close()
+		defer reqW.Close()
+		defer respR.Close()
+	}
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return RoundTripRow{}, err
+	}
+	if err := cmd.Start(); err != nil {
+		return RoundTripRow{}, err
+	}
+	defer func() {
+		stdin.Close()
+		done := make(chan struct{})
+		go func() { cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			cmd.Process.Kill()
+			<-done
+		}
+	}()
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil || line != "ready\n" {
+		return RoundTripRow{}, fmt.Errorf("peer did not start (%q, %v)", line, err)
+	}
+	var once func() error
+	switch mode {
+	case PeerDirectSpin, PeerDirectSleep:
+		spin := 1 << 20
+		if mode == PeerDirectSleep {
+			spin = -1
+		}
+		c, err := front.Dial(front.Config{SocketPath: sock, SpinIters: spin})
+		if err != nil {
+			return RoundTripRow{}, err
+		}
+		defer c.Close()
+		once = c.Nop
+	case PeerUnix:
+		conn, err := net.Dial("unix", sock)
+		if err != nil {
+			return RoundTripRow{}, err
+		}
+		defer conn.Close()
+		var b [8]byte
+		once = func() error {
+			if _, err := conn.Write(b[:]); err != nil {
+				return err
+			}
+			_, err := io.ReadFull(conn, b[:])
+			return err
+		}
+	case PeerPipe:
+		var b [8]byte
+		once = func() error {
+			if _, err := toPeer.Write(b[:]); err != nil {
+				return err
+			}
+			_, err := io.ReadFull(fromPeer, b[:])
+			return err
+		}
+	}
+	h := hdrhistogram.New(1, int64(10*time.Second), 3)
+	for range min(opts.RoundTrips/10, 10000) { // warm-up
+		if err := once(); err != nil {
+			return RoundTripRow{}, err
+		}
+	}
+	start := time.Now()
+	for range opts.RoundTrips {
+		t0 := time.Now()
+		if err := once(); err != nil {
+			return RoundTripRow{}, err
+		}
+		_ = h.RecordValue(int64(time.Since(t0)))
+	}
+	el := time.Since(start)
+	return RoundTripRow{Path: mode, N: h.TotalCount(), P50Ns: h.ValueAtQuantile(50), P99Ns: h.ValueAtQuantile(99),
+		OpsPerSec: float64(opts.RoundTrips) / el.Seconds()}, nil
+}
+
+// nopHandler answers every filesystem op ENOSYS: the perf peer measures the
+// transport, whose OpNop the service answers itself.
+type nopHandler struct{}
+
+func (nopHandler) Handle(*back.ClientCtx, *wire.Desc, []byte) int32 { return -int32(syscall.ENOSYS) }
+func (nopHandler) ClientGone(*back.ClientCtx)                       {}
+
+// RunPeer is the peer process: it serves mode on socket (or fds 3 and 4 for the pipe)
+// until its stdin closes.
+func RunPeer(mode, socket string) error {
+	switch mode {
+	case PeerDirectSpin, PeerDirectSleep, PeerUnix, PeerPipe:
+	default:
+		return fmt.Errorf("ipcperf: unknown peer mode %q", mode)
+	}
+	stop := make(chan struct{})
+	go func() { io.Copy(io.Discard, os.Stdin); close(stop) }()
+	switch mode {
+	case PeerDirectSpin, PeerDirectSleep:
+		spin := 1 << 30
+		if mode == PeerDirectSleep {
+			spin = -1
+		}
+		s, err := back.Listen(back.Config{SocketPath: socket, Handler: nopHandler{}, SpinBudget: spin})
+		if err != nil {
+			return err
+		}
+		fmt.Println("ready")
+		<-stop
+		return s.Close()
+	case PeerUnix:
+		ln, err := net.Listen("unix", socket)
+		if err != nil {
+			return err
+		}
+		defer ln.Close()
+		fmt.Println("ready")
+		go func() { <-stop; ln.Close() }()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return nil
+			}
+			go echo(c, c)
+		}
+	case PeerPipe:
+		in, out := os.NewFile(3, "req"), os.NewFile(4, "resp")
+		fmt.Println("ready")
+		go echo(in, out)
+		<-stop
+		return nil
+	}
+	return fmt.Errorf("ipcperf: unknown peer mode %q", mode)
+}
+
+func echo(r io.Reader, w io.Writer) {
+	var b [8]byte
+	for {
+		if _, err := io.ReadFull(r, b[:]); err != nil {
+			return
+		}
+		if _, err := w.Write(b[:]); err != nil {
+			return
+		}
+	}
+}

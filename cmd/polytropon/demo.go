@@ -26,11 +26,10 @@ var demoSteps = []demoStep{
 	{
 		title: "direct-path transport: RCQB over shared memory vs Unix socket and pipe",
 		args: func(dir string, short bool) []string {
-			a := []string{"perf", "ipc"}
 			if short {
-				a = append(a, "--quick")
+				return []string{"perf", "ipc", "--queue-ops", "200000", "--round-trips", "20000"}
 			}
-			return a
+			return []string{"perf", "ipc", "--queue-ops", "1000000", "--round-trips", "100000"}
 		},
 	},
 	{

@@ -186,6 +186,9 @@ func Listen(cfg Config) (*Service, error) {
 		return nil, err
 	}
 	s := &Service{cfg: cfg, log: logging.OrNop(cfg.Logger)}
+	// A service run by root is the daemon's (serve starts it): it uses the daemon's
+	// profile; one run by a user for itself uses that user's.
+	shm.UseCopyProfile(os.Geteuid() == 0, s.log)
 	s.badLog.every = time.Second
 	size, err := rcqb.Size(cfg.RingCap)
 	if err != nil {

@@ -9,6 +9,7 @@ import (
 	"syscall"
 	"time"
 
+	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
 	"github.com/polytropon/polytropon/ipc/rcqb"
@@ -28,6 +29,8 @@ type Config struct {
 	WaitSlice time.Duration
 	// DialTimeout bounds connect plus handshake (default 2 s).
 	DialTimeout time.Duration
+	// Logger receives the copy-profile warning at the first Dial; nil discards it.
+	Logger *zap.Logger
 }
 
 // Errors of the transport. Calls return syscall.Errno values so that callers (fslib)
@@ -74,6 +77,7 @@ func Dial(cfg Config) (*Client, error) {
 	if cfg.DialTimeout <= 0 {
 		cfg.DialTimeout = 2 * time.Second
 	}
+	shm.UseCopyProfile(false, cfg.Logger)
 	conn, err := net.DialUnix("unixpacket", nil, &net.UnixAddr{Name: cfg.SocketPath, Net: "unixpacket"})
 	if err != nil {
 		return nil, fmt.Errorf("front: connect %s: %w", cfg.SocketPath, err)

@@ -41,7 +41,7 @@
 // Empty-request (OpNop) round trips, measured with `polytropon perf ipc` (client and
 // service in separate processes, 200000 round trips each, one run) and
 // `go test -bench Nop -benchmem ./ipc/back` (both sides in one process, separate
-// mappings), on 2026-11-21, 2 vCPU "AMD EPYC" (Zen 4) VM shared with other jobs, so
+// mappings), on 2026-11-21, 2 vCPU "AMD EPYC" (CPUID family 25 model 1, Zen 3) VM shared with other jobs, so
 // read ratios, not absolutes:
 //
 //	path                         p50       p99       ops/s

@@ -22,7 +22,7 @@
 //
 // # Results
 //
-// 2026-11-21 02:03 UTC, AMD EPYC (2 vCPU VM, Zen 4 class, shared with four other
+// 2026-11-21 02:03 UTC, AMD EPYC (2 vCPU VM, CPUID family 25 model 1 (Zen 3), shared with four other
 // engineers compiling; load average rose from 1.3 to 5.6 during the run), Linux
 // 6.18, fio 3.33, a 1 GiB file on the VM disk (ext4 on virtio /dev/vda, under
 // /var/tmp), 4 KiB O_DIRECT random reads, 10 s per measurement, three alternating

@@ -366,11 +366,13 @@ func (s *Service) serveConn(conn *net.UnixConn) {
 }
 
 func (s *Service) refuse(conn *net.UnixConn, errno syscall.Errno) {
+	// Counted before the answer goes out: a client that has read its refusal must
+	// find it in Stats.
+	s.refused.Add(1)
 	var b [wire.WelcomeSize]byte
 	w := wire.Welcome{Version: wire.Version, Status: int32(errno)}
 	w.Put(b[:])
 	_ = shm.SendFds(conn, b[:])
-	s.refused.Add(1)
 }
 
 func (s *Service) handshake(conn *net.UnixConn) (*ClientCtx, error) {

@@ -314,13 +314,20 @@ func (f *FS) Readlink(name string) (string, error) {
 }
 
 // Unlink implements libservices.FS.
-func (f *FS) Unlink(name string) error {
+func (f *FS) Unlink(name string) error { return f.remove(name, syscall.EISDIR, 0) }
+
+// Rmdir implements libservices.FS.
+func (f *FS) Rmdir(name string) error { return f.remove(name, syscall.EBUSY, unix.AT_REMOVEDIR) }
+
+// remove is unlinkat(2) with flags on name beneath the branch; rootErr is what
+// removing the root itself returns (Unlink EISDIR, Rmdir EBUSY).
+func (f *FS) remove(name string, rootErr syscall.Errno, flags int) error {
 	clean, err := libservices.Clean(name)
 	if err != nil {
 		return err
 	}
 	if libservices.IsRoot(clean) {
-		return syscall.EISDIR
+		return rootErr
 	}
 	dfd, base, err := f.parent(clean)
 	if err != nil {
@@ -330,7 +337,7 @@ func (f *FS) Unlink(name string) error {
 	if f.readOnly {
 		return f.roRemoveError(dfd, base)
 	}
-	return retry(func() error { return unix.Unlinkat(dfd, base, 0) })
+	return retry(func() error { return unix.Unlinkat(dfd, base, flags) })
 }
 
 func (f *FS) roRemoveError(dfd int, base string) error {
@@ -339,26 +346,6 @@ func (f *FS) roRemoveError(dfd int, base string) error {
 		return libservices.Errno(err)
 	}
 	return syscall.EROFS
-}
-
-// Rmdir implements libservices.FS.
-func (f *FS) Rmdir(name string) error {
-	clean, err := libservices.Clean(name)
-	if err != nil {
-		return err
-	}
-	if libservices.IsRoot(clean) {
-		return syscall.EBUSY
-	}
-	dfd, base, err := f.parent(clean)
-	if err != nil {
-		return err
-	}
-	defer unix.Close(dfd)
-	if f.readOnly {
-		return f.roRemoveError(dfd, base)
-	}
-	return retry(func() error { return unix.Unlinkat(dfd, base, unix.AT_REMOVEDIR) })
 }
 
 // Rename implements libservices.FS.

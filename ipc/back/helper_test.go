@@ -86,7 +86,7 @@ func clientRounds(c *front.Client, id, iters int, ready func()) error {
 			return fmt.Errorf("read %s: %d bytes (want %d), equal %v, %v", path, n, len(want), bytes.Equal(got[:min(n, len(want))], want[:min(n, len(want))]), err)
 		}
 		st, err := c.Fstat(h)
-		if err != nil || st.Size != uint64(len(want)) {
+		if err != nil || st.Size != int64(len(want)) {
 			return fmt.Errorf("fstat %s: size %d want %d, %v", path, st.Size, len(want), err)
 		}
 		if err := c.CloseHandle(h); err != nil {

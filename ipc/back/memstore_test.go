@@ -82,7 +82,7 @@ func (m *memStore) createLocked(p string, dir bool, mode uint32) (*memNode, int3
 }
 
 func (m *memStore) stat(n *memNode, b []byte) {
-	st := wire.Stat{Ino: n.ino, Size: uint64(len(n.data)), MtimeNs: n.mtime, Mode: n.mode, Nlink: 1}
+	st := wire.Stat{Ino: n.ino, Size: int64(len(n.data)), MtimeSec: n.mtime / 1e9, MtimeNsec: uint32(n.mtime % 1e9), Mode: n.mode, Nlink: 1}
 	if n.dir {
 		st.Mode |= syscall.S_IFDIR
 	} else {
@@ -271,7 +271,7 @@ func (m *memStore) Handle(c *ClientCtx, d *wire.Desc, data []byte) int32 {
 			if m.nodes[joinPath(dirPath, names[i])].dir {
 				typ = syscall.DT_DIR
 			}
-			k := wire.PutDirent(data[used:], names[i], typ)
+			k := wire.PutDirent(data[used:], names[i], typ, 0)
 			if k == 0 {
 				break
 			}

@@ -100,7 +100,7 @@ func TestFilesystemOpsInProcess(t *testing.T) {
 		t.Fatalf("read back %d bytes, %v", n, err)
 	}
 	st, err := c.Stat("/d/f")
-	if err != nil || st.Size != uint64(len(data)+10) || st.Mode != syscall.S_IFREG|0o600 {
+	if err != nil || st.Size != int64(len(data)+10) || st.Mode != syscall.S_IFREG|0o600 {
 		t.Fatalf("stat %+v %v", st, err)
 	}
 	if err := c.Truncate(h, 5); err != nil {
@@ -126,7 +126,7 @@ func TestFilesystemOpsInProcess(t *testing.T) {
 		t.Fatal(err)
 	}
 	var names []string
-	if err := c.ReadDir(dh, func(name []byte, typ uint8) bool {
+	if err := c.ReadDir(dh, func(name []byte, typ uint8, _ uint64) bool {
 		names = append(names, string(name))
 		return true
 	}); err != nil {
@@ -478,7 +478,7 @@ func TestBadDescriptorsGetEINVAL(t *testing.T) {
 		{"wrapping buffer", wire.Desc{Version: v, Op: wire.OpRead, Handle: 1, BufOff: 0xffffff00, Length: 0x200}, syscall.EINVAL},
 		{"oversized read", wire.Desc{Version: v, Op: wire.OpRead, Handle: 1, BufOff: lo, Length: wire.MaxIO + 1}, syscall.EINVAL},
 		{"path longer than buffer", wire.Desc{Version: v, Op: wire.OpUnlink, BufOff: lo, Length: 4, Aux: 5}, syscall.EINVAL},
-		{"stray flags", wire.Desc{Version: v, Op: wire.OpFsync, Handle: 1, Flags: 1}, syscall.EINVAL},
+		{"stray flags", wire.Desc{Version: v, Op: wire.OpFsync, Handle: 1, Flags: 2}, syscall.EINVAL},
 		{"another client's handle", wire.Desc{Version: v, Op: wire.OpRead, Handle: h, BufOff: lo, Length: 16}, syscall.EBADF},
 		{"made-up handle", wire.Desc{Version: v, Op: wire.OpFsync, Handle: 1<<32 | 77}, syscall.EBADF},
 	}

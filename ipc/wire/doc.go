@@ -41,9 +41,20 @@
 // # Buffers
 //
 // Path-carrying ops put the path in the buffer at BufOff: Aux is the path length and
-// Length the buffer's capacity (>= Aux); ops that return a record (stat, fstat) write
-// it at the start of the buffer. Rename carries old and new path back to back: Aux is
-// the old path's length and Length the total. Read and write move Length bytes.
+// Length the buffer's capacity (>= Aux); ops that return a record (stat, lstat,
+// fstat, statfs) or bytes (readlink, listxattr, getxattr, mounts, status) write it at
+// the start of the buffer, the byte count in Status. Rename, link and symlink carry
+// two paths back to back: Aux is the first one's length and Length the total.
+// Setattr carries a Setattr record (owner, times), then the path (Aux bytes); the
+// valid bits ride in Flags, the mode in Mode and the new size in Offset. Xattr ops
+// carry path || name [|| value]: Aux is the path's length and Offset the name's, the
+// value is the rest of Length. Fallocate's length is a u64 at the start of its
+// buffer. Read and write move Length bytes.
+//
+// Version 2 (this one) added lstat, link, symlink, readlink, setattr, statfs, the
+// xattr ops, fallocate, fdatasync (a flag of fsync), lock, mounts and status, and
+// widened the stat record to every attribute and the directory entry to carry the
+// inode number. Version 1 clients are refused at the handshake.
 //
 // # Invariants
 //

@@ -12,7 +12,7 @@
 
 #include <stdint.h>
 
-#define PT_WIRE_VERSION 1
+#define PT_WIRE_VERSION 2
 #define PT_DESC_SIZE 64
 
 enum pt_op {
@@ -32,7 +32,30 @@ enum pt_op {
 	PT_OP_READDIR = 13,
 	PT_OP_TRUNCATE = 14,
 	PT_OP_FSTAT = 15,
+	PT_OP_LSTAT = 16,
+	PT_OP_LINK = 17,
+	PT_OP_SYMLINK = 18,
+	PT_OP_READLINK = 19,
+	PT_OP_SETATTR = 20,
+	PT_OP_STATFS = 21,
+	PT_OP_GETXATTR = 22,
+	PT_OP_SETXATTR = 23,
+	PT_OP_LISTXATTR = 24,
+	PT_OP_REMOVEXATTR = 25,
+	PT_OP_FALLOCATE = 26,
+	PT_OP_LOCK = 27,
+	PT_OP_MOUNTS = 28,
+	PT_OP_STATUS = 29,
 };
+
+/* Flags of ops other than open (which takes the O_* flags). */
+#define PT_FSYNC_DATA 1
+#define PT_XATTR_SIZE_ONLY 1
+#define PT_XATTR_CREATE 1
+#define PT_XATTR_REPLACE 2
+#define PT_SETATTR_MASK 0xff
+#define PT_FALLOCATE_MASK 0x3
+#define PT_NAME_MAX 255
 
 /* The State word (futex). */
 #define PT_STATE_FREE 0
@@ -63,24 +86,70 @@ _Static_assert(sizeof(struct pt_desc) == PT_DESC_SIZE, "pt_desc size");
 
 struct pt_stat {
 	uint64_t ino;
-	uint64_t size;
-	int64_t mtime_ns;
+	int64_t size;
+	int64_t blocks;
 	uint32_t mode;
 	uint32_t nlink;
 	uint32_t uid;
 	uint32_t gid;
+	int32_t blksize;
+	uint32_t pad0;
+	uint64_t rdev;
+	int64_t atime_sec;
+	int64_t mtime_sec;
+	int64_t ctime_sec;
+	uint32_t atime_nsec;
+	uint32_t mtime_nsec;
+	uint32_t ctime_nsec;
+	uint32_t pad1;
 };
 
-#define PT_STAT_SIZE 40
+#define PT_STAT_SIZE 96
+
+struct pt_statfs {
+	int64_t type;
+	int64_t bsize;
+	uint64_t blocks;
+	uint64_t bfree;
+	uint64_t bavail;
+	uint64_t files;
+	uint64_t ffree;
+	int64_t namelen;
+	int64_t frsize;
+};
+
+#define PT_STATFS_SIZE 72
+
+/* At the start of PT_OP_SETATTR's buffer; the path follows. */
+struct pt_setattr {
+	uint32_t uid;
+	uint32_t gid;
+	int64_t atime_sec;
+	int64_t mtime_sec;
+	uint32_t atime_nsec;
+	uint32_t mtime_nsec;
+};
+
+#define PT_SETATTR_SIZE 32
 
 struct pt_dirent {
 	uint16_t name_len;
 	uint8_t type;
 	uint8_t pad;
+	uint32_t ino_lo; /* the inode number, split so that the header packs to 12 bytes */
+	uint32_t ino_hi;
 	/* name_len bytes of name follow, no terminating NUL */
 };
 
-#define PT_DIRENT_HEADER_SIZE 4
+#define PT_DIRENT_HEADER_SIZE 12
+
+struct pt_mount {
+	uint16_t name_len;
+	uint16_t prefix_len;
+	/* name_len bytes of instance name, then prefix_len bytes of mount prefix */
+};
+
+#define PT_MOUNT_HEADER_SIZE 4
 
 #define PT_ARENA_MAGIC 0x504f4c59u
 

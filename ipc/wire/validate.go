@@ -34,6 +34,7 @@ var (
 	errPathMax    = &Error{"aux", "path longer than PathMax", syscall.ENAMETOOLONG}
 	errAux        = &Error{"aux", "aux given to an op that takes none", syscall.EINVAL}
 	errRecordSize = &Error{"length", "buffer too small for the reply record", syscall.EINVAL}
+	errNameLen    = &Error{"offset", "xattr name length zero or above NameMax", syscall.EINVAL}
 )
 
 // opKind says which fields an op uses; Validate requires every other field to be zero,
@@ -41,14 +42,18 @@ var (
 type opKind uint8
 
 const (
-	kindNone   opKind = iota // no fields (nop)
-	kindPath                 // path in buffer; Aux = path length; Length = capacity
-	kindRename               // two paths back to back; Aux = len(old); Length = total
-	kindIO                   // Handle, Offset, Length bytes of buffer
-	kindHandle               // Handle only
-	kindRecord               // Handle, buffer of at least StatSize (fstat)
-	kindDir                  // Handle, Offset = cookie, buffer receives entries
-	kindResize               // Handle, Offset = new size
+	kindNone    opKind = iota // no fields (nop)
+	kindPath                  // path in buffer; Aux = path length; Length = capacity
+	kindRename                // two paths back to back; Aux = len(first); Length = total
+	kindIO                    // Handle, Offset, Length bytes of buffer
+	kindHandle                // Handle only
+	kindRecord                // Handle, buffer of at least the reply record (fstat)
+	kindDir                   // Handle, Offset = cookie, buffer receives entries
+	kindResize                // Handle, Offset = new size
+	kindSetattr               // Setattr record || path; Aux = path length; Offset = size
+	kindXattr                 // path || name [|| value]; Aux = len(path), Offset = len(name)
+	kindFalloc                // Handle, Offset, buffer holds the u64 length
+	kindBuf                   // buffer receives a reply (service queries)
 )
 
 type opRule struct {
@@ -59,21 +64,35 @@ type opRule struct {
 }
 
 var opRules = [opCount]opRule{
-	OpNop:      {kind: kindNone},
-	OpStat:     {kind: kindPath, minLength: StatSize},
-	OpOpen:     {kind: kindPath, flags: OpenFlagsMask, mode: true},
-	OpCreate:   {kind: kindPath, mode: true},
-	OpRead:     {kind: kindIO},
-	OpWrite:    {kind: kindIO},
-	OpFsync:    {kind: kindHandle},
-	OpClose:    {kind: kindHandle},
-	OpMkdir:    {kind: kindPath, mode: true},
-	OpUnlink:   {kind: kindPath},
-	OpRmdir:    {kind: kindPath},
-	OpRename:   {kind: kindRename},
-	OpReaddir:  {kind: kindDir, minLength: DirentHeaderSize + 255},
-	OpTruncate: {kind: kindResize},
-	OpFstat:    {kind: kindRecord, minLength: StatSize},
+	OpNop:         {kind: kindNone},
+	OpStat:        {kind: kindPath, minLength: StatSize},
+	OpOpen:        {kind: kindPath, flags: OpenFlagsMask, mode: true},
+	OpCreate:      {kind: kindPath, mode: true},
+	OpRead:        {kind: kindIO},
+	OpWrite:       {kind: kindIO},
+	OpFsync:       {kind: kindHandle, flags: FsyncData},
+	OpClose:       {kind: kindHandle},
+	OpMkdir:       {kind: kindPath, mode: true},
+	OpUnlink:      {kind: kindPath},
+	OpRmdir:       {kind: kindPath},
+	OpRename:      {kind: kindRename},
+	OpReaddir:     {kind: kindDir, minLength: DirentHeaderSize + 255},
+	OpTruncate:    {kind: kindResize},
+	OpFstat:       {kind: kindRecord, minLength: StatSize},
+	OpLstat:       {kind: kindPath, minLength: StatSize},
+	OpLink:        {kind: kindRename},
+	OpSymlink:     {kind: kindRename},
+	OpReadlink:    {kind: kindPath},
+	OpSetattr:     {kind: kindSetattr, flags: SetattrMask, mode: true},
+	OpStatfs:      {kind: kindPath, minLength: StatfsSize},
+	OpGetxattr:    {kind: kindXattr, flags: XattrSizeOnly},
+	OpSetxattr:    {kind: kindXattr, flags: XattrCreate | XattrReplace},
+	OpListxattr:   {kind: kindPath},
+	OpRemovexattr: {kind: kindXattr},
+	OpFallocate:   {kind: kindFalloc, flags: FallocateMask, minLength: 8},
+	OpLock:        {kind: kindPath},
+	OpMounts:      {kind: kindBuf, minLength: MountHeaderSize + 1},
+	OpStatus:      {kind: kindBuf, minLength: 2},
 }
 
 // TakesHandle reports whether op names an open handle, whose ownership the service
@@ -83,7 +102,7 @@ func TakesHandle(op Op) bool {
 		return false
 	}
 	switch opRules[op].kind {
-	case kindIO, kindHandle, kindRecord, kindDir, kindResize:
+	case kindIO, kindHandle, kindRecord, kindDir, kindResize, kindFalloc:
 		return true
 	}
 	return false
@@ -113,9 +132,13 @@ func Validate(d *Desc, l Limits) *Error {
 		return errHandle
 	}
 	switch r.kind {
-	case kindIO, kindDir, kindResize:
+	case kindIO, kindDir, kindResize, kindFalloc, kindSetattr:
 		if d.Offset > maxOffset {
 			return errOffsetMax
+		}
+	case kindXattr:
+		if d.Offset == 0 || d.Offset > NameMax {
+			return errNameLen
 		}
 	default:
 		if d.Offset != 0 {
@@ -141,7 +164,7 @@ func Validate(d *Desc, l Limits) *Error {
 		if d.Aux != 0 {
 			return errAux
 		}
-	case kindRecord, kindDir:
+	case kindRecord, kindDir, kindFalloc, kindBuf:
 		if d.Aux != 0 {
 			return errAux
 		}
@@ -157,6 +180,20 @@ func Validate(d *Desc, l Limits) *Error {
 			return errPathLen
 		}
 		if d.Aux > PathMax || d.Length-d.Aux > PathMax {
+			return errPathMax
+		}
+	case kindSetattr:
+		if d.Aux == 0 || uint64(d.Aux)+SetattrSize > uint64(d.Length) {
+			return errPathLen
+		}
+		if d.Aux > PathMax {
+			return errPathMax
+		}
+	case kindXattr:
+		if d.Aux == 0 || uint64(d.Aux)+d.Offset > uint64(d.Length) {
+			return errPathLen
+		}
+		if d.Aux > PathMax {
 			return errPathMax
 		}
 	}

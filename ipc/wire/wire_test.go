@@ -33,8 +33,9 @@ func TestEncodeDecodeRoundTrip(t *testing.T) {
 	}
 }
 
-func TestStatAndDirent(t *testing.T) {
-	s := Stat{Ino: 1, Size: 2, MtimeNs: -3, Mode: 0o100644, Nlink: 1, UID: 5, GID: 6}
+func TestRecordsRoundTrip(t *testing.T) {
+	s := Stat{Ino: 1, Size: 2, Blocks: 8, Mode: 0o100644, Nlink: 1, UID: 5, GID: 6, Blksize: 4096,
+		Rdev: 7, AtimeSec: -3, MtimeSec: 1 << 40, CtimeSec: 9, AtimeNsec: 1, MtimeNsec: 999999999, CtimeNsec: 3}
 	b := make([]byte, StatSize)
 	s.Put(b)
 	var g Stat
@@ -42,21 +43,56 @@ func TestStatAndDirent(t *testing.T) {
 	if g != s {
 		t.Fatalf("%+v != %+v", g, s)
 	}
-	buf := make([]byte, 32)
-	n1 := PutDirent(buf, "alpha", 8)
-	n2 := PutDirent(buf[n1:], "b", 4)
-	if n1 != 9 || n2 != 5 {
+	fs := Statfs{Type: 0xef53, Bsize: 4096, Blocks: 1, Bfree: 2, Bavail: 3, Files: 4, Free: 5, Namelen: 255, Frsize: 4096}
+	fb := make([]byte, StatfsSize)
+	fs.Put(fb)
+	var fg Statfs
+	fg.Get(fb)
+	if fg != fs {
+		t.Fatalf("%+v != %+v", fg, fs)
+	}
+	sa := Setattr{UID: 1, GID: 2, AtimeSec: -1, MtimeSec: 5, AtimeNsec: 6, MtimeNsec: 7}
+	sb := make([]byte, SetattrSize)
+	sa.Put(sb)
+	var sg Setattr
+	sg.Get(sb)
+	if sg != sa {
+		t.Fatalf("%+v != %+v", sg, sa)
+	}
+}
+
+func TestDirentAndMount(t *testing.T) {
+	buf := make([]byte, 48)
+	n1 := PutDirent(buf, "alpha", 8, 1<<40)
+	n2 := PutDirent(buf[n1:], "b", 4, 2)
+	if n1 != 17 || n2 != 13 {
 		t.Fatalf("sizes %d %d", n1, n2)
 	}
-	if PutDirent(buf[n1+n2:], "this-name-is-too-long-to-fit", 8) != 0 {
+	if PutDirent(buf[n1+n2:], "this-name-is-too-long-to-fit", 8, 3) != 0 {
 		t.Fatal("entry that does not fit was written")
 	}
-	name, typ, n, err := NextDirent(buf[n1 : n1+n2])
-	if err != nil || string(name) != "b" || typ != 4 || n != 5 {
-		t.Fatalf("%q %d %d %v", name, typ, n, err)
+	name, typ, ino, n, err := NextDirent(buf[:n1])
+	if err != nil || string(name) != "alpha" || typ != 8 || ino != 1<<40 || n != 17 {
+		t.Fatalf("%q %d %d %d %v", name, typ, ino, n, err)
 	}
-	if _, _, _, err := NextDirent(buf[:6]); !errors.Is(err, ErrBadDirent) {
+	name, typ, ino, n, err = NextDirent(buf[n1 : n1+n2])
+	if err != nil || string(name) != "b" || typ != 4 || ino != 2 || n != 13 {
+		t.Fatalf("%q %d %d %d %v", name, typ, ino, n, err)
+	}
+	if _, _, _, _, err := NextDirent(buf[:14]); !errors.Is(err, ErrBadDirent) {
 		t.Fatal("truncated entry accepted")
+	}
+	m := make([]byte, 16)
+	k := PutMount(m, "data", "/d")
+	if k != 10 || PutMount(m[k:], "toolong", "/x") != 0 {
+		t.Fatalf("mount record sizes %d", k)
+	}
+	nm, pf, k2, err := NextMount(m[:k])
+	if err != nil || string(nm) != "data" || string(pf) != "/d" || k2 != k {
+		t.Fatalf("%q %q %d %v", nm, pf, k2, err)
+	}
+	if _, _, _, err := NextMount(m[:k-1]); !errors.Is(err, ErrBadMount) {
+		t.Fatal("truncated mount record accepted")
 	}
 }
 
@@ -64,15 +100,21 @@ func ok(op Op) Desc {
 	d := Desc{Version: Version, Op: op}
 	switch opRules[op].kind {
 	case kindPath:
-		d.BufOff, d.Length, d.Aux = 4096, 64, 5
+		d.BufOff, d.Length, d.Aux = 4096, 128, 5
 	case kindRename:
 		d.BufOff, d.Length, d.Aux = 4096, 10, 5
 	case kindIO:
 		d.Handle, d.BufOff, d.Length = 1, 4096, 4096
 	case kindHandle, kindResize:
 		d.Handle = 1
-	case kindRecord, kindDir:
+	case kindRecord, kindDir, kindFalloc:
 		d.Handle, d.BufOff, d.Length = 1, 4096, 4096
+	case kindSetattr:
+		d.BufOff, d.Length, d.Aux = 4096, SetattrSize+5, 5
+	case kindXattr:
+		d.BufOff, d.Length, d.Aux, d.Offset = 4096, 64, 5, 8
+	case kindBuf:
+		d.BufOff, d.Length = 4096, 4096
 	}
 	return d
 }
@@ -94,7 +136,8 @@ func TestValidateRejects(t *testing.T) {
 		field string
 		errno syscall.Errno
 	}{
-		{"version", OpNop, func(d *Desc) { d.Version = 2 }, "version", syscall.EINVAL},
+		{"version", OpNop, func(d *Desc) { d.Version = Version + 1 }, "version", syscall.EINVAL},
+		{"old version", OpNop, func(d *Desc) { d.Version = 1 }, "version", syscall.EINVAL},
 		{"zero op", OpNop, func(d *Desc) { d.Op = 0 }, "op", syscall.EINVAL},
 		{"op beyond table", OpNop, func(d *Desc) { d.Op = 999 }, "op", syscall.EINVAL},
 		{"flags on read", OpRead, func(d *Desc) { d.Flags = 1 }, "flags", syscall.EINVAL},
@@ -112,12 +155,25 @@ func TestValidateRejects(t *testing.T) {
 		{"buffer past the end", OpWrite, func(d *Desc) { d.BufOff = 65536 - 100 }, "bufoff", syscall.EINVAL},
 		{"wrapping buffer", OpWrite, func(d *Desc) { d.BufOff, d.Length = 0xffffffff, 2 }, "bufoff", syscall.EINVAL},
 		{"empty path", OpStat, func(d *Desc) { d.Aux = 0 }, "aux", syscall.EINVAL},
-		{"path longer than buffer", OpUnlink, func(d *Desc) { d.Aux = 65 }, "aux", syscall.EINVAL},
+		{"path longer than buffer", OpUnlink, func(d *Desc) { d.Aux = 129 }, "aux", syscall.EINVAL},
 		{"path too long", OpUnlink, func(d *Desc) { d.Aux, d.Length = PathMax+1, PathMax+1 }, "aux", syscall.ENAMETOOLONG},
 		{"rename without new path", OpRename, func(d *Desc) { d.Aux = 10 }, "aux", syscall.EINVAL},
 		{"aux on read", OpRead, func(d *Desc) { d.Aux = 1 }, "aux", syscall.EINVAL},
 		{"stat buffer too small", OpStat, func(d *Desc) { d.Length = StatSize - 1; d.Aux = 3 }, "length", syscall.EINVAL},
 		{"fstat buffer too small", OpFstat, func(d *Desc) { d.Length = 8 }, "length", syscall.EINVAL},
+		{"statfs buffer too small", OpStatfs, func(d *Desc) { d.Length = StatfsSize - 1 }, "length", syscall.EINVAL},
+		{"unknown fsync flag", OpFsync, func(d *Desc) { d.Flags = 2 }, "flags", syscall.EINVAL},
+		{"setattr path over the record", OpSetattr, func(d *Desc) { d.Aux = 6 }, "aux", syscall.EINVAL},
+		{"setattr unknown valid bit", OpSetattr, func(d *Desc) { d.Flags = 0x100 }, "flags", syscall.EINVAL},
+		{"xattr without name", OpGetxattr, func(d *Desc) { d.Offset = 0 }, "offset", syscall.EINVAL},
+		{"xattr name too long", OpSetxattr, func(d *Desc) { d.Offset = NameMax + 1 }, "offset", syscall.EINVAL},
+		{"xattr name past buffer", OpRemovexattr, func(d *Desc) { d.Offset = 60 }, "aux", syscall.EINVAL},
+		{"setxattr unknown flag", OpSetxattr, func(d *Desc) { d.Flags = 4 }, "flags", syscall.EINVAL},
+		{"fallocate without length record", OpFallocate, func(d *Desc) { d.Length = 7 }, "length", syscall.EINVAL},
+		{"fallocate unknown mode", OpFallocate, func(d *Desc) { d.Flags = 8 }, "flags", syscall.EINVAL},
+		{"handle on lock", OpLock, func(d *Desc) { d.Handle = 1 }, "handle", syscall.EINVAL},
+		{"path on mounts", OpMounts, func(d *Desc) { d.Aux = 1 }, "aux", syscall.EINVAL},
+		{"offset on status", OpStatus, func(d *Desc) { d.Offset = 1 }, "offset", syscall.EINVAL},
 	}
 	for _, c := range cases {
 		d := ok(c.op)

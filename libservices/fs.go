@@ -274,6 +274,13 @@ type Closer interface {
 	CloseFS() error
 }
 
+// CounterReporter is an optional capability of a libservice with counters worth
+// exporting as metrics (a cache's hits and misses). Counters calls fn once per
+// counter; names are snake_case and stable.
+type CounterReporter interface {
+	Counters(fn func(name string, value int64))
+}
+
 // MaxSymlinks is the number of symbolic links one resolution may follow before
 // ELOOP, as Linux (MAXSYMLINKS).
 const MaxSymlinks = 40

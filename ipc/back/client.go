@@ -36,7 +36,8 @@ type ClientCtx struct {
 	gens    []uint32
 	nfree   []uint32 // free entry indices (a stack)
 
-	// Value is the handler's own per-client state, set in Handler.ClientOpened.
+	// Value is the handler's own per-client state, set in ClientOpener.ClientOpened
+	// (before the client's first request) and read-only afterwards.
 	Value any
 }
 

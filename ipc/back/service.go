@@ -37,6 +37,13 @@ type Handler interface {
 	ClientGone(c *ClientCtx)
 }
 
+// ClientOpener is an optional Handler capability: ClientOpened is called once per
+// admitted client before any of its requests can reach Handle, so the handler can
+// set ClientCtx.Value without a lock on the request path.
+type ClientOpener interface {
+	ClientOpened(c *ClientCtx)
+}
+
 // Credential is a connecting peer's identity (SO_PEERCRED).
 type Credential struct {
 	PID      int32
@@ -478,6 +485,9 @@ func (s *Service) admit(conn *net.UnixConn, cred Credential) (*ClientCtx, error)
 		c.states[i] = p
 	}
 	newHandleTable(c, s.cfg.MaxHandles)
+	if o, ok := s.cfg.Handler.(ClientOpener); ok {
+		o.ClientOpened(c)
+	}
 	s.live.Add(1)
 	s.admitted.Add(1)
 	s.clients[slot].Store(c)

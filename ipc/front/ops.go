@@ -251,6 +251,9 @@ func (c *Client) xattrOp(op wire.Op, path, name string, value []byte, flags uint
 	case len(path)+len(name)+len(value) > int(c.slotSize):
 		return 0, syscall.E2BIG
 	}
+	if len(path)+len(name)+capacity > int(c.slotSize) {
+		capacity = int(c.slotSize) - len(path) - len(name)
+	}
 	idx, err := c.acquire()
 	if err != nil {
 		return 0, err
@@ -260,8 +263,8 @@ func (c *Client) xattrOp(op wire.Op, path, name string, value []byte, flags uint
 	n := copy(b, path)
 	n += copy(b[n:], name)
 	n += copy(b[n:], value)
-	length := max(n, min(capacity, int(c.slotSize)))
-	d := wire.Desc{Op: op, Flags: flags, BufOff: c.bufOff(idx), Length: uint32(length),
+	// A getxattr reply goes after the name, in capacity bytes.
+	d := wire.Desc{Op: op, Flags: flags, BufOff: c.bufOff(idx), Length: uint32(n + capacity),
 		Aux: uint32(len(path)), Offset: uint64(len(name))}
 	status, _, err := c.roundTrip(idx, &d)
 	if err != nil {
@@ -271,10 +274,10 @@ func (c *Client) xattrOp(op wire.Op, path, name string, value []byte, flags uint
 		return 0, err
 	}
 	if reply != nil {
-		if int(status) > length && flags&wire.XattrSizeOnly == 0 {
+		if int(status) > capacity {
 			return 0, syscall.EIO
 		}
-		reply(b, int(status))
+		reply(b[n:], int(status))
 	}
 	return int(status), nil
 }

@@ -48,7 +48,8 @@
 // Setattr carries a Setattr record (owner, times), then the path (Aux bytes); the
 // valid bits ride in Flags, the mode in Mode and the new size in Offset. Xattr ops
 // carry path || name [|| value]: Aux is the path's length and Offset the name's, the
-// value is the rest of Length. Fallocate's length is a u64 at the start of its
+// value is the rest of Length (getxattr: the room for
+// the value, which the service writes right after the name). Fallocate's length is a u64 at the start of its
 // buffer. Read and write move Length bytes.
 //
 // Version 2 (this one) added lstat, link, symlink, readlink, setattr, statfs, the

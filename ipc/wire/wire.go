@@ -74,7 +74,7 @@ const (
 	OpReadlink    Op = 19 // path -> target at the start of the buffer, Status = length
 	OpSetattr     Op = 20 // Setattr record || path, Aux = len(path), Flags = Set* bits, Mode, Offset = size
 	OpStatfs      Op = 21 // path -> Statfs record
-	OpGetxattr    Op = 22 // path || name, Aux = len(path), Offset = len(name) -> value, Status = length
+	OpGetxattr    Op = 22 // path || name || room, Aux = len(path), Offset = len(name) -> value in the room, Status = length
 	OpSetxattr    Op = 23 // path || name || value; Flags = XattrCreate|XattrReplace
 	OpListxattr   Op = 24 // path -> NUL-terminated names, Status = length
 	OpRemovexattr Op = 25 // path || name

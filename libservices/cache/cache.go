@@ -167,6 +167,9 @@ type FS struct {
 	inodesMu sync.Mutex
 	inodes   map[uint64]*inode
 
+	// Hit and miss counters for metrics (libservices.CounterReporter).
+	pageHits, pageMisses, attrHits, attrMisses atomic.Int64
+
 	writeBack   bool
 	dirtyLimit  int64
 	dirtyBytes  atomic.Int64
@@ -210,6 +213,16 @@ func New(inner libservices.FS, store *Store, o Options) *FS {
 		f.attrs[i].m = map[uint64]*attrEntry{}
 	}
 	return f
+}
+
+// Counters implements libservices.CounterReporter: page and attribute cache hits
+// and misses, and the dirty bytes a write-back cache holds.
+func (f *FS) Counters(fn func(name string, value int64)) {
+	fn("cache_page_hits", f.pageHits.Load())
+	fn("cache_page_misses", f.pageMisses.Load())
+	fn("cache_attr_hits", f.attrHits.Load())
+	fn("cache_attr_misses", f.attrMisses.Load())
+	fn("cache_dirty_bytes", f.dirtyBytes.Load())
 }
 
 // Store returns the page store this cache uses (shared or its own).
@@ -257,6 +270,7 @@ func (f *FS) statCached(name string, a *libservices.Attr, follow bool) error {
 	sh.mu.RLock()
 	e := sh.m[h]
 	if e != nil && e.gen == gen && e.path == clean {
+		f.attrHits.Add(1)
 		errno := e.err
 		if errno == 0 {
 			*a = e.attr
@@ -269,6 +283,7 @@ func (f *FS) statCached(name string, a *libservices.Attr, follow bool) error {
 		return nil
 	}
 	sh.mu.RUnlock()
+	f.attrMisses.Add(1)
 	if follow {
 		err = f.inner.Stat(clean, a)
 	} else {

@@ -103,19 +103,25 @@ func (f *FS) ReadAt(h libservices.Handle, p []byte, off int64) (int, error) {
 	}
 	k := in.key
 	k.epoch = in.epoch.Load()
-	done := 0
+	done, hits := 0, int64(0)
 	for done < len(p) {
 		pos := off + int64(done)
 		k.idx = pos / PageSize
 		inPage := int(pos % PageSize)
 		chunk := min(PageSize-inPage, len(p)-done)
-		if !f.store.read(&k, p[done:done+chunk], inPage) {
+		if f.store.read(&k, p[done:done+chunk], inPage) {
+			hits++
+		} else {
+			f.pageMisses.Add(1)
 			if err := f.fill(ch, &k, p[done:done+chunk], inPage); err != nil {
+				f.pageHits.Add(hits)
 				return done, err
 			}
 		}
 		done += chunk
 	}
+	// One shared-counter update per call, not per page.
+	f.pageHits.Add(hits)
 	return done, nil
 }
 

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/polytropon/polytropon/fslib"
+	"github.com/polytropon/polytropon/internal/testenv"
 	"github.com/polytropon/polytropon/libservices"
 	"github.com/polytropon/polytropon/libservices/memfs"
 	"github.com/polytropon/polytropon/libservices/passthrough"
@@ -278,6 +279,26 @@ func TestNamespace(t *testing.T) {
 			t.Fatalf("statfs: %+v", st)
 		}
 	})
+}
+
+func TestChown(t *testing.T) {
+	testenv.Root(t) // giving a file to another owner
+	forEach(t, func(t *testing.T, c *fslib.Client) {
+		tree(t, c)
+		must(t, c.Chown("f", 1234, -1))
+		must(t, c.Chown("l", -1, 5678)) // follows the symlink
+		if a := statAttr(t, c, "f"); a.Uid != 1234 || a.Gid != 5678 {
+			t.Fatalf("chown: uid %d gid %d", a.Uid, a.Gid)
+		}
+		wantPathErr(t, c.Chown("missing", 0, 0), "chown", "missing", syscall.ENOENT)
+	})
+}
+
+func statAttr(t *testing.T, c *fslib.Client, name string) *libservices.Attr {
+	t.Helper()
+	fi, err := c.Stat(name)
+	must(t, err)
+	return fi.Sys().(*libservices.Attr)
 }
 
 func statIno(t *testing.T, c *fslib.Client, name string) uint64 {

@@ -22,8 +22,9 @@
 //   - Errors are *fs.PathError (and *os.LinkError for Rename, Link, Symlink, as os)
 //     whose Err is the syscall.Errno from the FS, so errors.Is(err, fs.ErrNotExist)
 //     and friends work. Exceptions, as os: io.EOF, io.ErrShortWrite, os.ErrClosed
-//     (inside a PathError) for a closed File or Client, fs.ErrInvalid from the io/fs
-//     adapter, and ErrWriteAtInAppendMode.
+//     (inside a PathError) for a closed File or Client, and fs.ErrInvalid from the
+//     io/fs adapter; ErrWriteAtInAppendMode comes inside a PathError too, where os
+//     returns its own bare.
 //   - FileInfo.Sys returns *libservices.Attr (not *syscall.Stat_t: the contract has
 //     no device number, and handing out the Attr the FS filled costs no allocation).
 //   - Rename refuses to replace an existing directory (EEXIST), exactly like

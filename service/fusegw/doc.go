@@ -41,9 +41,19 @@
 // later (the kernel's auto_inval_data also drops the page cache of a file whose
 // mtime or size changed when it refreshes the attributes). Failed lookups are not
 // cached (NegativeTimeout 0), so a file created through the direct path is visible
-// through FUSE at once. File pages are kept across open(2) only when the file's
-// mtime, ctime and size are those of the previous open and the ctime is more than a
-// second old (so that two changes within one coarse clock tick cannot look alike).
+// through FUSE at once. open(2) is close-to-open consistent, as on NFS: the
+// gateway compares the version of the file it opens (mtime, ctime, size) with the
+// one it last gave the kernel; if they differ, it has the kernel drop its
+// attributes (a notification, before the open returns) and its pages, so a reader
+// never sees a stale size; if they are equal, and the ctime is more than a second
+// old (two changes within one coarse clock tick could look alike), the kernel
+// keeps the file's pages (FOPEN_KEEP_CACHE) instead of reading them again.
+//
+// The kernel asks for security.capability before every write to a FUSE file (it
+// never marks FUSE inodes S_NOSEC); a file found without one is answered from the
+// node for AttrTimeout, like its other attributes, so that a write costs one FS
+// call, not two; setting or removing an attribute through the mount forgets it.
+// Without a Flusher the kernel is told not to send FLUSH at all (FOPEN_NOFLUSH).
 //
 // Mounting: as root the gateway opens /dev/fuse itself (close-on-exec) and calls
 // mount(2) ("direct mount"); otherwise, or if mount(2) is refused, fusermount3

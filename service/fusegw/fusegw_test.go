@@ -20,6 +20,8 @@ func TestMain(m *testing.M) {
 		os.Exit(m.Run())
 	case "mount":
 		os.Exit(helperMount())
+	case "user":
+		os.Exit(helperUser())
 	default:
 		fmt.Fprintln(os.Stderr, "unknown helper", os.Getenv(helperEnv))
 		os.Exit(2)

@@ -231,10 +231,25 @@ func (g *gateway) pathLocked(n *node) (string, bool) {
 	return n.path, true
 }
 
-// addNameLocked records that the kernel knows child as parent/name.
+// addNameLocked records that the kernel knows child as parent/name, now its
+// newest name: the name a lookup just confirmed is the one to trust (the kernel
+// looks a path up again after an ESTALE, and another name of the file may be the
+// stale one).
 func (g *gateway) addNameLocked(parent *node, name string, child *node) {
 	old := parent.kids[name]
 	if old == child {
+		last := len(child.names) - 1
+		if d := child.names[last]; d.parent == parent && d.name == name {
+			return
+		}
+		for i, d := range child.names {
+			if d.parent == parent && d.name == name {
+				copy(child.names[i:], child.names[i+1:])
+				child.names[last] = d
+				break
+			}
+		}
+		g.gen++
 		return
 	}
 	if old != nil {
@@ -461,7 +476,7 @@ func (g *gateway) SetAttr(_ <-chan struct{}, in *fuse.SetAttrIn, out *fuse.AttrO
 		if err := g.fs.Fstat(h.h, &a); err != nil {
 			return status(err)
 		}
-		g.saw(h.node, &a)
+		g.saw(h.node, &libservices.Attr{}) // see the end of SetAttr
 		g.attrOut(&a, out)
 		return fuse.OK
 	}
@@ -523,10 +538,13 @@ func (g *gateway) SetAttr(_ <-chan struct{}, in *fuse.SetAttrIn, out *fuse.AttrO
 		if err := g.fs.Fstat(h.h, &a); err != nil {
 			return status(err)
 		}
-		g.saw(h.node, &a)
 	} else if st := g.statNode(in.NodeId, &a); st != fuse.OK {
 		return st
 	}
+	// The kernel takes a SETATTR reply without comparing mtimes (it drops no
+	// pages), so these attributes are not a version it has checked its pages
+	// against: the next open must not keep them.
+	g.saw(n, &libservices.Attr{})
 	g.attrOut(&a, out)
 	return fuse.OK
 }

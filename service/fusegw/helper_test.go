@@ -5,10 +5,13 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/polytropon/polytropon/libservices"
 	"github.com/polytropon/polytropon/libservices/memfs"
@@ -38,12 +41,99 @@ func helperMount() int {
 	select {}
 }
 
+// helperUser runs the unprivileged path (`polytropon mount` by a user) in a
+// private mount namespace it was started in as root: it puts a world-usable
+// /dev/fuse there (many hosts have one; a root-only one makes fusermount3 fail,
+// since it opens the device with the user's rights), becomes nobody, then mounts
+// and unmounts with fusermount3, and removes a dead mount of its own (a killed
+// helper's) with CleanStale (fusermount3 -u -z). It prints ok.
+func helperUser() int {
+	fail := func(format string, args ...any) int {
+		fmt.Fprintf(os.Stderr, format+"\n", args...)
+		return 1
+	}
+	dir := os.Getenv(dirEnv)
+	node := filepath.Join(filepath.Dir(dir), "fuse")
+	if err := unix.Mknod(node, unix.S_IFCHR|0o666, int(unix.Mkdev(10, 229))); err != nil {
+		return fail("mknod %s: %v", node, err)
+	}
+	if err := unix.Chmod(node, 0o666); err != nil {
+		return fail("chmod %s: %v", node, err)
+	}
+	if err := unix.Mount(node, "/dev/fuse", "", unix.MS_BIND, ""); err != nil {
+		return fail("bind %s on /dev/fuse: %v", node, err)
+	}
+	if err := syscall.Setgid(nobody); err != nil {
+		return fail("setgid: %v", err)
+	}
+	if err := syscall.Setuid(nobody); err != nil {
+		return fail("setuid: %v", err)
+	}
+	s, err := Mount(dir, memfs.New(memfs.Options{}), Options{})
+	if err != nil {
+		return fail("mount as nobody: %v", err)
+	}
+	if err := os.WriteFile(dir+"/f", []byte("unprivileged"), 0o644); err != nil {
+		return fail("write: %v", err)
+	}
+	if b, err := os.ReadFile(dir + "/f"); err != nil || string(b) != "unprivileged" {
+		return fail("read back %q %v", b, err)
+	}
+	if err := s.Unmount(); err != nil {
+		return fail("unmount as nobody: %v", err)
+	}
+	s.Wait()
+	if ms, err := mountsAt(s.Mountpoint()); err != nil || len(ms) != 0 {
+		return fail("still mounted after Unmount: %v %v", ms, err)
+	}
+
+	cmd := helperCmd(os.Args[0], "mount", dir)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return fail("%v", err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		return fail("start the mount helper: %v", err)
+	}
+	if line, err := bufio.NewReader(out).ReadString('\n'); err != nil || strings.TrimSpace(line) != readyLine {
+		cmd.Process.Kill()
+		return fail("mount helper: %q %v", line, err)
+	}
+	cmd.Process.Signal(syscall.SIGKILL)
+	cmd.Wait()
+	if ms, _ := mountsAt(dir); len(ms) != 1 {
+		return fail("%d mounts after killing the server", len(ms))
+	}
+	cleaned, err := CleanStale(dir)
+	if err != nil || !cleaned {
+		return fail("CleanStale as nobody: %v %v", cleaned, err)
+	}
+	if ms, _ := mountsAt(dir); len(ms) != 0 {
+		return fail("still mounted after CleanStale")
+	}
+	fmt.Println("ok")
+	return 0
+}
+
+const nobody = 65534
+
 // mountInChild mounts a memfs on dir in a helper process and returns it once the
 // mount serves.
 func mountInChild(t *testing.T, dir string) *exec.Cmd {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), helperEnv+"=mount", dirEnv+"="+dir)
+	return startChild(t, helperCmd(os.Args[0], "mount", dir))
+}
+
+func helperCmd(bin, kind, dir string) *exec.Cmd {
+	cmd := exec.Command(bin, "-test.run=^$")
+	cmd.Env = append(os.Environ(), helperEnv+"="+kind, dirEnv+"="+dir)
+	return cmd
+}
+
+// startChild starts a mount helper and returns once its mount serves.
+func startChild(t *testing.T, cmd *exec.Cmd) *exec.Cmd {
+	t.Helper()
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {

@@ -3,6 +3,7 @@ package fusegw
 import (
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -13,6 +14,7 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
 
+	"github.com/polytropon/polytropon/internal/testenv"
 	"github.com/polytropon/polytropon/libservices"
 	"github.com/polytropon/polytropon/libservices/memfs"
 )
@@ -497,5 +499,52 @@ func TestMountPointWithSpace(t *testing.T) {
 	stop(t, s)
 	if mounted(t, mp) {
 		t.Fatal("still mounted")
+	}
+}
+
+// TestUnprivileged runs the path of `polytropon mount` by a user, Mount,
+// Unmount and CleanStale through fusermount3, in a helper that becomes nobody
+// (see helperUser).
+func TestUnprivileged(t *testing.T) {
+	needFUSE(t)
+	if _, err := exec.LookPath("fusermount3"); err != nil {
+		testenv.SkipOrFail(t, "fusermount3 is not installed")
+		return
+	}
+	// The test binary and the mount point must be reachable by nobody.
+	dir, err := os.MkdirTemp("", "polytropon-fusegw-user-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	bin := dir + "/fusegw.test"
+	exe, err := os.ReadFile(os.Args[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bin, exe, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	mp := dir + "/mnt"
+	if err := os.Mkdir(mp, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(mp, nobody, nobody); err != nil {
+		t.Fatal(err)
+	}
+	cmd := helperCmd(bin, "user", mp)
+	cmd.Dir = dir
+	// A private mount namespace (Go makes its mounts private): the helper's
+	// /dev/fuse and mounts never reach this one.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Unshareflags: syscall.CLONE_NEWNS}
+	out, err := cmd.CombinedOutput()
+	if err != nil || strings.TrimSpace(string(out)) != "ok" {
+		t.Fatalf("unprivileged helper: %v\n%s", err, out)
+	}
+	if mounted(t, mp) {
+		t.Fatalf("%s is mounted in the test's namespace", mp)
 	}
 }

@@ -83,8 +83,9 @@
 // xattr calls, so SETATTR on a symbolic link succeeds only when it changes nothing
 // (ENOSYS otherwise, which tar and cp ignore for symbolic links), and xattr calls
 // on a symbolic link behave as on a link without attributes (get ENODATA, list
-// empty, set EPERM). fchmod/futimens on an open unlinked file (which has no path)
-// is ESTALE. POSIX and BSD locks are local to the mount (the kernel's own), not
+// empty, set EPERM). An open unlinked file has no path: fstat, read, write and
+// ftruncate work through its handle, but fchmod, futimens, fgetxattr and
+// reopening it through /proc/self/fd are ESTALE. POSIX and BSD locks are local to the mount (the kernel's own), not
 // shared with the direct path.
 //
 // Unmounting: Unmount detaches the mount, lazily (MNT_DETACH, fusermount3 -u -z)

@@ -9,6 +9,7 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"go.uber.org/zap"
 
+	"github.com/polytropon/polytropon/internal/invariants"
 	"github.com/polytropon/polytropon/libservices"
 )
 
@@ -303,7 +304,35 @@ func (g *gateway) lookedUpLocked(parent *node, name string, a *libservices.Attr)
 	n.lookups++
 	n.stamp = stampOf(a)
 	g.addNameLocked(parent, name, n)
+	g.checkLocked()
 	return n
+}
+
+// checkLocked verifies the node table's invariants (see the package doc); it
+// walks the whole table, so only builds with the invariants tag run it.
+func (g *gateway) checkLocked() {
+	if !invariants.Enabled {
+		return
+	}
+	invariants.Check(g.nodes[g.root.id] == g.root && g.root.lookups > 0, "the root left the node table")
+	for id, n := range g.nodes {
+		invariants.Check(n.id == id, "node %d filed under %d", n.id, id)
+		invariants.Check(n.lookups > 0 || n == g.root, "node %d (ino %d) is in the table with no lookup", id, n.ino)
+		for _, d := range n.names {
+			invariants.Check(d.parent.kids[d.name] == n, "node %d has the name %q in %d, which maps it to another node", id, d.name, d.parent.id)
+		}
+		for name, kid := range n.kids {
+			found := false
+			for _, d := range kid.names {
+				found = found || d.parent == n && d.name == name
+			}
+			invariants.Check(found, "%d/%q maps to node %d, which lacks that name", id, name, kid.id)
+			invariants.Check(g.nodes[kid.id] == kid, "%d/%q maps to node %d, which was forgotten", id, name, kid.id)
+		}
+	}
+	for ino, n := range g.byIno {
+		invariants.Check(n.ino == ino && g.nodes[n.id] == n, "inode %d maps to a node that is not in the table", ino)
+	}
 }
 
 // Forget implements fuse.RawFileSystem.
@@ -339,6 +368,7 @@ func (g *gateway) Forget(id, nlookup uint64) {
 		delete(g.byIno, n.ino)
 	}
 	g.gen++
+	g.checkLocked()
 }
 
 // nodePath returns node id and its path.
@@ -754,6 +784,7 @@ func (g *gateway) remove(dirID uint64, name string, op func(string) error) fuse.
 	}
 	g.mu.Lock()
 	g.dropNameLocked(parent, name)
+	g.checkLocked()
 	g.mu.Unlock()
 	return fuse.OK
 }
@@ -785,6 +816,7 @@ func (g *gateway) Rename(_ <-chan struct{}, in *fuse.RenameIn, oldName, newName 
 		g.removeNameLocked(op, oldName, moved)
 		g.addNameLocked(np, newName, moved)
 	}
+	g.checkLocked()
 	g.mu.Unlock()
 	return fuse.OK
 }

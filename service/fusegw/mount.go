@@ -34,6 +34,8 @@ const (
 	// DefaultMaxWrite is the largest READ or WRITE request (1 MiB, the kernel's
 	// largest with 4 KiB pages; it is lowered to what the kernel allows).
 	DefaultMaxWrite = 1 << 20
+
+	minMaxWrite = 4096
 )
 
 // Options configure a mount.
@@ -56,9 +58,11 @@ type Options struct {
 	// up (READDIR instead of READDIRPLUS): cheaper for plain listings of large
 	// directories over a slow FS, dearer for ls -l.
 	NoReadDirPlus bool
-	// MaxWrite is the largest READ or WRITE request in bytes (DefaultMaxWrite if 0).
+	// MaxWrite is the largest READ or WRITE request in bytes: DefaultMaxWrite if 0,
+	// at least 4 KiB, at most what the kernel allows (fs.fuse.max_pages_limit).
 	MaxWrite int
-	// Debug logs every FUSE request and reply (at Info level, very verbose).
+	// Debug logs every FUSE request and reply to Logger (at Info level, very
+	// verbose).
 	Debug bool
 	// Logger receives the gateway's warnings; nil discards them.
 	Logger *zap.Logger
@@ -106,10 +110,12 @@ func (s *Server) Wait() { <-s.done }
 // Done is closed when the server has stopped (see Wait).
 func (s *Server) Done() <-chan struct{} { return s.done }
 
-// Mount mounts fsys on mountpoint, an existing directory, and serves it until it is
-// unmounted. A dead FUSE mount left on mountpoint by a killed server is removed
-// first (CleanStale); any other mount there is an error (ErrMounted). The caller
-// keeps ownership of fsys: it must stay usable until Wait returns.
+// Mount mounts fsys on mountpoint and serves it until it is unmounted. The mount
+// point must be an existing directory: Mount creates none, so that a mistyped
+// path is an error rather than a new directory. A dead FUSE mount left on it by
+// a killed server is removed first (CleanStale); any other mount there is an
+// error (ErrMounted). The caller keeps ownership of fsys: it must stay usable
+// until Wait returns.
 func Mount(mountpoint string, fsys libservices.FS, o Options) (*Server, error) {
 	if fsys == nil {
 		return nil, errors.New("fusegw: mount: nil filesystem")
@@ -170,6 +176,9 @@ func Mount(mountpoint string, fsys libservices.FS, o Options) (*Server, error) {
 	}
 	if k := kernelMaxWrite(); maxWrite > k {
 		maxWrite = k
+	}
+	if maxWrite < minMaxWrite {
+		maxWrite = minMaxWrite // the kernel's own floor for writes; reads would go byte by byte
 	}
 	gw := newGateway(fsys, &root, &o, log)
 	mo := &fuse.MountOptions{

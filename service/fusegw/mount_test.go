@@ -1,6 +1,7 @@
 package fusegw
 
 import (
+	"bytes"
 	"errors"
 	"os"
 	"os/exec"
@@ -86,6 +87,44 @@ func TestMountBasics(t *testing.T) {
 	}
 	if b, err := os.ReadFile(mp + "/direct"); err != nil || string(b) != "direct path" {
 		t.Fatalf("a file created through the direct path: %q %v", b, err)
+	}
+}
+
+// TestMaxWrite: requests are split at MaxWrite (the smallest here) and data
+// arrives whole, through the page cache and with O_DIRECT.
+func TestMaxWrite(t *testing.T) {
+	needFUSE(t)
+	fsys := memfs.New(memfs.Options{})
+	mp := mountOn(t, fsys, Options{MaxWrite: 1}).Mountpoint()
+	data := make([]byte, 100<<10+123)
+	for i := range data {
+		data[i] = byte(i * 7)
+	}
+	if err := os.WriteFile(mp+"/f", data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	h, err := fsys.Open("f", libservices.O_RDONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, len(data)+1)
+	n, err := fsys.ReadAt(h, got, 0)
+	fsys.Close(h)
+	if err != nil || !bytes.Equal(got[:n], data) {
+		t.Fatalf("the FS has %d bytes (%v), equal: %v", n, err, bytes.Equal(got[:n], data))
+	}
+	fd, err := unix.Open(mp+"/f", unix.O_RDONLY|unix.O_DIRECT|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	buf, err := unix.Mmap(-1, 0, 64<<10, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_ANON|unix.MAP_PRIVATE)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Munmap(buf)
+	if n, err := unix.Pread(fd, buf, 8192); err != nil || n != len(buf) || !bytes.Equal(buf, data[8192:8192+len(buf)]) {
+		t.Fatalf("O_DIRECT read of 64 KiB in 4 KiB requests: %d %v", n, err)
 	}
 }
 

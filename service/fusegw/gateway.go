@@ -73,7 +73,8 @@ type node struct {
 
 // gateway is the fuse.RawFileSystem serving one libservices.FS. Operations not
 // implemented here answer ENOSYS (the embedded default), which the kernel
-// remembers and then handles itself (POLL, LSEEK, COPY_FILE_RANGE, STATX, locks).
+// remembers and then handles itself (POLL, LSEEK, COPY_FILE_RANGE, STATX); locks
+// and ACCESS are never sent (no lock capability, default_permissions).
 type gateway struct {
 	fuse.RawFileSystem
 	fs      libservices.FS

@@ -32,7 +32,9 @@
 // mkdir, unlink, rename, ...) check their parent directories the same way, so that
 // a directory renamed through the direct path does not get files created in
 // whatever took its name. GETATTR of a node with an open file uses Fstat of that
-// file, which needs no path (an open unlinked file has none).
+// file, which needs no path (an open unlinked file has none) and is right for
+// fstat(2); the price is that a name replaced through the direct path while its
+// file is open through the mount shows the open file until EntryTimeout.
 //
 // Kernel caching (Options): entries and attributes are cached for 1 s by default,
 // the libfuse default. The kernel invalidates what it caches after every change

@@ -87,8 +87,8 @@
 // on a symbolic link behave as on a link without attributes (get ENODATA, list
 // empty, set EPERM). An open unlinked file has no path: fstat, read, write and
 // ftruncate work through its handle, but fchmod, futimens, fgetxattr and
-// reopening it through /proc/self/fd are ESTALE. POSIX and BSD locks are local to the mount (the kernel's own), not
-// shared with the direct path.
+// reopening it through /proc/self/fd are ESTALE. POSIX and BSD locks are the
+// kernel's, local to the mount, not shared with the direct path.
 //
 // Unmounting: Unmount detaches the mount, lazily (MNT_DETACH, fusermount3 -u -z)
 // when it is busy, so it returns at once even while requests are in flight or

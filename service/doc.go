@@ -1,0 +1,38 @@
+// Package service is a tenant's filesystem service: it hosts the filesystem
+// instances built from its configuration's stacks (libservices), serves them to
+// fslib clients over the direct path (the ipc back driver) and to unmodified
+// programs through FUSE mounts (service/fusegw), and reports metrics on a Prometheus
+// endpoint and in its status document (`polytropon status`).
+//
+// # Request path
+//
+// A back-driver worker hands each validated descriptor to the handler, which
+// resolves the path in the mount table (longest prefix, built once at start and
+// read-only afterwards, so lookups take no lock), calls the instance's stack, and
+// answers in the descriptor. Handle operations find their object through two
+// per-client tables: the back driver's (client-visible handle with a generation ->
+// index) and the handler's (index -> open file, directory or lock). A path is copied
+// out of shared memory into a Go string before use, because the client may rewrite
+// its buffer at any time and libservices may keep the string (cache keys): that copy
+// is the one allocation of a path operation; reads and writes allocate nothing.
+//
+// # Faults
+//
+// A client that disconnects or dies is reclaimed by the back driver after its
+// in-flight requests finish; the handler then closes every handle it left open
+// (flushing write-back data through the stack's Close) and releases its locks.
+// Close (SIGTERM in `polytropon service`) stops accepting, lets in-flight requests
+// finish, closes clients' handles, unmounts FUSE mountpoints and closes the
+// instances, which flushes write-back caches. A SIGKILLed service loses only what
+// was not fsynced; its stale FUSE mountpoints are cleaned at the next start.
+//
+// # Locks
+//
+// OpLock gives advisory, exclusive, non-blocking whole-file locks per instance
+// (EAGAIN when held), held until the lock handle is closed or the client goes away.
+// They exclude clients of this service only.
+//
+// Lock order: back.ClientCtx's handle-table lock and the handler's clientState.mu
+// are never held together (the handler takes one, releases it, then the other);
+// object.mu (a directory's listing) and lockTable.mu are leaves.
+package service

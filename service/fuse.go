@@ -1,0 +1,48 @@
+package service
+
+import (
+	"fmt"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/polytropon/polytropon/service/fusegw"
+)
+
+// fuseMount is an instance served at a FUSE mountpoint (the legacy path).
+type fuseMount struct {
+	srv *fusegw.Server
+	log *zap.Logger
+}
+
+// mountFUSE serves in at mountpoint; a stale mount left there by a killed service
+// is cleaned up first (fusegw.Mount does it).
+func mountFUSE(mountpoint string, in *instance, log *zap.Logger) (fuseMount, error) {
+	srv, err := fusegw.Mount(mountpoint, in.fs, fusegw.Options{Name: "polytropon:" + in.name, Logger: log})
+	if err != nil {
+		return fuseMount{}, err
+	}
+	log.Info("FUSE mount", zap.String("fs", in.name), zap.String("mountpoint", srv.Mountpoint()))
+	return fuseMount{srv: srv, log: log}, nil
+}
+
+// unmountWait bounds how long shutdown waits for the kernel to release a mount
+// whose files are still open in other processes (the lazy unmount lets it go
+// later; the instance must outlive the last request, so the wait is not skipped
+// lightly).
+const unmountWait = 10 * time.Second
+
+func (m fuseMount) unmount() error {
+	if m.srv == nil {
+		return nil
+	}
+	if err := m.srv.Unmount(); err != nil {
+		return fmt.Errorf("unmount %s: %w", m.srv.Mountpoint(), err)
+	}
+	select {
+	case <-m.srv.Done():
+		return nil
+	case <-time.After(unmountWait):
+		return fmt.Errorf("unmount %s: requests still in flight after %v", m.srv.Mountpoint(), unmountWait)
+	}
+}

@@ -1,0 +1,405 @@
+package service
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	dto "github.com/prometheus/client_model/go"
+	"go.uber.org/zap"
+	"gopkg.in/yaml.v3"
+
+	"github.com/polytropon/polytropon/internal/logging"
+	"github.com/polytropon/polytropon/ipc/back"
+	"github.com/polytropon/polytropon/libservices"
+	"github.com/polytropon/polytropon/libservices/stack"
+)
+
+// Config is a service's configuration (YAML; see ParseConfig).
+type Config struct {
+	// Socket is the direct path's Unix socket.
+	Socket string `yaml:"socket"`
+	// Workers is the number of service worker threads (default 1).
+	Workers int `yaml:"workers"`
+	// CPUs pins worker i to CPUs[i % len(CPUs)].
+	CPUs []int `yaml:"cpus"`
+	// Spin is how many empty polls of the ring a worker makes before it sleeps
+	// (default 2000; 0 sleeps at once, for pools without a reserved core).
+	Spin *int `yaml:"spin"`
+	// Metrics is the listen address of the Prometheus endpoint (/metrics); empty
+	// disables it.
+	Metrics string `yaml:"metrics"`
+	// AllowUIDs are the uids, besides root and the service's own, that may connect.
+	AllowUIDs []uint32 `yaml:"allow_uids"`
+	// MaxClients, Descriptors (per client) and SlotSize (buffer per descriptor)
+	// size the shared memory; zero takes the back driver's defaults.
+	MaxClients  int                  `yaml:"max_clients"`
+	Descriptors int                  `yaml:"descriptors"`
+	SlotSize    libservices.ByteSize `yaml:"slot_size"`
+	// HugePages backs the ring and the arenas with huge pages when available.
+	HugePages bool `yaml:"huge_pages"`
+	// Filesystems are the instances the service hosts.
+	Filesystems []FilesystemConfig `yaml:"filesystems"`
+}
+
+// FilesystemConfig is one instance: its stack, where it appears in the service's
+// namespace, and optionally a FUSE mountpoint for unmodified programs.
+type FilesystemConfig struct {
+	libservices.FilesystemConfig `yaml:",inline"`
+	// Mount is the instance's prefix in the service namespace (default "/NAME").
+	Mount string `yaml:"mount"`
+	// FUSE, when set, mounts the instance there for unmodified programs.
+	FUSE string `yaml:"fuse"`
+}
+
+// ParseConfig decodes a service configuration, rejecting unknown keys, and checks
+// it. Errors name the offending key.
+func ParseConfig(data []byte) (*Config, error) {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	var c Config
+	if err := dec.Decode(&c); err != nil {
+		return nil, fmt.Errorf("service config: %w", err)
+	}
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+// Validate checks c and fills in defaults (mount prefixes).
+func (c *Config) Validate() error {
+	if c.Socket == "" {
+		return &libservices.ConfigError{Key: "socket", Msg: "required (the direct path's Unix socket)"}
+	}
+	if c.Workers < 0 || c.Workers > 256 {
+		return &libservices.ConfigError{Key: "workers", Msg: fmt.Sprintf("%d, want 1..256", c.Workers)}
+	}
+	if c.Spin != nil && *c.Spin < 0 {
+		return &libservices.ConfigError{Key: "spin", Msg: "must not be negative"}
+	}
+	if c.Metrics != "" {
+		if _, _, err := net.SplitHostPort(c.Metrics); err != nil {
+			return &libservices.ConfigError{Key: "metrics", Msg: fmt.Sprintf("%q is not host:port", c.Metrics)}
+		}
+	}
+	if len(c.Filesystems) == 0 {
+		return &libservices.ConfigError{Key: "filesystems", Msg: "at least one filesystem is required"}
+	}
+	names := map[string]bool{}
+	fuse := map[string]string{}
+	for i := range c.Filesystems {
+		f := &c.Filesystems[i]
+		key := fmt.Sprintf("filesystems[%d]", i)
+		if f.Name == "" {
+			return &libservices.ConfigError{Key: key + ".name", Msg: "required"}
+		}
+		if names[f.Name] {
+			return &libservices.ConfigError{Key: key + ".name", Msg: fmt.Sprintf("%q used twice", f.Name)}
+		}
+		names[f.Name] = true
+		if f.Mount == "" {
+			f.Mount = "/" + f.Name
+		}
+		p, err := cleanPrefix(f.Mount)
+		if err != nil {
+			return &libservices.ConfigError{Key: key + ".mount", Msg: err.Error()}
+		}
+		f.Mount = p
+		if f.FUSE != "" {
+			if other, dup := fuse[f.FUSE]; dup {
+				return &libservices.ConfigError{Key: key + ".fuse", Msg: fmt.Sprintf("%s is also %s's mountpoint", f.FUSE, other)}
+			}
+			fuse[f.FUSE] = f.Name
+		}
+	}
+	return nil
+}
+
+// Service is a running filesystem service.
+type Service struct {
+	cfg     Config
+	log     *zap.Logger
+	insts   []*instance
+	mounts  *mountTable
+	h       *handler
+	back    *back.Service
+	http    *http.Server
+	httpLn  net.Listener
+	fuse    []fuseMount
+	started time.Time
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// Start builds every instance, mounts their FUSE mountpoints, listens on the socket
+// and, when configured, serves metrics. On error nothing is left running.
+func Start(cfg Config, logger *zap.Logger) (s *Service, err error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	s = &Service{cfg: cfg, log: logging.OrNop(logger), started: time.Now()}
+	defer func() {
+		if err != nil {
+			s.teardown()
+			s = nil
+		}
+	}()
+	env := &libservices.Env{Logger: s.log, Shared: &libservices.Shared{}}
+	for i := range cfg.Filesystems {
+		f := &cfg.Filesystems[i]
+		fs, err := stack.Build(&f.FilesystemConfig, fmt.Sprintf("filesystems[%d]", i), env)
+		if err != nil {
+			return nil, err
+		}
+		s.insts = append(s.insts, &instance{name: f.Name, prefix: f.Mount, fs: fs})
+	}
+	if s.mounts, err = newMountTable(s.insts); err != nil {
+		return nil, err
+	}
+	m := newMetrics(s.insts)
+	s.h = &handler{mounts: s.mounts, log: s.log, m: m, status: s.statusJSON}
+	for i, f := range cfg.Filesystems {
+		if f.FUSE == "" {
+			continue
+		}
+		fm, err := mountFUSE(f.FUSE, s.insts[i], s.log)
+		if err != nil {
+			return nil, fmt.Errorf("filesystems[%d].fuse: %w", i, err)
+		}
+		s.insts[i].fuse = f.FUSE
+		s.fuse = append(s.fuse, fm)
+	}
+	bc := back.Config{SocketPath: cfg.Socket, Handler: s.h, Workers: cfg.Workers, CPUs: cfg.CPUs,
+		MaxClients: cfg.MaxClients, DescsPerClient: cfg.Descriptors, SlotBytes: int(cfg.SlotSize),
+		HugePages: cfg.HugePages, Logger: s.log}
+	if cfg.Spin != nil {
+		bc.SpinBudget = *cfg.Spin
+		if bc.SpinBudget == 0 {
+			bc.SpinBudget = -1 // back: negative means sleep at once
+		}
+	}
+	if len(cfg.AllowUIDs) > 0 {
+		own := uint32(os.Geteuid())
+		allowed := append([]uint32{0, own}, cfg.AllowUIDs...)
+		bc.Allow = back.AllowUIDs(allowed...)
+	}
+	if s.back, err = back.Listen(bc); err != nil {
+		return nil, err
+	}
+	if cfg.Metrics != "" {
+		if s.httpLn, err = net.Listen("tcp", cfg.Metrics); err != nil {
+			return nil, fmt.Errorf("metrics: %w", err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{}))
+		s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		go func() {
+			if err := s.http.Serve(s.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				s.log.Error("metrics endpoint", zap.Error(err))
+			}
+		}()
+	}
+	s.log.Info("service started", zap.String("socket", cfg.Socket), zap.Int("filesystems", len(s.insts)),
+		zap.String("metrics", s.MetricsAddr()))
+	return s, nil
+}
+
+// Socket returns the direct path's socket.
+func (s *Service) Socket() string { return s.cfg.Socket }
+
+// MetricsAddr returns the metrics endpoint's address ("" when disabled).
+func (s *Service) MetricsAddr() string {
+	if s.httpLn == nil {
+		return ""
+	}
+	return s.httpLn.Addr().String()
+}
+
+// Back returns the back driver (for its counters).
+func (s *Service) Back() *back.Service { return s.back }
+
+// Instance returns the filesystem called name, or nil.
+func (s *Service) Instance(name string) libservices.FS {
+	if in := s.mounts.lookup(name); in != nil {
+		return in.fs
+	}
+	return nil
+}
+
+// Close shuts the service down in order: stop accepting and finish in-flight
+// requests (clients' later calls fail with ENOTCONN), close what clients left open,
+// unmount the FUSE mountpoints, then close the instances, which flushes write-back
+// caches. It returns the first error and is idempotent.
+func (s *Service) Close() error {
+	s.closeOnce.Do(func() { s.closeErr = s.teardown() })
+	return s.closeErr
+}
+
+func (s *Service) teardown() error {
+	var errs []error
+	if s.back != nil {
+		errs = append(errs, s.back.Close())
+	}
+	if s.http != nil {
+		errs = append(errs, s.http.Close())
+	}
+	for i := len(s.fuse) - 1; i >= 0; i-- {
+		errs = append(errs, s.fuse[i].unmount())
+	}
+	for _, in := range s.insts {
+		if err := stack.Close(in.fs); err != nil {
+			errs = append(errs, fmt.Errorf("closing %s: %w", in.name, err))
+		}
+	}
+	err := errors.Join(errs...)
+	if err != nil {
+		s.log.Error("service stopped with errors", zap.Error(err))
+	} else {
+		s.log.Info("service stopped")
+	}
+	return err
+}
+
+// Status is the service's status document (`polytropon status`, OpStatus).
+type Status struct {
+	Socket      string         `json:"socket"`
+	PID         int            `json:"pid"`
+	UptimeSec   float64        `json:"uptime_s"`
+	Workers     int            `json:"workers"`
+	Clients     int            `json:"clients"`
+	Served      int64          `json:"served"`
+	Rejected    int64          `json:"rejected"`
+	Metrics     string         `json:"metrics,omitempty"`
+	Filesystems []StatusFS     `json:"filesystems"`
+	Ops         []StatusOp     `json:"ops"`
+	Counters    []StatusSample `json:"counters,omitempty"`
+}
+
+// StatusFS describes one instance.
+type StatusFS struct {
+	Name  string `json:"name"`
+	Mount string `json:"mount"`
+	FUSE  string `json:"fuse,omitempty"`
+	Open  int64  `json:"open"` // handles clients hold (files, directories, locks)
+	Locks int    `json:"locks"`
+}
+
+// StatusOp summarises one operation's traffic.
+type StatusOp struct {
+	Op     string  `json:"op"`
+	Count  uint64  `json:"count"`
+	Errors uint64  `json:"errors"`
+	MeanUs float64 `json:"mean_us"`
+	P50Us  float64 `json:"p50_us"`
+	P99Us  float64 `json:"p99_us"`
+}
+
+// StatusSample is one libservice counter (cache hits, ...).
+type StatusSample struct {
+	FS    string  `json:"fs"`
+	Layer string  `json:"layer"`
+	Name  string  `json:"name"`
+	Value float64 `json:"value"`
+}
+
+// Status returns the current status.
+func (s *Service) Status() Status {
+	bs := s.back.Stats()
+	st := Status{Socket: s.cfg.Socket, PID: os.Getpid(), UptimeSec: time.Since(s.started).Seconds(),
+		Workers: max(s.cfg.Workers, 1), Clients: bs.LiveClients, Served: bs.Served, Rejected: bs.Rejected,
+		Metrics: s.MetricsAddr()}
+	for _, in := range s.insts {
+		st.Filesystems = append(st.Filesystems, StatusFS{Name: in.name, Mount: in.prefix, FUSE: in.fuse,
+			Open: in.open.Load(), Locks: in.locks.held()})
+	}
+	fams, err := s.h.m.reg.Gather()
+	if err != nil {
+		s.log.Warn("gathering metrics", zap.Error(err))
+	}
+	errCount := map[string]uint64{}
+	for _, f := range fams {
+		switch f.GetName() {
+		case "polytropon_service_op_errors_total":
+			for _, m := range f.GetMetric() {
+				errCount[label(m, "op")] = uint64(m.GetCounter().GetValue())
+			}
+		}
+	}
+	for _, f := range fams {
+		switch {
+		case f.GetName() == "polytropon_service_op_seconds":
+			for _, m := range f.GetMetric() {
+				h := m.GetHistogram()
+				if h.GetSampleCount() == 0 {
+					continue
+				}
+				op := label(m, "op")
+				st.Ops = append(st.Ops, StatusOp{Op: op, Count: h.GetSampleCount(), Errors: errCount[op],
+					MeanUs: h.GetSampleSum() / float64(h.GetSampleCount()) * 1e6,
+					P50Us:  quantile(h, 0.5) * 1e6, P99Us: quantile(h, 0.99) * 1e6})
+			}
+		case f.GetType() == dto.MetricType_GAUGE && label1(f, "layer"):
+			for _, m := range f.GetMetric() {
+				st.Counters = append(st.Counters, StatusSample{FS: label(m, "fs"), Layer: label(m, "layer"),
+					Name: f.GetName(), Value: m.GetGauge().GetValue()})
+			}
+		}
+	}
+	sort.Slice(st.Ops, func(i, j int) bool { return st.Ops[i].Count > st.Ops[j].Count })
+	return st
+}
+
+func (s *Service) statusJSON() []byte {
+	b, err := json.Marshal(s.Status())
+	if err != nil {
+		return []byte(`{}`)
+	}
+	return b
+}
+
+func label(m *dto.Metric, name string) string {
+	for _, l := range m.GetLabel() {
+		if l.GetName() == name {
+			return l.GetValue()
+		}
+	}
+	return ""
+}
+
+func label1(f *dto.MetricFamily, name string) bool {
+	ms := f.GetMetric()
+	return len(ms) > 0 && label(ms[0], name) != ""
+}
+
+// quantile estimates quantile q of a histogram by interpolating inside the bucket
+// that holds it (the upper bound for the open last bucket).
+func quantile(h *dto.Histogram, q float64) float64 {
+	total := float64(h.GetSampleCount())
+	if total == 0 {
+		return 0
+	}
+	rank := q * total
+	lower, below := 0.0, 0.0
+	for _, b := range h.GetBucket() {
+		n := float64(b.GetCumulativeCount())
+		if n >= rank {
+			in := n - below
+			if in <= 0 {
+				return b.GetUpperBound()
+			}
+			return lower + (b.GetUpperBound()-lower)*(rank-below)/in
+		}
+		lower, below = b.GetUpperBound(), n
+	}
+	return lower
+}

@@ -143,15 +143,14 @@ type Service struct {
 
 // Start builds every instance, mounts their FUSE mountpoints, listens on the socket
 // and, when configured, serves metrics. On error nothing is left running.
-func Start(cfg Config, logger *zap.Logger) (s *Service, err error) {
+func Start(cfg Config, logger *zap.Logger) (_ *Service, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	s = &Service{cfg: cfg, log: logging.OrNop(logger), started: time.Now()}
+	s := &Service{cfg: cfg, log: logging.OrNop(logger), started: time.Now()}
 	defer func() {
 		if err != nil {
 			s.teardown()
-			s = nil
 		}
 	}()
 	env := &libservices.Env{Logger: s.log, Shared: &libservices.Shared{}}

@@ -48,12 +48,14 @@ func (f *FS) Open(name string, flags int, mode uint32) (libservices.Handle, erro
 		}
 		return nil, err
 	}
-	if flags&unix.O_CREAT == 0 || flags&unix.O_EXCL != 0 {
+	// O_CREAT|O_DIRECTORY goes to the kernel as it is: Linux >= 6.4 refuses the
+	// combination (EINVAL) before looking the name up, and it never creates.
+	if flags&unix.O_CREAT == 0 || flags&(unix.O_EXCL|unix.O_DIRECTORY) != 0 {
 		fd, err := f.openBeneath(clean, flags, mode)
 		if err != nil {
 			return nil, err
 		}
-		if flags&unix.O_CREAT != 0 {
+		if flags&(unix.O_CREAT|unix.O_EXCL) == unix.O_CREAT|unix.O_EXCL {
 			if err := fixModeFd(fd, mode); err != nil {
 				unix.Close(fd)
 				return nil, err
@@ -66,6 +68,16 @@ func (f *FS) Open(name string, flags int, mode uint32) (libservices.Handle, erro
 	for i := 0; i < retries; i++ {
 		fd, err := f.openBeneath(clean, flags&^unix.O_CREAT, 0)
 		if err == nil {
+			// Dropping O_CREAT also dropped its EISDIR for a directory (the kernel
+			// refuses a directory with O_CREAT whatever the access mode). Write
+			// access and O_TRUNC already get EISDIR from the kernel; only a
+			// read-only open can reach here with a directory.
+			if flags&(unix.O_ACCMODE|unix.O_TRUNC) == unix.O_RDONLY {
+				if err := refuseDir(fd); err != nil {
+					unix.Close(fd)
+					return nil, err
+				}
+			}
 			return &file{fs: f, fd: fd}, nil
 		}
 		if err != syscall.ENOENT {
@@ -92,6 +104,18 @@ func (f *FS) Open(name string, flags int, mode uint32) (libservices.Handle, erro
 		}
 	}
 	return nil, syscall.EAGAIN
+}
+
+// refuseDir is EISDIR when fd is a directory.
+func refuseDir(fd int) error {
+	var st unix.Stat_t
+	if err := retry(func() error { return unix.Fstat(fd, &st) }); err != nil {
+		return err
+	}
+	if st.Mode&unix.S_IFMT == unix.S_IFDIR {
+		return syscall.EISDIR
+	}
+	return nil
 }
 
 func fixModeFd(fd int, mode uint32) error {

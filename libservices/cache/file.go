@@ -343,10 +343,19 @@ func (f *FS) Close(h libservices.Handle) error {
 		in.mu.Unlock()
 		f.inodesMu.Lock()
 		in.refs--
-		if in.refs == 0 && f.inodes[in.key.ino] == in {
+		last := in.refs == 0
+		if last && f.inodes[in.key.ino] == in {
 			delete(f.inodes, in.key.ino)
 		}
 		f.inodesMu.Unlock()
+		if last {
+			// Pages still dirty here failed to flush when their writer closed,
+			// which reported it; with no handle left nobody can write them, and
+			// keeping them would keep them counted as dirty forever.
+			in.mu.Lock()
+			f.discardLocked(in)
+			in.mu.Unlock()
+		}
 	}
 	f.store.checkInvariants()
 	f.checkDirtyAccounting()

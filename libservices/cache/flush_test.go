@@ -123,3 +123,70 @@ func TestFlushThroughWrappers(t *testing.T) {
 		mustOK(t, name+": close", top.Close(h))
 	}
 }
+
+// TestFlushError: when the inner FS refuses the data (memfs out of space), Flush
+// reports it and keeps what was not written dirty; the Close that follows reports
+// it again and drops the pages, leaving no dirty bytes counted.
+func TestFlushError(t *testing.T) {
+	m := memfs.New(memfs.Options{Size: 2 * memfs.PageSize})
+	c := New(m, NewStore(1<<20), wbOptions())
+	h, err := c.Open("f", libservices.O_RDWR|libservices.O_CREAT, 0o644)
+	mustOK(t, "create", err)
+	data := bytes.Repeat([]byte("x"), 3*PageSize)
+	if _, err := c.WriteAt(h, data, 0); err != nil {
+		t.Fatalf("write into dirty pages: %v", err)
+	}
+	if err := c.Flush(h); err != syscall.ENOSPC {
+		t.Fatalf("flush of 3 pages into 2: %v, want ENOSPC", err)
+	}
+	if d := dirtyBytes(c); d != PageSize {
+		t.Fatalf("%d dirty bytes after a flush that wrote 2 of 3 pages, want %d", d, PageSize)
+	}
+	var a libservices.Attr
+	mustOK(t, "fstat", c.Fstat(h, &a))
+	if a.Size != int64(len(data)) {
+		t.Fatalf("size %d after the failed flush, want %d", a.Size, len(data))
+	}
+	c.checkDirtyAccounting()
+	if err := c.Close(h); err != syscall.ENOSPC {
+		t.Fatalf("close after the failed flush: %v, want ENOSPC", err)
+	}
+	if d := dirtyBytes(c); d != 0 {
+		t.Fatalf("%d dirty bytes counted after the last close", d)
+	}
+	if c.dirtyInodes.Load() != 0 {
+		t.Fatalf("%d dirty files counted after the last close", c.dirtyInodes.Load())
+	}
+	// A reader that outlives the failing writer still reads the pages that did
+	// not make it; its close, the last, drops them.
+	w, err := c.Open("g", libservices.O_RDWR|libservices.O_CREAT, 0o644)
+	mustOK(t, "create g", err)
+	r, err := c.Open("g", libservices.O_RDONLY, 0)
+	mustOK(t, "open g", err)
+	if _, err := c.WriteAt(w, data, 0); err != nil {
+		t.Fatalf("write g: %v", err)
+	}
+	if err := c.Close(w); err != syscall.ENOSPC {
+		t.Fatalf("close of g's writer: %v, want ENOSPC", err)
+	}
+	buf := make([]byte, len(data))
+	if n, err := c.ReadAt(r, buf, 0); err != nil || n != len(data) || !bytes.Equal(buf, data) {
+		t.Fatalf("read g after the failed close: %d %v", n, err)
+	}
+	mustOK(t, "close g's reader", c.Close(r))
+	if d := dirtyBytes(c); d != 0 {
+		t.Fatalf("%d dirty bytes counted after the reader's close", d)
+	}
+	mustOK(t, "unlink g", c.Unlink("g"))
+
+	// The cache goes on working.
+	mustOK(t, "truncate", c.Setattr("f", &libservices.SetAttr{Valid: libservices.SetSize}))
+	h, err = c.Open("f", libservices.O_RDWR, 0)
+	mustOK(t, "reopen", err)
+	_, err = c.WriteAt(h, []byte("ok"), 0)
+	mustOK(t, "write", err)
+	mustOK(t, "close", c.Close(h))
+	if got := contents(t, m, "f"); string(got) != "ok" {
+		t.Fatalf("after reopening: %q", got)
+	}
+}

@@ -17,7 +17,8 @@
 //   - Results are written into caller-owned structures (Attr, Statfs) and buffers,
 //     so that a cached Stat or ReadAt allocates nothing.
 //   - A libservice that wraps others implements Wrapper (one inner FS) or
-//     MultiWrapper (several, e.g. union).
+//     MultiWrapper (several, e.g. union), and forwards the optional capabilities
+//     that concern handles (Flusher).
 //
 // # Paths
 //
@@ -272,6 +273,26 @@ type Identifier interface {
 // a stack closes from the top, and each layer closes what it wraps.
 type Closer interface {
 	CloseFS() error
+}
+
+// Flusher is an optional capability of an FS that may hold written data back (a
+// write-back cache) or that wraps one. Close flushes too, but some callers cannot
+// report Close's error: a FUSE gateway closes on RELEASE, whose reply the kernel
+// drops, so it calls Flush on FLUSH (every close(2) of a descriptor), the last
+// place where an application can be told that its data did not make it.
+type Flusher interface {
+	// Flush writes what the FS holds back for the open file h to the FS below and
+	// reports a failure to do so, without closing h and without making anything
+	// durable (that is Fsync). A layer that wraps others flushes its own data,
+	// then forwards to the layer h belongs to. nil where nothing is held back
+	// (a handle open only for reading holds nothing back); EBADF for a handle
+	// that is not open.
+	Flush(h Handle) error
+	// HoldsBack reports whether Flush can ever have something to do: false for a
+	// write-through cache or a union whose layers hold nothing back. It does not
+	// change over the life of the FS, so a caller may ask once and never call
+	// Flush when it is false.
+	HoldsBack() bool
 }
 
 // CounterReporter is an optional capability of a libservice with counters worth

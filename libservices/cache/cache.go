@@ -156,6 +156,7 @@ type inode struct {
 // FS is a caching layer over an inner FS.
 type FS struct {
 	inner    libservices.FS
+	innerFl  libservices.Flusher // inner's, when it holds data back; else nil
 	store    *Store
 	id       [2]uint64
 	seed     maphash.Seed
@@ -179,7 +180,10 @@ type FS struct {
 	closeOnce   sync.Once
 }
 
-var _ libservices.FS = (*FS)(nil)
+var (
+	_ libservices.FS      = (*FS)(nil)
+	_ libservices.Flusher = (*FS)(nil)
+)
 
 var instances atomic.Uint64
 
@@ -203,6 +207,9 @@ func New(inner libservices.FS, store *Store, o Options) *FS {
 	}
 	if f.attrsMax == 0 {
 		f.attrsMax = 65536
+	}
+	if fl, ok := inner.(libservices.Flusher); ok && fl.HoldsBack() {
+		f.innerFl = fl
 	}
 	if id, ok := inner.(libservices.Identifier); ok {
 		f.id = id.Identity()

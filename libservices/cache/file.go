@@ -343,10 +343,19 @@ func (f *FS) Close(h libservices.Handle) error {
 		in.mu.Unlock()
 		f.inodesMu.Lock()
 		in.refs--
-		if in.refs == 0 && f.inodes[in.key.ino] == in {
+		last := in.refs == 0
+		if last && f.inodes[in.key.ino] == in {
 			delete(f.inodes, in.key.ino)
 		}
 		f.inodesMu.Unlock()
+		if last {
+			// Pages still dirty here failed to flush when their writer closed,
+			// which reported it; with no handle left nobody can write them, and
+			// keeping them would keep them counted as dirty forever.
+			in.mu.Lock()
+			f.discardLocked(in)
+			in.mu.Unlock()
+		}
 	}
 	f.store.checkInvariants()
 	f.checkDirtyAccounting()
@@ -355,6 +364,31 @@ func (f *FS) Close(h libservices.Handle) error {
 	}
 	return flushErr
 }
+
+// Flush implements libservices.Flusher: through a writable handle, the file's
+// dirty pages go to the inner FS, which then flushes what it holds back. The
+// pages belong to the file, not to one handle, so this writes those of every
+// writer of the file, as Close does.
+func (f *FS) Flush(h libservices.Handle) error {
+	ch, err := f.handle(h)
+	if err != nil {
+		return err
+	}
+	if ch.flags&libservices.O_ACCMODE == libservices.O_RDONLY {
+		return nil // nothing was written through it; see Close
+	}
+	if err := f.flushHandle(ch); err != nil {
+		return err
+	}
+	if f.innerFl != nil {
+		return f.innerFl.Flush(ch.inner)
+	}
+	return nil
+}
+
+// HoldsBack implements libservices.Flusher: a write-back cache, or any cache
+// over an FS that holds data back.
+func (f *FS) HoldsBack() bool { return f.writeBack || f.innerFl != nil }
 
 // flushHandle writes the dirty pages of ch's file (before fsync).
 func (f *FS) flushHandle(ch *handle) error {

@@ -99,6 +99,9 @@ func (f *FS) flushLocked(in *inode, h libservices.Handle) error {
 		n := min(int64(PageSize), size-idx*PageSize)
 		if n > 0 {
 			if _, err := f.inner.WriteAt(h, pg[:n], idx*PageSize); err != nil {
+				// The pages written so far are clean now, this one and the
+				// rest stay dirty for the next flush.
+				f.changed()
 				return err
 			}
 		}
@@ -106,16 +109,19 @@ func (f *FS) flushLocked(in *inode, h libservices.Handle) error {
 		f.store.update(&k, 0, pg[:])
 		delete(in.dirty, idx)
 		f.dirtyBytes.Add(-PageSize)
+		if in.ndirty.Add(-1) == 0 {
+			f.dirtyInodes.Add(-1)
+		}
 	}
 	// The inner size may still be short of in.size only if the last bytes were
 	// never written: impossible, since every size increase comes from a write.
-	in.ndirty.Store(0)
-	f.dirtyInodes.Add(-1)
 	f.changed()
 	return nil
 }
 
-// discardLocked drops in's dirty pages (the file was truncated to zero underneath).
+// discardLocked drops in's dirty pages: the file was truncated to zero
+// underneath, or its last handle closed after a failed flush (whose error Close
+// reported).
 func (f *FS) discardLocked(in *inode) {
 	if len(in.dirty) == 0 {
 		return

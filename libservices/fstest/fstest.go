@@ -53,6 +53,8 @@ var cases = []testCase{
 	{"RootOps", testRootOps},
 	{"Traversal", testTraversal},
 	{"OpenFlags", testOpenFlags},
+	{"OpenTruncReadOnly", testOpenTruncReadOnly},
+	{"OpenCreateExistingDir", testOpenCreateExistingDir},
 	{"ReadWrite", testReadWrite},
 	{"Append", testAppend},
 	{"Sparse", testSparse},
@@ -333,6 +335,142 @@ func testOpenFlags(t *testing.T, newFS NewFS) {
 	_, err = fs.ReadAt(h, make([]byte, 1), 0)
 	errno(t, "read on a directory", err, syscall.EISDIR)
 	ok(t, "close", fs.Close(h))
+}
+
+// testOpenTruncReadOnly: O_TRUNC truncates an existing regular file whatever the
+// access mode; Linux (tmpfs and ext4) truncates on O_RDONLY|O_TRUNC too, and the
+// handle stays read-only.
+func testOpenTruncReadOnly(t *testing.T, newFS NewFS) {
+	fs := newFS(t)
+	data := bytes.Repeat([]byte("0123456789abcdef"), 1000) // 16000 bytes, several pages
+	writeFile(t, fs, "f", data, 0o644)
+	ok(t, "symlink", fs.Symlink("f", "ln"))
+	if got := readFile(t, fs, "f"); !bytes.Equal(got, data) {
+		t.Fatalf("written file reads %d bytes", len(got))
+	}
+	for _, tc := range []struct {
+		name  string
+		flags int
+	}{
+		{"f", libservices.O_RDONLY | libservices.O_TRUNC},
+		{"ln", libservices.O_RDONLY | libservices.O_TRUNC},
+		{"f", libservices.O_RDONLY | libservices.O_TRUNC | libservices.O_CREAT},
+	} {
+		what := fmt.Sprintf("open %s flags %#o", tc.name, tc.flags)
+		// A handle open before the truncation sees it too.
+		old, err := fs.Open("f", libservices.O_RDONLY, 0)
+		ok(t, "open f", err)
+		buf := make([]byte, 100)
+		n, err := fs.ReadAt(old, buf, 0)
+		ok(t, "read before", err)
+		if n != len(buf) {
+			t.Fatalf("read before %s: %d bytes", what, n)
+		}
+		h, err := fs.Open(tc.name, tc.flags, 0o644)
+		ok(t, what, err)
+		var a libservices.Attr
+		ok(t, "fstat", fs.Fstat(h, &a))
+		if !a.IsRegular() || a.Size != 0 {
+			t.Fatalf("%s: mode %#o size %d, want an empty regular file", what, a.Mode, a.Size)
+		}
+		n, err = fs.ReadAt(h, buf, 0)
+		ok(t, "read", err)
+		if n != 0 {
+			t.Fatalf("%s: read %d bytes after the truncation", what, n)
+		}
+		n, err = fs.ReadAt(old, buf, 0)
+		ok(t, "read through the older handle", err)
+		if n != 0 {
+			t.Fatalf("%s: the older handle reads %d bytes", what, n)
+		}
+		_, err = fs.WriteAt(h, []byte("x"), 0)
+		errno(t, what+": write", err, syscall.EBADF)
+		ok(t, "close", fs.Close(h))
+		ok(t, "close", fs.Close(old))
+		if a := lstat(t, fs, "f"); a.Size != 0 {
+			t.Fatalf("%s: lstat size %d", what, a.Size)
+		}
+		writeFile(t, fs, "f", data, 0o644)
+	}
+
+	// Data written through another handle before the truncation is gone (a
+	// write-back layer must not write it later).
+	w, err := fs.Open("f", libservices.O_RDWR, 0)
+	ok(t, "open rdwr", err)
+	_, err = fs.WriteAt(w, []byte("pending"), 20000)
+	ok(t, "write", err)
+	h, err := fs.Open("f", libservices.O_RDONLY|libservices.O_TRUNC, 0)
+	ok(t, "open O_RDONLY|O_TRUNC with a writer open", err)
+	var a libservices.Attr
+	ok(t, "fstat writer", fs.Fstat(w, &a))
+	if a.Size != 0 {
+		t.Fatalf("writer sees size %d after the truncation", a.Size)
+	}
+	ok(t, "fsync writer", fs.Fsync(w))
+	ok(t, "close", fs.Close(h))
+	ok(t, "close writer", fs.Close(w))
+	if got := readFile(t, fs, "f"); len(got) != 0 {
+		t.Fatalf("truncated file reads %d bytes", len(got))
+	}
+
+	// A file created by O_RDONLY|O_CREAT|O_TRUNC is empty and readable.
+	h, err = fs.Open("new", libservices.O_RDONLY|libservices.O_CREAT|libservices.O_TRUNC, 0o600)
+	ok(t, "create O_RDONLY|O_TRUNC", err)
+	ok(t, "fstat", fs.Fstat(h, &a))
+	if !a.IsRegular() || a.Size != 0 || a.Mode&0o7777 != 0o600 {
+		t.Fatalf("created file: mode %#o size %d", a.Mode, a.Size)
+	}
+	ok(t, "close", fs.Close(h))
+}
+
+// testOpenCreateExistingDir: O_CREAT without O_EXCL on an existing directory is
+// EISDIR whatever the access mode (the O_CREAT|O_DIRECTORY combination is EINVAL
+// before any lookup, Linux >= 6.4), and O_TRUNC on a directory is EISDIR even with
+// O_RDONLY. Nothing is created or changed.
+func testOpenCreateExistingDir(t *testing.T, newFS NewFS) {
+	fs := newFS(t)
+	ok(t, "mkdir d", fs.Mkdir("d", 0o755))
+	writeFile(t, fs, "d/inside", []byte("x"), 0o644)
+	ok(t, "symlink to dir", fs.Symlink("d", "dln"))
+	const rd = libservices.O_RDONLY
+	for _, tc := range []struct {
+		name  string
+		flags int
+		want  syscall.Errno
+	}{
+		{"d", rd | libservices.O_CREAT, syscall.EISDIR},
+		{"d/", rd | libservices.O_CREAT, syscall.EISDIR},
+		{"dln", rd | libservices.O_CREAT, syscall.EISDIR},
+		{".", rd | libservices.O_CREAT, syscall.EISDIR},
+		{"d", rd | libservices.O_CREAT | libservices.O_TRUNC, syscall.EISDIR},
+		{"d", rd | libservices.O_CREAT | libservices.O_APPEND, syscall.EISDIR},
+		{"d", libservices.O_RDWR | libservices.O_CREAT, syscall.EISDIR},
+		{"d", rd | libservices.O_CREAT | libservices.O_DIRECTORY, syscall.EINVAL},
+		{"dln", rd | libservices.O_CREAT | libservices.O_DIRECTORY, syscall.EINVAL},
+		{"d", rd | libservices.O_TRUNC, syscall.EISDIR},
+		{"d", rd | libservices.O_TRUNC | libservices.O_DIRECTORY, syscall.EISDIR},
+		{"dln", rd | libservices.O_TRUNC, syscall.EISDIR},
+		{".", rd | libservices.O_TRUNC, syscall.EISDIR},
+		{"dln", rd | libservices.O_CREAT | libservices.O_NOFOLLOW, syscall.ELOOP},
+		{"d", rd | libservices.O_CREAT | libservices.O_EXCL, syscall.EEXIST},
+		{"d", rd, 0},
+		{"d", rd | libservices.O_DIRECTORY, 0},
+	} {
+		h, err := fs.Open(tc.name, tc.flags, 0o644)
+		errno(t, fmt.Sprintf("open %s flags %#o", tc.name, tc.flags), err, tc.want)
+		if err == nil {
+			ok(t, "close", fs.Close(h))
+		}
+	}
+	if a := lstat(t, fs, "d"); !a.IsDir() {
+		t.Fatalf("d is no longer a directory: mode %#o", a.Mode)
+	}
+	if a := lstat(t, fs, "dln"); !a.IsSymlink() {
+		t.Fatalf("dln is no longer a symlink: mode %#o", a.Mode)
+	}
+	if got := readFile(t, fs, "d/inside"); string(got) != "x" {
+		t.Fatalf("d/inside changed: %q", got)
+	}
 }
 
 func testReadWrite(t *testing.T, newFS NewFS) {

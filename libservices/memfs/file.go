@@ -67,10 +67,12 @@ func (f *FS) Open(name string, flags int, mode uint32) (libservices.Handle, erro
 			return nil, syscall.ENOTDIR
 		case n.isSymlink():
 			return nil, syscall.ELOOP
-		case n.isDir() && (flags&libservices.O_ACCMODE != libservices.O_RDONLY || flags&libservices.O_CREAT != 0):
+		case n.isDir() && (flags&libservices.O_ACCMODE != libservices.O_RDONLY || flags&(libservices.O_CREAT|libservices.O_TRUNC) != 0):
 			return nil, syscall.EISDIR
 		}
-		if flags&libservices.O_TRUNC != 0 && n.isReg() && flags&libservices.O_ACCMODE != libservices.O_RDONLY {
+		// Linux truncates whatever the access mode: O_TRUNC asks for write
+		// permission on its own, and the handle stays read-only.
+		if flags&libservices.O_TRUNC != 0 && n.isReg() {
 			if err := f.truncateLocked(n, 0); err != nil {
 				return nil, err
 			}

@@ -32,28 +32,21 @@ func (f *FS) Open(name string, flags int, mode uint32) (libservices.Handle, erro
 	}
 	flags &= openFlagsAllowed
 	if f.readOnly && (flags&unix.O_ACCMODE != unix.O_RDONLY || flags&(unix.O_CREAT|unix.O_TRUNC) != 0) {
-		if flags&unix.O_CREAT != 0 && flags&unix.O_DIRECTORY != 0 {
-			return nil, syscall.EINVAL
+		if err := f.refuseReadOnly(clean, flags); err != nil {
+			return nil, err
 		}
-		fd, err := f.openBeneath(clean, unix.O_PATH|flags&(unix.O_NOFOLLOW|unix.O_DIRECTORY), 0)
-		if err == nil {
-			unix.Close(fd)
-			if flags&(unix.O_CREAT|unix.O_EXCL) == unix.O_CREAT|unix.O_EXCL {
-				return nil, syscall.EEXIST
-			}
-			return nil, syscall.EROFS
-		}
-		if err == syscall.ENOENT && flags&unix.O_CREAT != 0 {
-			return nil, syscall.EROFS
-		}
-		return nil, err
+		// O_RDONLY|O_CREAT of an existing non-directory: an ordinary open, as on
+		// a read-only mount.
+		flags &^= unix.O_CREAT
 	}
-	if flags&unix.O_CREAT == 0 || flags&unix.O_EXCL != 0 {
+	// O_CREAT|O_DIRECTORY goes to the kernel as it is: Linux >= 6.4 refuses the
+	// combination (EINVAL) before looking the name up, and it never creates.
+	if flags&unix.O_CREAT == 0 || flags&(unix.O_EXCL|unix.O_DIRECTORY) != 0 {
 		fd, err := f.openBeneath(clean, flags, mode)
 		if err != nil {
 			return nil, err
 		}
-		if flags&unix.O_CREAT != 0 {
+		if flags&(unix.O_CREAT|unix.O_EXCL) == unix.O_CREAT|unix.O_EXCL {
 			if err := fixModeFd(fd, mode); err != nil {
 				unix.Close(fd)
 				return nil, err
@@ -66,6 +59,16 @@ func (f *FS) Open(name string, flags int, mode uint32) (libservices.Handle, erro
 	for i := 0; i < retries; i++ {
 		fd, err := f.openBeneath(clean, flags&^unix.O_CREAT, 0)
 		if err == nil {
+			// Dropping O_CREAT also dropped its EISDIR for a directory (the kernel
+			// refuses a directory with O_CREAT whatever the access mode). Write
+			// access and O_TRUNC already get EISDIR from the kernel; only a
+			// read-only open can reach here with a directory.
+			if flags&(unix.O_ACCMODE|unix.O_TRUNC) == unix.O_RDONLY {
+				if err := refuseDir(fd); err != nil {
+					unix.Close(fd)
+					return nil, err
+				}
+			}
 			return &file{fs: f, fd: fd}, nil
 		}
 		if err != syscall.ENOENT {
@@ -92,6 +95,64 @@ func (f *FS) Open(name string, flags int, mode uint32) (libservices.Handle, erro
 		}
 	}
 	return nil, syscall.EAGAIN
+}
+
+// refuseReadOnly gives, for an open of clean that may modify the branch, the
+// error a read-only mount gives: the kernel's checks in its order (EINVAL for
+// O_CREAT|O_DIRECTORY, lookup errors, EEXIST, ELOOP, EISDIR) and EROFS for what
+// would modify. It is nil only for O_RDONLY|O_CREAT of an existing file other
+// than a directory, which opens without creating anything.
+func (f *FS) refuseReadOnly(clean string, flags int) error {
+	if flags&unix.O_CREAT != 0 && flags&unix.O_DIRECTORY != 0 {
+		return syscall.EINVAL
+	}
+	excl := flags&(unix.O_CREAT|unix.O_EXCL) == unix.O_CREAT|unix.O_EXCL
+	pflags := unix.O_PATH | flags&(unix.O_NOFOLLOW|unix.O_DIRECTORY)
+	if excl {
+		pflags |= unix.O_NOFOLLOW // O_EXCL never follows a final symlink
+	}
+	fd, err := f.openBeneath(clean, pflags, 0)
+	if err == syscall.ENOENT && flags&unix.O_CREAT != 0 {
+		// The name is missing: creating it would modify, unless its directory is
+		// missing too.
+		dfd, _, perr := f.parent(clean)
+		if perr != nil {
+			return perr
+		}
+		unix.Close(dfd)
+		return syscall.EROFS
+	}
+	if err != nil {
+		return err
+	}
+	var st unix.Stat_t
+	err = retry(func() error { return unix.Fstat(fd, &st) })
+	unix.Close(fd)
+	switch {
+	case err != nil:
+		return err
+	case excl:
+		return syscall.EEXIST
+	case st.Mode&unix.S_IFMT == unix.S_IFLNK:
+		return syscall.ELOOP // O_NOFOLLOW on a symbolic link
+	case st.Mode&unix.S_IFMT == unix.S_IFDIR:
+		return syscall.EISDIR // O_CREAT, O_TRUNC or write access
+	case flags&(unix.O_ACCMODE|unix.O_TRUNC) != unix.O_RDONLY:
+		return syscall.EROFS
+	}
+	return nil
+}
+
+// refuseDir is EISDIR when fd is a directory.
+func refuseDir(fd int) error {
+	var st unix.Stat_t
+	if err := retry(func() error { return unix.Fstat(fd, &st) }); err != nil {
+		return err
+	}
+	if st.Mode&unix.S_IFMT == unix.S_IFDIR {
+		return syscall.EISDIR
+	}
+	return nil
 }
 
 func fixModeFd(fd int, mode uint32) error {

@@ -20,9 +20,10 @@
 // semantics of its own except what the contract fixes: paths (libservices.Clean),
 // operations on the root, modes applied without the process umask (a created
 // file or directory whose mode the umask would have masked is chmod'ed), and the
-// read-only option (EROFS for every modification). A file created by O_CREAT
-// through a dangling symlink is not supported (EEXIST), since creation is done
-// with O_EXCL to know when to fix the mode.
+// read-only option (EROFS for every modification, and otherwise the answers of
+// a read-only mount, which TestReadOnlyOpenMatchesKernel checks). A file created
+// by O_CREAT through a dangling symlink is not supported (EEXIST), since creation
+// is done with O_EXCL to know when to fix the mode.
 //
 // Invariants: the root descriptor is open from New until CloseFS. Lock order: no
 // locks; a Handle's descriptor is closed once, guarded by an atomic flag.

@@ -183,3 +183,86 @@ func TestNewErrors(t *testing.T) {
 		t.Error("New on a file succeeded")
 	}
 }
+
+// TestReadOnlyOpenMatchesKernel opens every name of a small tree with every
+// combination of the open flags that matter, once through a read-only passthrough
+// over a writable copy of the tree and once directly on a read-only tmpfs mount
+// of it, and wants the same result: the read-only option behaves like a read-only
+// mount, and modifies nothing.
+func TestReadOnlyOpenMatchesKernel(t *testing.T) {
+	testenv.Root(t)
+	populate := func(dir string) {
+		t.Helper()
+		for _, err := range []error{
+			os.WriteFile(dir+"/f", []byte("data"), 0o644),
+			os.Mkdir(dir+"/d", 0o755),
+			os.Symlink("f", dir+"/ln"),
+			os.Symlink("d", dir+"/dln"),
+			os.Symlink("missing", dir+"/dangling"),
+		} {
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	mnt := hostDir(t, "/dev/shm")
+	if err := unix.Mount("tmpfs", mnt, "tmpfs", 0, "size=1m"); err != nil {
+		testenv.SkipOrFail(t, "mount tmpfs: "+err.Error())
+		return
+	}
+	t.Cleanup(func() { unix.Unmount(mnt, unix.MNT_DETACH) })
+	populate(mnt)
+	if err := unix.Mount("", mnt, "", unix.MS_REMOUNT|unix.MS_RDONLY, ""); err != nil {
+		t.Fatalf("remount read-only: %v", err)
+	}
+	ref, err := unix.Open(mnt, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(ref)
+	dir := hostDir(t, "/dev/shm")
+	populate(dir)
+	f, err := New(Options{Dir: dir, ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.CloseFS()
+
+	extra := []int{unix.O_CREAT, unix.O_EXCL, unix.O_TRUNC, unix.O_NOFOLLOW, unix.O_DIRECTORY, unix.O_APPEND}
+	for _, name := range []string{"f", "d", "ln", "dln", "dangling", "missing", "nodir/x", "f/x", "d/new", "."} {
+		for _, acc := range []int{unix.O_RDONLY, unix.O_WRONLY, unix.O_RDWR} {
+			for set := 0; set < 1<<len(extra); set++ {
+				flags := acc
+				for i, fl := range extra {
+					if set&(1<<i) != 0 {
+						flags |= fl
+					}
+				}
+				var want error
+				fd, err := unix.Openat(ref, name, flags|unix.O_CLOEXEC, 0o644)
+				if err == nil {
+					unix.Close(fd)
+				} else {
+					want = err
+				}
+				h, got := f.Open(name, flags, 0o644)
+				if got == nil {
+					f.Close(h)
+				}
+				if got != want {
+					t.Errorf("open %s flags %#o: read-only passthrough %v, read-only mount %v", name, flags, got, want)
+				}
+			}
+		}
+	}
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ents) != 5 {
+		t.Errorf("the branch has %d entries, want the 5 it started with", len(ents))
+	}
+	if b, err := os.ReadFile(dir + "/f"); err != nil || string(b) != "data" {
+		t.Errorf("the branch's file changed: %q %v", b, err)
+	}
+}

@@ -660,6 +660,19 @@ func (f *FS) Fdatasync(h libservices.Handle) error {
 	return uh.layer.Fdatasync(uh.h)
 }
 
+// Flush implements libservices.Flusher, forwarding to the branch that holds the
+// file (a handle never moves between branches: see copy-up in Open).
+func (f *FS) Flush(h libservices.Handle) error {
+	uh, err := f.handle(h)
+	if err != nil {
+		return err
+	}
+	if fl, ok := uh.layer.(libservices.Flusher); ok {
+		return fl.Flush(uh.h)
+	}
+	return nil
+}
+
 // Close implements libservices.FS.
 func (f *FS) Close(h libservices.Handle) error {
 	uh, ok := h.(*handle)

@@ -65,20 +65,33 @@ func init() {
 
 // FS is a union of branches.
 type FS struct {
-	layers []libservices.FS // upper first
-	tmpSeq atomic.Uint64
+	layers    []libservices.FS // upper first
+	holdsBack bool             // some branch is a Flusher that holds data back
+	tmpSeq    atomic.Uint64
 
 	// mu serialises namespace changes and copy-up against lookups.
 	mu sync.RWMutex
 }
 
-var _ libservices.FS = (*FS)(nil)
+var (
+	_ libservices.FS      = (*FS)(nil)
+	_ libservices.Flusher = (*FS)(nil)
+)
 
 // New returns a union of upper (writable) over lowers (read-only; the first one
 // is the topmost). Lowers are never modified.
 func New(upper libservices.FS, lowers ...libservices.FS) *FS {
-	return &FS{layers: append([]libservices.FS{upper}, lowers...)}
+	f := &FS{layers: append([]libservices.FS{upper}, lowers...)}
+	for _, l := range f.layers {
+		if fl, ok := l.(libservices.Flusher); ok && fl.HoldsBack() {
+			f.holdsBack = true
+		}
+	}
+	return f
 }
+
+// HoldsBack implements libservices.Flusher: whether any branch does.
+func (f *FS) HoldsBack() bool { return f.holdsBack }
 
 // Unwrap implements libservices.MultiWrapper: the upper branch first.
 func (f *FS) Unwrap() []libservices.FS { return append([]libservices.FS(nil), f.layers...) }

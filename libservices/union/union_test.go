@@ -194,6 +194,34 @@ func TestCopyUpOnSetattrAndTruncate(t *testing.T) {
 	if got := read(t, x.u, "bin/sh"); got != "" {
 		t.Fatalf("after O_TRUNC: %q", got)
 	}
+	// O_RDONLY|O_TRUNC truncates too (as Linux does): the copy-up is emptied and
+	// the handle stays read-only.
+	h, err = x.u.Open("etc/hosts", libservices.O_RDONLY|libservices.O_TRUNC, 0)
+	must(t, "open O_RDONLY|O_TRUNC", err)
+	must(t, "fstat", x.u.Fstat(h, &a))
+	if a.Size != 0 {
+		t.Fatalf("after O_RDONLY|O_TRUNC: size %d", a.Size)
+	}
+	_, err = x.u.WriteAt(h, []byte("x"), 0)
+	wantErr(t, "write through O_RDONLY|O_TRUNC", err, syscall.EBADF)
+	must(t, "close", x.u.Close(h))
+	if got := read(t, x.u, "etc/hosts"); got != "" {
+		t.Fatalf("after O_RDONLY|O_TRUNC: %q", got)
+	}
+	if got := read(t, x.upper, "etc/hosts"); got != "" {
+		t.Fatalf("upper copy after O_RDONLY|O_TRUNC: %q", got)
+	}
+	// O_RDONLY|O_CREAT of a lower file copies nothing up.
+	h, err = x.u.Open("full/deep/b", libservices.O_RDONLY|libservices.O_CREAT, 0o644)
+	must(t, "open O_RDONLY|O_CREAT", err)
+	must(t, "close", x.u.Close(h))
+	if exists(x.upper, "full/deep") {
+		t.Fatal("O_RDONLY|O_CREAT of a lower file copied it up")
+	}
+	_, err = x.u.Open("full", libservices.O_RDONLY|libservices.O_CREAT, 0o644)
+	wantErr(t, "O_RDONLY|O_CREAT of a lower dir", err, syscall.EISDIR)
+	_, err = x.u.Open("full", libservices.O_RDONLY|libservices.O_TRUNC, 0)
+	wantErr(t, "O_RDONLY|O_TRUNC of a lower dir", err, syscall.EISDIR)
 	must(t, "setxattr", x.u.Setxattr("empty", "user.k", []byte("v"), 0))
 	must(t, "upper dir", x.upper.Lstat("empty", &a))
 	// Holes stay holes.
@@ -202,7 +230,7 @@ func TestCopyUpOnSetattrAndTruncate(t *testing.T) {
 	if a.Size != 64<<20+3 || a.Blocks*512 > 1<<20 {
 		t.Fatalf("sparse copy-up: size %d blocks %d", a.Size, a.Blocks)
 	}
-	for p, want := range map[string]string{"etc/hosts": "lower hosts", "full/a": "a", "bin/sh": "#!"} {
+	for p, want := range map[string]string{"etc/hosts": "lower hosts", "full/a": "a", "bin/sh": "#!", "full/deep/b": "b"} {
 		if got, _ := os.ReadFile(filepath.Join(x.dir, p)); string(got) != want {
 			t.Fatalf("the lower branch changed %s: %q", p, got)
 		}

@@ -55,7 +55,8 @@
 // never marks FUSE inodes S_NOSEC); a file found without one is answered from the
 // node for AttrTimeout, like its other attributes, so that a write costs one FS
 // call, not two; setting or removing an attribute through the mount forgets it.
-// Without a Flusher the kernel is told not to send FLUSH at all (FOPEN_NOFLUSH).
+// Unless the FS is a libservices.Flusher that holds data back (a write-back cache
+// in the stack), the kernel is told not to send FLUSH at all (FOPEN_NOFLUSH).
 //
 // Mounting: as root the gateway opens /dev/fuse itself (close-on-exec) and calls
 // mount(2) ("direct mount"); otherwise, or if mount(2) is refused, fusermount3
@@ -73,9 +74,10 @@
 // flags (RENAME_NOREPLACE, RENAME_EXCHANGE, RENAME_WHITEOUT) is EINVAL, since the
 // contract has no atomic form of them and a Lstat-then-Rename emulation could
 // replace a file created through the direct path in between; callers such as
-// mv(1) fall back to plain rename. FLUSH calls the optional Flusher capability
-// (see Flusher); RELEASE closes the handle, and a Close error is logged, since the
-// kernel drops the RELEASE reply. FSYNC with the datasync flag is Fdatasync.
+// mv(1) fall back to plain rename. FLUSH (every close(2)) calls the FS's
+// libservices.Flusher, so that a write-back failure reaches close(2); RELEASE
+// closes the handle, and a Close error is logged, since the kernel drops the
+// RELEASE reply. FSYNC with the datasync flag is Fdatasync.
 // READDIR and READDIRPLUS serve one ReadDir snapshot per opened directory, taken at
 // offset 0, so that an entry that exists for the whole listing is listed exactly
 // once; READDIRPLUS also looks every entry up. Errors are the FS's syscall.Errno,

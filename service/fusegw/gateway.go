@@ -13,17 +13,6 @@ import (
 	"github.com/polytropon/polytropon/libservices"
 )
 
-// Flusher is an optional capability of a libservices.FS: Flush pushes what a
-// write-back layer holds for the open file h to the FS below (without making it
-// durable, which is Fsync's job) and reports a failure to do so. The gateway calls
-// it on FLUSH, that is on every close(2) of a descriptor: that is the last place
-// where an application can be told that its data did not make it, since the
-// kernel drops the reply to RELEASE, where Close runs. An FS without it has
-// nothing to flush before Close, or loses the error.
-type Flusher interface {
-	Flush(h libservices.Handle) error
-}
-
 // maxDepth bounds the names walked to build a path: a path of PathMax bytes has at
 // most PathMax/2 components. A longer chain is a cycle left by renames made behind
 // the kernel's back, and its nodes get no path (ESTALE) until looked up again.
@@ -78,7 +67,7 @@ type node struct {
 type gateway struct {
 	fuse.RawFileSystem
 	fs      libservices.FS
-	flusher Flusher
+	flusher libservices.Flusher // nil unless the FS holds data back
 	log     *zap.Logger
 	server  atomic.Pointer[fuse.Server] // set by Init, for notifications
 
@@ -113,7 +102,11 @@ func newGateway(fsys libservices.FS, root *libservices.Attr, o *Options, log *za
 		gen:             1,
 		files:           []*handle{nil},
 	}
-	g.flusher, _ = fsys.(Flusher)
+	// FLUSH is the last moment an application can learn that a write-back
+	// layer failed to write its data (see libservices.Flusher).
+	if fl, ok := fsys.(libservices.Flusher); ok && fl.HoldsBack() {
+		g.flusher = fl
+	}
 	g.root = &node{id: fuse.FUSE_ROOT_ID, ino: root.Ino, typ: syscall.S_IFDIR, lookups: 1, path: ".", pathGen: ^uint64(0)}
 	g.nodes[g.root.id] = g.root
 	g.byIno[root.Ino] = g.root

@@ -15,7 +15,9 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/polytropon/polytropon/libservices"
+	"github.com/polytropon/polytropon/libservices/cache"
 	"github.com/polytropon/polytropon/libservices/memfs"
+	"github.com/polytropon/polytropon/libservices/passthrough"
 )
 
 // longEntries keeps names in the kernel's cache for the whole test while every
@@ -306,6 +308,90 @@ func TestFlushError(t *testing.T) {
 	}
 	// RELEASE follows close(2) asynchronously.
 	eventually(t, "the handle is closed after close(2)", func() bool { return fsys.openCount() == 0 })
+}
+
+// TestNoFlushWithoutHoldingBack: a Flusher that holds nothing back is never
+// asked to flush (the kernel is told not to send FLUSH), and close(2) works.
+func TestNoFlushWithoutHoldingBack(t *testing.T) {
+	needFUSE(t)
+	fsys := newTrackFS()
+	fsys.noHold = true
+	mp := mountOn(t, fsys, Options{}).Mountpoint()
+	if err := os.WriteFile(mp+"/f", []byte("data"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the handle is closed after close(2)", func() bool { return fsys.openCount() == 0 })
+	fsys.mu.Lock()
+	flushes := fsys.flushes
+	fsys.mu.Unlock()
+	if flushes != 0 {
+		t.Fatalf("%d flushes of an FS that holds nothing back", flushes)
+	}
+}
+
+// TestWriteBackFlushAtClose mounts a write-back cache over a passthrough on a tiny
+// tmpfs. On a full tmpfs the write(2) succeeds (the data waits in the cache) and
+// close(2) returns the ENOSPC of writing it back; once there is room, close(2)
+// returns with the data on the tmpfs.
+func TestWriteBackFlushAtClose(t *testing.T) {
+	needFUSE(t)
+	dir := t.TempDir()
+	if err := unix.Mount("tmpfs", dir, "tmpfs", 0, "size=64k"); err != nil {
+		t.Fatalf("mount a tmpfs: %v", err)
+	}
+	t.Cleanup(func() { unix.Unmount(dir, unix.MNT_DETACH) })
+	fill, err := os.Create(dir + "/fill")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, err = fill.Write(make([]byte, 4096)); err != nil {
+			break
+		}
+	}
+	fill.Close()
+	if !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("filling the tmpfs: %v, want ENOSPC", err)
+	}
+	pt, err := passthrough.New(passthrough.Options{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wb := cache.New(pt, cache.NewStore(1<<20), cache.Options{Policy: "writeback", FlushInterval: -1})
+	t.Cleanup(func() { wb.CloseFS() })
+	mp := mountOn(t, wb, Options{}).Mountpoint()
+
+	data := []byte("written back at close(2)")
+	f, err := os.Create(mp + "/f")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Write(data); err != nil {
+		t.Fatalf("write into the write-back cache: %v", err)
+	}
+	if err := f.Close(); !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("close(2) with a full tmpfs below: %v, want ENOSPC", err)
+	}
+
+	if err := os.Remove(dir + "/fill"); err != nil {
+		t.Fatal(err)
+	}
+	f, err = os.Create(mp + "/g")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Write(data); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(dir + "/g"); string(b) == string(data) {
+		t.Fatal("the data reached the tmpfs before close(2): the cache is not holding it back")
+	}
+	if err := f.Close(); err != nil {
+		t.Fatalf("close(2) with room below: %v", err)
+	}
+	if b, err := os.ReadFile(dir + "/g"); err != nil || string(b) != string(data) {
+		t.Fatalf("on the tmpfs right after close(2): %q %v", b, err)
+	}
 }
 
 // TestTruncateOpenFiles: O_TRUNC on a read-only open truncates (as Linux does),

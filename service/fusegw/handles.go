@@ -306,7 +306,7 @@ func (g *gateway) Write(_ <-chan struct{}, in *fuse.WriteIn, data []byte) (uint3
 }
 
 // noFlush spares the kernel the FLUSH of every close(2) when there is nothing to
-// flush (no Flusher).
+// flush (no libservices.Flusher that holds data back).
 func (g *gateway) noFlush() uint32 {
 	if g.flusher == nil {
 		return fuse.FOPEN_NOFLUSH

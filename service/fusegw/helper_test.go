@@ -191,7 +191,8 @@ func readFS(t testing.TB, fsys libservices.FS, name string) string {
 }
 
 // trackFS is memfs instrumented for the tests: it counts open handles, can hold
-// reads until released, and implements Flusher with an injectable failure.
+// reads until released, and implements libservices.Flusher with an injectable
+// failure.
 type trackFS struct {
 	*memfs.FS
 	mu       sync.Mutex
@@ -200,6 +201,7 @@ type trackFS struct {
 	entered  chan struct{} // a read signals here when it starts waiting
 	flushErr error
 	flushes  int
+	noHold   bool // HoldsBack says false: the gateway must not call Flush
 }
 
 func newTrackFS() *trackFS { return &trackFS{FS: memfs.New(memfs.Options{})} }
@@ -234,6 +236,8 @@ func (f *trackFS) ReadAt(h libservices.Handle, p []byte, off int64) (int, error)
 	}
 	return f.FS.ReadAt(h, p, off)
 }
+
+func (f *trackFS) HoldsBack() bool { return !f.noHold }
 
 func (f *trackFS) Flush(h libservices.Handle) error {
 	f.mu.Lock()

@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"bytes"
 	"os"
 	"syscall"
 	"testing"
@@ -200,4 +201,40 @@ func TestConformanceWriteBackStack(t *testing.T) {
 		t.Cleanup(func() { c.CloseFS() })
 		return c
 	})
+}
+
+// TestTruncatingOpenVsFlusher: a truncating open of a file with dirty pages, while
+// the background flusher runs, must not let old pages reach the inner FS after the
+// truncation.
+func TestTruncatingOpenVsFlusher(t *testing.T) {
+	inner := memfs.New(memfs.Options{})
+	c := New(inner, NewStore(4<<20), Options{Policy: "writeback", FlushInterval: time.Millisecond})
+	defer c.CloseFS()
+	data := bytes.Repeat([]byte("A"), 16*PageSize)
+	for i := range 300 {
+		h1, err := c.Open("f", libservices.O_RDWR|libservices.O_CREAT, 0o644)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.WriteAt(h1, data, 0); err != nil {
+			t.Fatal(err)
+		}
+		h2, err := c.Open("f", libservices.O_WRONLY|libservices.O_TRUNC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Close(h2); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Close(h1); err != nil {
+			t.Fatal(err)
+		}
+		var a libservices.Attr
+		if err := inner.Stat("f", &a); err != nil {
+			t.Fatal(err)
+		}
+		if a.Size != 0 {
+			t.Fatalf("round %d: %d bytes of old data below after a truncating open", i, a.Size)
+		}
+	}
 }

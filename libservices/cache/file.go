@@ -27,10 +27,43 @@ func (f *FS) Open(name string, flags int, mode uint32) (libservices.Handle, erro
 		// through.
 		innerFlags = flags&^(libservices.O_ACCMODE|libservices.O_APPEND) | libservices.O_RDWR
 	}
+	// A truncating open of a file whose dirty pages this cache holds runs under
+	// the file's lock, so that the flusher cannot write old pages back between the
+	// truncation below and the discard here. (A rename racing between this Stat
+	// and the open can still name another file; that one is then unprotected.)
+	var locked *inode
+	if flags&libservices.O_TRUNC != 0 {
+		var a libservices.Attr
+		if f.inner.Stat(name, &a) == nil && a.IsRegular() {
+			f.inodesMu.Lock()
+			locked = f.inodes[a.Ino]
+			if locked != nil {
+				locked.refs++ // keeps it in the table while we wait for its lock
+			}
+			f.inodesMu.Unlock()
+		}
+	}
+	if locked != nil {
+		locked.mu.Lock()
+	}
 	ih, err := f.inner.Open(name, innerFlags, mode)
 	if err == syscall.EACCES && innerFlags != flags {
 		direct = true
 		ih, err = f.inner.Open(name, flags, mode)
+	}
+	if locked != nil {
+		if err == nil {
+			f.discardLocked(locked)
+			locked.epoch.Add(1 << 32)
+			locked.size.Store(0)
+		}
+		locked.mu.Unlock()
+		f.inodesMu.Lock()
+		locked.refs--
+		if locked.refs == 0 && f.inodes[locked.key.ino] == locked {
+			delete(f.inodes, locked.key.ino) // its last handle closed meanwhile
+		}
+		f.inodesMu.Unlock()
 	}
 	if flags&(libservices.O_CREAT|libservices.O_TRUNC) != 0 {
 		f.changed()
@@ -52,7 +85,7 @@ func (f *FS) Open(name string, flags int, mode uint32) (libservices.Handle, erro
 			in.epoch.Store(uint64(a.Ctime.Sec)<<32 ^ uint64(a.Ctime.Nsec))
 			in.size.Store(a.Size)
 			f.inodes[a.Ino] = in
-		} else if flags&libservices.O_TRUNC != 0 {
+		} else if flags&libservices.O_TRUNC != 0 && in != locked {
 			in.mu.Lock()
 			f.discardLocked(in)
 			in.epoch.Add(1 << 32)

@@ -163,15 +163,23 @@ func printPaths(out io.Writer, rep *pathperf.Report) error {
 		}
 		fmt.Fprintf(out, "pebble-put: %d puts without sync per path; store close took", rep.Settings.PebbleKeys)
 		for i, p := range paths {
-			sep := ","
-			if i == 0 {
-				sep = ""
-			}
-			fmt.Fprintf(out, "%s %s %s", sep, p, time.Duration(rep.Result(op, p).CloseNs).Round(time.Millisecond))
+			fmt.Fprintf(out, "%s %s %s", listSep(i), p, time.Duration(rep.Result(op, p).CloseNs).Round(time.Millisecond))
+		}
+		fmt.Fprint(out, "; write stalls")
+		for i, p := range paths {
+			r := rep.Result(op, p)
+			fmt.Fprintf(out, "%s %s %d (%s)", listSep(i), p, r.Stalls, time.Duration(r.StallNs).Round(time.Millisecond))
 		}
 		fmt.Fprintln(out, ".")
 	}
 	return nil
+}
+
+func listSep(i int) string {
+	if i == 0 {
+		return ""
+	}
+	return ","
 }
 
 // fmtNs prints a latency with three significant digits.

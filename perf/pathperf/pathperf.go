@@ -126,6 +126,11 @@ type Result struct {
 	// CloseNs is, for pebble-put, how long closing the store took after the puts
 	// (not part of OpsPerSec).
 	CloseNs int64 `json:"close_ns,omitempty"`
+	// Stalls and StallNs are, for pebble-put, how often and how long Pebble held
+	// the puts back because its flushes and compactions (writes through the same
+	// path) fell behind.
+	Stalls  int64 `json:"stalls,omitempty"`
+	StallNs int64 `json:"stall_ns,omitempty"`
 }
 
 // Ratio compares the paths for one operation. Latency ratios are the other path's

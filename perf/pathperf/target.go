@@ -192,6 +192,20 @@ func (*pebbleLogger) Fatalf(format string, args ...any) {
 	panic("pathperf: pebble: " + fmt.Sprintf(format, args...)) // Fatalf must not return
 }
 
+// stallClock adds up Pebble's write stalls (puts held back because flushes or
+// compactions fall behind), which tell a slow disk path from a slow put path.
+// Pebble reports them one at a time, under its own mutex.
+type stallClock struct {
+	since    atomic.Int64 // start of the current stall, unix ns
+	n, total atomic.Int64
+}
+
+func (c *stallClock) begin(pebble.WriteStallBeginInfo) { c.since.Store(time.Now().UnixNano()) }
+func (c *stallClock) end() {
+	c.n.Add(1)
+	c.total.Add(time.Now().UnixNano() - c.since.Load())
+}
+
 // measurePebble times keys puts of random keys without sync into a fresh store on
 // t's path, then closes and removes the store. Keys and values are made before
 // timing, the same on every path for one seed.
@@ -205,7 +219,9 @@ func measurePebble(t *target, keys int, seed uint64) (Result, error) {
 		return Result{}, err
 	}
 	log := &pebbleLogger{}
-	db, err := pebble.Open(t.db, &pebble.Options{FS: t.fs.pebbleFS(), Logger: log})
+	var stalls stallClock
+	db, err := pebble.Open(t.db, &pebble.Options{FS: t.fs.pebbleFS(), Logger: log,
+		EventListener: &pebble.EventListener{WriteStallBegin: stalls.begin, WriteStallEnd: stalls.end}})
 	if err != nil {
 		return Result{}, err
 	}
@@ -228,6 +244,7 @@ func measurePebble(t *target, keys int, seed uint64) (Result, error) {
 	}
 	r := resultOf(h, keys, elapsed)
 	r.CloseNs = int64(time.Since(t0))
+	r.Stalls, r.StallNs = stalls.n.Load(), stalls.total.Load()
 	if e := log.first.Load(); e != nil {
 		return Result{}, fmt.Errorf("pebble reported an error: %s", *e)
 	}

@@ -6,7 +6,9 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"os/signal"
 	"strings"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -51,7 +53,11 @@ fuse/direct and kernel/direct (above 1: the direct path is faster). Needs FUSE
 			if err != nil {
 				return err
 			}
-			rep, err := pathperf.Run(pathperf.Options{Dir: dir, Paths: paths, Ops: ops, Duration: dur,
+			// Interrupted, the run stops and cleans up (service, mount, directory)
+			// instead of dying with them in place.
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			rep, err := pathperf.Run(pathperf.Options{Dir: dir, Paths: paths, Ops: ops, Duration: dur, Cancel: ctx.Done(),
 				Iterations: iterations, PebbleKeys: keys, Seed: uint64(time.Now().UnixNano()),
 				ServiceCommand: func(cfg string) *exec.Cmd {
 					args := []string{"--log-level", logLevel, "--log-format", logFormat, "service", "--config", cfg}

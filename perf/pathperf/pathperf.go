@@ -111,6 +111,22 @@ type Options struct {
 	// starts it, SIGTERMs it at the end and expects exit status 0. Required unless
 	// only the kernel path is measured.
 	ServiceCommand func(configPath string) *exec.Cmd
+	// Cancel, when closed, stops the run at the next check (every few dozen
+	// operations): Run then tears down as after any error and returns
+	// ErrCanceled.
+	Cancel <-chan struct{}
+}
+
+// ErrCanceled is returned by Run when Options.Cancel was closed.
+var ErrCanceled = errors.New("pathperf: canceled")
+
+func (o *Options) canceled() bool {
+	select {
+	case <-o.Cancel:
+		return true
+	default:
+		return false
+	}
 }
 
 // Result is one operation on one path.
@@ -381,9 +397,12 @@ func Run(opts Options) (rep *Report, err error) {
 			var r Result
 			var err error
 			if op == OpPebblePut {
-				r, err = measurePebble(targets[p], opts.PebbleKeys, opts.Seed)
+				r, err = measurePebble(targets[p], &opts)
 			} else {
 				r, err = measure(targets[p], op, &opts, buf)
+			}
+			if err == ErrCanceled {
+				return nil, err
 			}
 			if err != nil {
 				return nil, fmt.Errorf("pathperf: %s on the %s path: %w", op, p, err)
@@ -501,6 +520,9 @@ func measure(t *target, op string, opts *Options, buf []byte) (Result, error) {
 		n++
 		if n >= opts.Iterations && t1.After(deadline) {
 			break
+		}
+		if n&63 == 0 && opts.canceled() {
+			return Result{}, ErrCanceled
 		}
 	}
 	return resultOf(h, n, time.Since(start)), nil

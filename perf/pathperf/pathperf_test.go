@@ -319,6 +319,34 @@ func TestServiceKilledMidRun(t *testing.T) {
 	svcs.gone(t, dir, false)
 }
 
+// TestCancel: a canceled run stops the service in order (exit 0) and cleans up.
+func TestCancel(t *testing.T) {
+	testenv.Root(t)
+	testenv.FUSE(t)
+	dir := t.TempDir()
+	svcs := &services{role: "service"}
+	cancel := make(chan struct{})
+	go func() {
+		for range 2000 {
+			mps, _ := mountPoints()
+			for _, mp := range mps {
+				if strings.HasPrefix(mp, dir+"/") {
+					time.Sleep(200 * time.Millisecond)
+					close(cancel)
+					return
+				}
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		close(cancel)
+	}()
+	_, err := Run(Options{Dir: dir, Duration: time.Minute, ServiceCommand: svcs.command, Cancel: cancel})
+	if !errors.Is(err, ErrCanceled) {
+		t.Fatalf("Run: %v, want ErrCanceled", err)
+	}
+	svcs.gone(t, dir, true)
+}
+
 func TestUnescapeMountinfo(t *testing.T) {
 	for in, want := range map[string]string{
 		`/mnt/a\040b`:  "/mnt/a b",

@@ -73,9 +73,10 @@ func startService(command func(string) *exec.Cmd, cfgPath, mountpoint string) (*
 		cmd.Stderr = s.out
 	}
 	if cmd.SysProcAttr == nil {
-		// If this process dies without stopping the service, the kernel stops it
-		// (gracefully: it unmounts).
-		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
+		// Its own process group keeps a terminal's ^C away from the service: the
+		// run is canceled and stops it in order. If this process dies without
+		// stopping it, the kernel does (gracefully: it unmounts).
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
 	}
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {

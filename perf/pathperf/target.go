@@ -209,8 +209,9 @@ func (c *stallClock) end() {
 // measurePebble times keys puts of random keys without sync into a fresh store on
 // t's path, then closes and removes the store. Keys and values are made before
 // timing, the same on every path for one seed.
-func measurePebble(t *target, keys int, seed uint64) (Result, error) {
-	rng := rand.New(rand.NewPCG(seed, 2))
+func measurePebble(t *target, opts *Options) (Result, error) {
+	keys := opts.PebbleKeys
+	rng := rand.New(rand.NewPCG(opts.Seed, 2))
 	kb := make([]byte, keys*pebbleKeySize)
 	fill(rng, kb)
 	vb := make([]byte, 64<<10)
@@ -236,6 +237,10 @@ func measurePebble(t *target, keys int, seed uint64) (Result, error) {
 			return Result{}, err
 		}
 		record(h, time.Since(t0))
+		if i&1023 == 0 && opts.canceled() {
+			_ = db.Close()
+			return Result{}, ErrCanceled
+		}
 	}
 	elapsed := time.Since(start)
 	t0 := time.Now()

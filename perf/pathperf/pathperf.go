@@ -119,6 +119,8 @@ const (
 	maxLatency = time.Minute
 	// maxWarm bounds the untimed operations made before each measurement.
 	maxWarm = 1000
+	// maxSocketPath is sizeof(sockaddr_un.sun_path), the terminating NUL included.
+	maxSocketPath = 108
 )
 
 // Defaults of Options.
@@ -357,8 +359,11 @@ func Run(opts Options) (rep *Report, err error) {
 		// Never remove through a mount that is still there: that would delete the
 		// instance's files through the service, or fail on a dead mount.
 		if m, merr := isMounted(mnt); merr != nil || m {
-			err = errors.Join(err, fmt.Errorf("pathperf: %s left in place: %s is still mounted (%v)", work, mnt, merr))
-			rep = nil
+			why := "it is still mounted"
+			if merr != nil {
+				why = "its mount state is unknown: " + merr.Error()
+			}
+			rep, err = nil, errors.Join(err, fmt.Errorf("pathperf: %s left in place: %s", work, why))
 			return
 		}
 		if rerr := os.RemoveAll(work); rerr != nil && err == nil {
@@ -378,6 +383,9 @@ func Run(opts Options) (rep *Report, err error) {
 
 	targets := map[string]*target{}
 	sock := filepath.Join(work, "service.sock")
+	if len(sock) >= maxSocketPath && opts.needService() {
+		return nil, fmt.Errorf("pathperf: the service socket %s would be longer than a Unix socket path may be (%d bytes): choose a shorter directory", sock, maxSocketPath-1)
+	}
 	if opts.needService() {
 		fuse := ""
 		if opts.wants(PathFUSE) {

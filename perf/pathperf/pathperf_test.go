@@ -230,6 +230,7 @@ func TestBadOptions(t *testing.T) {
 		{Options{PebbleKeys: -5, ServiceCommand: svcs.command}, "pebble keys -5 is negative"},
 		{Options{Paths: []string{"direct"}}, "ServiceCommand is required"},
 		{Options{Dir: "/nonexistent/dir", Paths: []string{"kernel"}}, "work directory"},
+		{Options{Dir: longDir(t), Paths: []string{"direct"}, ServiceCommand: svcs.command}, "longer than a Unix socket path"},
 	} {
 		_, err := Run(c.opts)
 		if err == nil || !strings.Contains(err.Error(), c.want) {
@@ -239,6 +240,14 @@ func TestBadOptions(t *testing.T) {
 	if len(svcs.cmds) != 0 {
 		t.Fatalf("bad options started %d services", len(svcs.cmds))
 	}
+}
+
+func longDir(t *testing.T) string {
+	d := t.TempDir() + "/" + strings.Repeat("d", 100)
+	if err := os.Mkdir(d, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return d
 }
 
 func TestNoFUSE(t *testing.T) {

@@ -24,6 +24,16 @@ type demoStep struct {
 // couple of minutes on a 2-core machine.
 var demoSteps = []demoStep{
 	{
+		title: "the main job: stat, 4 KiB reads and writes, open, create, Pebble puts through the kernel, FUSE and the direct path of one service",
+		args: func(dir string, short bool) []string {
+			d, keys := "1s", "100000"
+			if short {
+				d, keys = "200ms", "20000"
+			}
+			return []string{"perf", "paths", "--dir", dir, "--duration", d, "--pebble-keys", keys}
+		},
+	},
+	{
 		title: "direct-path transport: RCQB over shared memory vs Unix socket and pipe",
 		args: func(dir string, short bool) []string {
 			if short {

@@ -9,6 +9,10 @@ import (
 // and flags it accepts, so that the demo cannot drift from the commands it runs.
 // The steps themselves are tested in their own packages; `make demo` runs them all.
 func TestDemoStepsParse(t *testing.T) {
+	// The main job comes first: the same operations through the three paths.
+	if args := demoSteps[0].args(t.TempDir(), false); len(args) < 2 || args[0] != "perf" || args[1] != "paths" {
+		t.Fatalf("first demo step is %q, want perf paths", strings.Join(args, " "))
+	}
 	for _, short := range []bool{false, true} {
 		for _, s := range demoSteps {
 			args := s.args(t.TempDir(), short)

@@ -2,6 +2,8 @@ package main
 
 import (
 	"fmt"
+	"os"
+	"runtime/pprof"
 
 	"github.com/spf13/cobra"
 
@@ -12,8 +14,9 @@ func init() { register(newServiceCmd) }
 
 func newServiceCmd() *cobra.Command {
 	var (
-		config string
-		socket string
+		config     string
+		socket     string
+		cpuprofile string
 	)
 	cmd := &cobra.Command{
 		Use:   "service --config FILE",
@@ -52,6 +55,22 @@ Example configuration:
 			if socket != "" {
 				cfg.Socket = socket
 			}
+			if cpuprofile != "" {
+				// Written at shutdown, so that a measurement (perf paths) can see
+				// where the service spends its time; --cpuprofile is hidden.
+				f, err := os.Create(cpuprofile)
+				if err != nil {
+					return err
+				}
+				if err := pprof.StartCPUProfile(f); err != nil {
+					f.Close()
+					return err
+				}
+				defer func() {
+					pprof.StopCPUProfile()
+					f.Close()
+				}()
+			}
 			return service.Run(*cfg, log, func(s *service.Service) {
 				fmt.Fprintf(cmd.OutOrStdout(), "polytropon service ready on %s\n", s.Socket())
 			})
@@ -59,5 +78,7 @@ Example configuration:
 	}
 	cmd.Flags().StringVar(&config, "config", "", "service configuration (YAML)")
 	cmd.Flags().StringVar(&socket, "socket", "", "override the configuration's socket")
+	cmd.Flags().StringVar(&cpuprofile, "cpuprofile", "", "write a CPU profile of the service to this file at shutdown")
+	_ = cmd.Flags().MarkHidden("cpuprofile")
 	return cmd
 }

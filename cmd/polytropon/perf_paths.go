@@ -1,0 +1,214 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/polytropon/polytropon/perf/pathperf"
+)
+
+func init() { registerUnder("perf", newPerfPathsCmd) }
+
+func newPerfPathsCmd() *cobra.Command {
+	var (
+		paths, ops []string
+		dur        time.Duration
+		iterations int
+		keys       int
+		dir        string
+		asJSON     bool
+		svcProfile string
+	)
+	cmd := &cobra.Command{
+		Use:   "paths",
+		Short: "The same file operations through the kernel, the FUSE path and the direct path of one service",
+		Long: `Starts a filesystem service (this binary's "service" command) with the default
+stack, a write-back cache over a union of two passthrough branches in a temporary
+directory, mounts its instance with FUSE, and makes the same operations, caches
+warm, through three paths:
+
+  kernel  system calls on the upper branch's backing directory (no polytropon)
+  fuse    the same system calls on the service's FUSE mount
+  direct  fslib over shared memory to the service
+
+Operations: stat, read4k (4 KiB pread at random offsets of a 4 MiB file),
+write4k (4 KiB pwrite), open-close, create-unlink, pebble-put (random-key puts
+without sync into a fresh Pebble store: Pebble's default vfs for kernel and fuse,
+fslib/pebblevfs for direct). Prints p50 and p99 per path and the p50 ratios
+fuse/direct and kernel/direct (above 1: the direct path is faster). Needs FUSE
+(root, or fusermount3) for the fuse path.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			exe, err := os.Executable()
+			if err != nil {
+				return err
+			}
+			// Interrupted, the run stops and cleans up (service, mount, directory)
+			// instead of dying with them in place.
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			rep, err := pathperf.Run(pathperf.Options{Dir: dir, Paths: paths, Ops: ops, Duration: dur, Cancel: ctx.Done(),
+				Iterations: iterations, PebbleKeys: keys, Seed: uint64(time.Now().UnixNano()),
+				ServiceCommand: func(cfg string) *exec.Cmd {
+					args := []string{"--log-level", logLevel, "--log-format", logFormat, "service", "--config", cfg}
+					if svcProfile != "" {
+						args = append(args, "--cpuprofile", svcProfile)
+					}
+					return exec.Command(exe, args...)
+				}})
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				enc := json.NewEncoder(cmd.OutOrStdout())
+				enc.SetIndent("", "  ")
+				return enc.Encode(rep)
+			}
+			return printPaths(cmd.OutOrStdout(), rep)
+		},
+	}
+	cmd.Flags().StringSliceVar(&paths, "paths", nil, "paths to measure: "+strings.Join(pathperf.Paths, ",")+" (default all)")
+	cmd.Flags().StringSliceVar(&ops, "ops", nil, "operations: "+strings.Join(pathperf.Ops, ",")+" (default all)")
+	cmd.Flags().DurationVar(&dur, "duration", 2*time.Second, "time per operation and path")
+	cmd.Flags().IntVar(&iterations, "iterations", pathperf.DefaultIterations, "at least this many operations per operation and path")
+	cmd.Flags().IntVar(&keys, "pebble-keys", pathperf.DefaultPebbleKeys, "puts of pebble-put")
+	cmd.Flags().StringVar(&dir, "dir", "", "where the temporary directory (backing directory, mountpoint, socket) is made (default $TMPDIR or /tmp)")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the whole report as JSON")
+	cmd.Flags().StringVar(&svcProfile, "service-cpuprofile", "", "have the service write a CPU profile to this file")
+	_ = cmd.Flags().MarkHidden("service-cpuprofile")
+	return cmd
+}
+
+func printPaths(out io.Writer, rep *pathperf.Report) error {
+	m := rep.Machine
+	fmt.Fprintf(out, "%s, %d cores, %s, %s, backing %s, %s\n\n", m.CPU, m.Cores, m.Kernel, m.Go, m.Backing, m.Date)
+	paths := rep.Settings.Paths
+	direct := rep.Ratio(rep.Settings.Ops[0]) != nil
+	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprint(tw, "op\t")
+	for _, p := range paths {
+		fmt.Fprintf(tw, "%s p50\tp99\t", p)
+	}
+	if direct {
+		for _, p := range paths {
+			if p != pathperf.PathDirect {
+				fmt.Fprintf(tw, "%s/direct\t", p)
+			}
+		}
+	}
+	fmt.Fprintln(tw)
+	for _, op := range rep.Settings.Ops {
+		fmt.Fprintf(tw, "%s\t", op)
+		for _, p := range paths {
+			r := rep.Result(op, p)
+			fmt.Fprintf(tw, "%s\t%s\t", fmtNs(float64(r.P50Ns)), fmtNs(float64(r.P99Ns)))
+		}
+		if q := rep.Ratio(op); q != nil {
+			for _, p := range paths {
+				switch p {
+				case pathperf.PathKernel:
+					fmt.Fprintf(tw, "%.2fx\t", q.KernelOverDirectP50)
+				case pathperf.PathFUSE:
+					fmt.Fprintf(tw, "%.2fx\t", q.FUSEOverDirectP50)
+				}
+			}
+		}
+		fmt.Fprintln(tw)
+	}
+	fmt.Fprintln(tw)
+	fmt.Fprint(tw, "op\t")
+	for _, p := range paths {
+		fmt.Fprintf(tw, "%s ops/s\tp99.9\t", p)
+	}
+	if direct {
+		for _, p := range paths {
+			if p != pathperf.PathDirect {
+				fmt.Fprintf(tw, "direct/%s\t", p)
+			}
+		}
+	}
+	fmt.Fprintln(tw)
+	for _, op := range rep.Settings.Ops {
+		fmt.Fprintf(tw, "%s\t", op)
+		for _, p := range paths {
+			r := rep.Result(op, p)
+			fmt.Fprintf(tw, "%.0f\t%s\t", r.OpsPerSec, fmtNs(float64(r.P999Ns)))
+		}
+		if q := rep.Ratio(op); q != nil {
+			for _, p := range paths {
+				switch p {
+				case pathperf.PathKernel:
+					fmt.Fprintf(tw, "%.2fx\t", q.DirectOverKernelOpsPerSec)
+				case pathperf.PathFUSE:
+					fmt.Fprintf(tw, "%.2fx\t", q.DirectOverFUSEOpsPerSec)
+				}
+			}
+		}
+		fmt.Fprintln(tw)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	fmt.Fprintln(out)
+	if direct {
+		fmt.Fprintln(out, "latency ratios: other path's p50 / direct p50; throughput ratios: direct ops/s / other's; above 1: direct is faster.")
+	}
+	for _, op := range rep.Settings.Ops {
+		if op != pathperf.OpPebblePut {
+			continue
+		}
+		fmt.Fprintf(out, "pebble-put: %d puts without sync per path; store close took", rep.Settings.PebbleKeys)
+		for i, p := range paths {
+			fmt.Fprintf(out, "%s %s %s", listSep(i), p, time.Duration(rep.Result(op, p).CloseNs).Round(time.Millisecond))
+		}
+		fmt.Fprint(out, "; write stalls")
+		for i, p := range paths {
+			r := rep.Result(op, p)
+			fmt.Fprintf(out, "%s %s %d (%s)", listSep(i), p, r.Stalls, time.Duration(r.StallNs).Round(time.Millisecond))
+		}
+		fmt.Fprintln(out, ".")
+	}
+	return nil
+}
+
+func listSep(i int) string {
+	if i == 0 {
+		return ""
+	}
+	return ","
+}
+
+// fmtNs prints a latency with three significant digits.
+func fmtNs(ns float64) string {
+	switch {
+	case ns < 1e3:
+		return fmt.Sprintf("%.0fns", ns)
+	case ns < 1e6:
+		return sig3(ns/1e3) + "µs"
+	case ns < 1e9:
+		return sig3(ns/1e6) + "ms"
+	default:
+		return sig3(ns/1e9) + "s"
+	}
+}
+
+func sig3(v float64) string {
+	switch {
+	case v < 10:
+		return fmt.Sprintf("%.2f", v)
+	case v < 100:
+		return fmt.Sprintf("%.1f", v)
+	default:
+		return fmt.Sprintf("%.0f", v)
+	}
+}

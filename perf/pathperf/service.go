@@ -1,0 +1,244 @@
+package pathperf
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+const (
+	// readyTimeout bounds the service's start: building the stack and mounting.
+	readyTimeout = 30 * time.Second
+	// stopTimeout bounds its graceful stop after SIGTERM, which may wait up to 10 s
+	// for the kernel to release the FUSE mount and then flushes the write-back cache.
+	stopTimeout = 30 * time.Second
+	// tailSize is how much of the service's output is kept for error messages.
+	tailSize = 16 << 10
+)
+
+// serviceProc is the filesystem service child of a Run.
+type serviceProc struct {
+	cmd        *exec.Cmd
+	out        *tailBuffer
+	mountpoint string        // "" when the run mounts nothing
+	exited     chan struct{} // closed once Wait returned; waitErr is set then
+	waitErr    error
+}
+
+// tailBuffer keeps the last tailSize bytes written to it.
+type tailBuffer struct {
+	mu  sync.Mutex
+	buf []byte
+}
+
+func (b *tailBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.buf = append(b.buf, p...)
+	if over := len(b.buf) - tailSize; over > 0 {
+		b.buf = append(b.buf[:0], b.buf[over:]...)
+	}
+	return len(p), nil
+}
+
+func (b *tailBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	s := strings.TrimSpace(string(b.buf))
+	if s == "" {
+		return "(no output)"
+	}
+	return s
+}
+
+// startService runs the command and waits for its "ready" line. On error the
+// process is gone and no mount is left.
+func startService(command func(string) *exec.Cmd, cfgPath, mountpoint string) (*serviceProc, error) {
+	cmd := command(cfgPath)
+	if cmd == nil {
+		return nil, errors.New("pathperf: Options.ServiceCommand returned no command")
+	}
+	s := &serviceProc{cmd: cmd, out: &tailBuffer{}, mountpoint: mountpoint, exited: make(chan struct{})}
+	if cmd.Stderr == nil {
+		cmd.Stderr = s.out
+	}
+	if cmd.SysProcAttr == nil {
+		// Its own process group keeps a terminal's ^C away from the service: the
+		// run is canceled and stops it in order. If this process dies without
+		// stopping it, the kernel does (gracefully: it unmounts).
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, fmt.Errorf("pathperf: service command: %w", err)
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("pathperf: starting the service (%s): %w", cmd.Path, err)
+	}
+	ready := make(chan struct{})
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		said := false
+		for sc.Scan() {
+			line := sc.Text()
+			fmt.Fprintln(s.out, line)
+			if !said && isReady(line) {
+				said = true
+				close(ready)
+			}
+		}
+		// Wait only once the pipe is drained (os/exec's rule).
+		s.waitErr = cmd.Wait()
+		close(s.exited)
+	}()
+	select {
+	case <-ready:
+		return s, nil
+	case <-s.exited:
+		err = fmt.Errorf("pathperf: the service exited before it was ready (%v); its output:\n%s", s.waitErr, s.out)
+	case <-time.After(readyTimeout):
+		_ = cmd.Process.Kill()
+		<-s.exited
+		err = fmt.Errorf("pathperf: the service was not ready after %v and was killed; its output:\n%s", readyTimeout, s.out)
+	}
+	return nil, errors.Join(err, s.unmount())
+}
+
+func isReady(line string) bool {
+	for _, w := range strings.Fields(line) {
+		if w == "ready" {
+			return true
+		}
+	}
+	return false
+}
+
+// stop SIGTERMs the service and waits for exit status 0, SIGKILLs it if it does
+// not stop in time, then makes sure its mount is gone. It returns what went wrong.
+func (s *serviceProc) stop() error {
+	var errs []error
+	select {
+	case <-s.exited:
+		errs = append(errs, s.exitError(false))
+	default:
+		_ = s.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-s.exited:
+			errs = append(errs, s.exitError(true))
+		case <-time.After(stopTimeout):
+			_ = s.cmd.Process.Kill()
+			<-s.exited
+			errs = append(errs, fmt.Errorf("pathperf: the service did not stop within %v of SIGTERM and was killed; its output:\n%s", stopTimeout, s.out))
+		}
+	}
+	return errors.Join(append(errs, s.unmount())...)
+}
+
+// exitError describes the service's exit; terminated says Run sent it SIGTERM. A
+// death by another signal is a death during the run even if the SIGTERM was sent
+// (the process may have been gone already when it was).
+func (s *serviceProc) exitError(terminated bool) error {
+	if terminated && s.waitErr == nil {
+		return nil
+	}
+	ws, _ := s.cmd.ProcessState.Sys().(syscall.WaitStatus)
+	if terminated && !(ws.Signaled() && ws.Signal() != syscall.SIGTERM) {
+		return fmt.Errorf("pathperf: the service did not stop cleanly on SIGTERM (%v); its output:\n%s", s.waitErr, s.out)
+	}
+	return fmt.Errorf("pathperf: the service died during the run (%v); its output:\n%s", s.cmd.ProcessState, s.out)
+}
+
+// unmount makes sure the exited service's mount is gone. A mount found left is an
+// error even when it could be detached: the service should have unmounted it.
+func (s *serviceProc) unmount() error {
+	var errs []error
+	if s.mountpoint != "" {
+		mounted, err := isMounted(s.mountpoint)
+		if err != nil {
+			errs = append(errs, err)
+		} else if mounted {
+			if err := detach(s.mountpoint); err != nil {
+				errs = append(errs, fmt.Errorf("pathperf: the service left %s mounted and it could not be detached: %w", s.mountpoint, err))
+			} else {
+				errs = append(errs, fmt.Errorf("pathperf: the service exited but left %s mounted (detached now)", s.mountpoint))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// detach lazily unmounts a FUSE mount whose server is gone: umount2 as root,
+// fusermount3 otherwise.
+func detach(mountpoint string) error {
+	err := unix.Unmount(mountpoint, unix.MNT_DETACH)
+	if err == nil {
+		return nil
+	}
+	out, ferr := exec.Command("fusermount3", "-u", "-z", mountpoint).CombinedOutput()
+	if ferr != nil {
+		return fmt.Errorf("umount2: %v; fusermount3: %v %s", err, ferr, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+// isMounted reports whether mountpoint is a mount point in this process's mount
+// namespace.
+func isMounted(mountpoint string) (bool, error) {
+	mps, err := mountPoints()
+	if err != nil {
+		return false, err
+	}
+	want := filepath.Clean(mountpoint)
+	for _, mp := range mps {
+		if mp == want {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// mountPoints lists the mount points of /proc/self/mountinfo (field 5, with the
+// kernel's octal escapes of space, tab, newline and backslash undone).
+func mountPoints() ([]string, error) {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return nil, fmt.Errorf("pathperf: %w", err)
+	}
+	var out []string
+	for _, l := range strings.Split(string(b), "\n") {
+		f := strings.Fields(l)
+		if len(f) < 5 {
+			continue
+		}
+		out = append(out, unescapeMountinfo(f[4]))
+	}
+	return out, nil
+}
+
+func unescapeMountinfo(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+4 <= len(s) {
+			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(v))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}

@@ -79,6 +79,10 @@ type Config struct {
 	// SpinBudget is how many empty polls of the ring a worker makes before it sleeps
 	// on it (default 2000; 0 sleeps at once).
 	SpinBudget int
+	// SpinTime is how long, beyond SpinBudget polls, a worker keeps polling an
+	// empty ring before it sleeps (default 50 µs; negative: SpinBudget alone). A
+	// client that sends its next request within it is served without a wake-up.
+	SpinTime time.Duration
 	// RingCap is the request ring's capacity, a power of two (default 1024).
 	RingCap int
 	// MaxClients bounds connected clients (default 64, at most 65535).
@@ -118,6 +122,12 @@ func (c *Config) setDefaults() error {
 		c.SpinBudget = 2000
 	} else if c.SpinBudget < 0 {
 		c.SpinBudget = 0
+		c.SpinTime = -1 // sleep at once
+	}
+	if c.SpinTime == 0 {
+		c.SpinTime = 50 * time.Microsecond
+	} else if c.SpinTime < 0 {
+		c.SpinTime = 0
 	}
 	def(&c.RingCap, 1024)
 	def(&c.MaxClients, 64)

@@ -28,7 +28,7 @@ func (s *Service) worker(i int) {
 			s.log.Warn("ipc worker: pin to CPU", zap.Int("worker", i), zap.Int("cpu", s.cfg.CPUs[i%len(s.cfg.CPUs)]), zap.Error(err))
 		}
 	}
-	spin := s.cfg.SpinBudget
+	spin, spinTime := s.cfg.SpinBudget, s.cfg.SpinTime
 	// The worker's private descriptor copy: it goes to the Handler interface, so it
 	// would escape (one allocation per request) if it lived in serve's frame.
 	d := new(wire.Desc)
@@ -36,6 +36,14 @@ func (s *Service) worker(i int) {
 		v, ok := s.ring.TryDequeue()
 		for n := 0; !ok && n < spin; n++ {
 			v, ok = s.ring.TryDequeue()
+		}
+		if !ok && spinTime > 0 {
+			start := time.Now()
+			for !ok && time.Since(start) < spinTime {
+				for n := 0; !ok && n < 64; n++ {
+					v, ok = s.ring.TryDequeue()
+				}
+			}
 		}
 		if !ok {
 			var err error

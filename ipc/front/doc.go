@@ -10,7 +10,8 @@
 // # Waiting for an answer
 //
 // After enqueueing, a call polls the descriptor's State word for Config.SpinIters
-// iterations; then it announces that it sleeps (CAS StateSubmitted -> StateSleeping)
+// iterations and then for up to Config.SpinTime (50 µs by default: an open or a
+// create answered within it costs no futex wake on either side); then it announces that it sleeps (CAS StateSubmitted -> StateSleeping)
 // and FUTEX_WAITs on the word for at most Config.WaitSlice, so the service makes a
 // wake system call only for a client that really sleeps. After each slice that ends
 // without an answer the call polls the socket: a service that died (its socket end

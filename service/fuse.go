@@ -17,8 +17,9 @@ type fuseMount struct {
 
 // mountFUSE serves in at mountpoint; a stale mount left there by a killed service
 // is cleaned up first (fusegw.Mount does it).
-func mountFUSE(mountpoint string, in *instance, log *zap.Logger) (fuseMount, error) {
-	srv, err := fusegw.Mount(mountpoint, in.fs, fusegw.Options{Name: "polytropon:" + in.name, Logger: log})
+func mountFUSE(m FUSEMount, in *instance, log *zap.Logger) (fuseMount, error) {
+	srv, err := fusegw.Mount(m.Path, in.fs, fusegw.Options{Name: "polytropon:" + in.name, Logger: log,
+		AttrTimeout: m.AttrTimeout, EntryTimeout: m.EntryTimeout, DirectIO: m.DirectIO, AllowOther: m.AllowOther})
 	if err != nil {
 		return fuseMount{}, err
 	}

@@ -52,6 +52,38 @@ func TestConformanceFUSEService(t *testing.T) {
 	}
 }
 
+// TestConformanceFUSEUncached: a second mountpoint from fuse_mounts with the
+// kernel's caches off (timeouts and page cache), parsed from YAML.
+func TestConformanceFUSEUncached(t *testing.T) {
+	testenv.FUSE(t)
+	fstest.Run(t, func(t *testing.T) libservices.FS {
+		dir := t.TempDir()
+		cfg, err := service.ParseConfig([]byte(fmt.Sprintf(`
+socket: %[1]s/s.sock
+spin: 0
+filesystems:
+  - name: m
+    fuse: %[1]s/cached
+    fuse_mounts:
+      - {path: %[1]s/uncached, attr_timeout: -1s, entry_timeout: -1s, direct_io: true}
+    stack: [{memfs: {}}]
+`, dir)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, d := range []string{"cached", "uncached"} {
+			if err := os.Mkdir(filepath.Join(dir, d), 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}
+		s := start(t, *cfg)
+		if fs := s.Status().Filesystems[0].FUSE; len(fs) != 2 {
+			t.Fatalf("status lists mountpoints %v", fs)
+		}
+		return overMount(t, filepath.Join(dir, "uncached"))
+	})
+}
+
 // TestConformanceFUSEOverDirect is what `polytropon mount` does: a FUSE gateway in
 // the client's process over the direct path to the service.
 func TestConformanceFUSEOverDirect(t *testing.T) {

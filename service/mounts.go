@@ -15,7 +15,7 @@ type instance struct {
 	name   string
 	prefix string // clean, absolute, no trailing slash except "/" itself
 	fs     libservices.FS
-	fuse   string // FUSE mountpoint, "" when not mounted
+	fuse   []string // FUSE mountpoints
 
 	locks lockTable
 	open  atomic.Int64 // objects clients hold on this instance

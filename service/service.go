@@ -56,8 +56,36 @@ type FilesystemConfig struct {
 	libservices.FilesystemConfig `yaml:",inline"`
 	// Mount is the instance's prefix in the service namespace (default "/NAME").
 	Mount string `yaml:"mount"`
-	// FUSE, when set, mounts the instance there for unmodified programs.
+	// FUSE, when set, mounts the instance there for unmodified programs, with the
+	// gateway's default kernel caching (names and attributes 1 s, page cache kept
+	// while the file is unchanged).
 	FUSE string `yaml:"fuse"`
+	// FUSEMounts are further mountpoints of the instance, each with its own kernel
+	// caching (e.g. one with caching off for programs that share files with fslib
+	// clients and must see their writes at once).
+	FUSEMounts []FUSEMount `yaml:"fuse_mounts"`
+}
+
+// FUSEMount is one FUSE mountpoint of an instance.
+type FUSEMount struct {
+	Path string `yaml:"path"`
+	// AttrTimeout and EntryTimeout: how long the kernel caches attributes and
+	// names (0: 1 s; negative: not at all).
+	AttrTimeout  time.Duration `yaml:"attr_timeout"`
+	EntryTimeout time.Duration `yaml:"entry_timeout"`
+	// DirectIO bypasses the kernel's page cache: every read and write is a request.
+	DirectIO bool `yaml:"direct_io"`
+	// AllowOther lets other users in (permission bits still apply).
+	AllowOther bool `yaml:"allow_other"`
+}
+
+// mounts returns every FUSE mountpoint of f, the shorthand first.
+func (f *FilesystemConfig) mounts() []FUSEMount {
+	var ms []FUSEMount
+	if f.FUSE != "" {
+		ms = append(ms, FUSEMount{Path: f.FUSE})
+	}
+	return append(ms, f.FUSEMounts...)
 }
 
 // ParseConfig decodes a service configuration, rejecting unknown keys, and checks
@@ -114,11 +142,20 @@ func (c *Config) Validate() error {
 			return &libservices.ConfigError{Key: key + ".mount", Msg: err.Error()}
 		}
 		f.Mount = p
-		if f.FUSE != "" {
-			if other, dup := fuse[f.FUSE]; dup {
-				return &libservices.ConfigError{Key: key + ".fuse", Msg: fmt.Sprintf("%s is also %s's mountpoint", f.FUSE, other)}
+		for j, m := range f.mounts() {
+			k := key + ".fuse"
+			if f.FUSE == "" {
+				k = fmt.Sprintf("%s.fuse_mounts[%d].path", key, j)
+			} else if j > 0 {
+				k = fmt.Sprintf("%s.fuse_mounts[%d].path", key, j-1)
 			}
-			fuse[f.FUSE] = f.Name
+			if m.Path == "" {
+				return &libservices.ConfigError{Key: k, Msg: "required"}
+			}
+			if other, dup := fuse[m.Path]; dup {
+				return &libservices.ConfigError{Key: k, Msg: fmt.Sprintf("%s is also %s's mountpoint", m.Path, other)}
+			}
+			fuse[m.Path] = f.Name
 		}
 	}
 	return nil
@@ -168,15 +205,14 @@ func Start(cfg Config, logger *zap.Logger) (_ *Service, err error) {
 	m := newMetrics(s.insts)
 	s.h = &handler{mounts: s.mounts, log: s.log, m: m, status: s.statusJSON}
 	for i, f := range cfg.Filesystems {
-		if f.FUSE == "" {
-			continue
+		for _, m := range f.mounts() {
+			fm, err := mountFUSE(m, s.insts[i], s.log)
+			if err != nil {
+				return nil, fmt.Errorf("filesystems[%d].fuse %s: %w", i, m.Path, err)
+			}
+			s.insts[i].fuse = append(s.insts[i].fuse, m.Path)
+			s.fuse = append(s.fuse, fm)
 		}
-		fm, err := mountFUSE(f.FUSE, s.insts[i], s.log)
-		if err != nil {
-			return nil, fmt.Errorf("filesystems[%d].fuse: %w", i, err)
-		}
-		s.insts[i].fuse = f.FUSE
-		s.fuse = append(s.fuse, fm)
 	}
 	bc := back.Config{SocketPath: cfg.Socket, Handler: s.h, Workers: cfg.Workers, CPUs: cfg.CPUs,
 		MaxClients: cfg.MaxClients, DescsPerClient: cfg.Descriptors, SlotBytes: int(cfg.SlotSize),
@@ -286,11 +322,11 @@ type Status struct {
 
 // StatusFS describes one instance.
 type StatusFS struct {
-	Name  string `json:"name"`
-	Mount string `json:"mount"`
-	FUSE  string `json:"fuse,omitempty"`
-	Open  int64  `json:"open"` // handles clients hold (files, directories, locks)
-	Locks int    `json:"locks"`
+	Name  string   `json:"name"`
+	Mount string   `json:"mount"`
+	FUSE  []string `json:"fuse,omitempty"`
+	Open  int64    `json:"open"` // handles clients hold (files, directories, locks)
+	Locks int      `json:"locks"`
 }
 
 // StatusOp summarises one operation's traffic.

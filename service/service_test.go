@@ -253,6 +253,8 @@ func TestBadConfig(t *testing.T) {
 		{"socket: /tmp/x\nfilesystems: [{name: a, mount: /a/../b, stack: [{memfs: {}}]}]", "filesystems[0].mount"},
 		{"socket: /tmp/x\nmetrics: nope\nfilesystems: [{name: a, stack: [{memfs: {}}]}]", "metrics"},
 		{"socket: /tmp/x\nbogus: 1\nfilesystems: [{name: a, stack: [{memfs: {}}]}]", "bogus"},
+		{"socket: /tmp/x\nfilesystems: [{name: a, fuse: /m, fuse_mounts: [{path: /n}, {direct_io: true}], stack: [{memfs: {}}]}]", "filesystems[0].fuse_mounts[1].path"},
+		{"socket: /tmp/x\nfilesystems: [{name: a, fuse: /m, fuse_mounts: [{path: /m}], stack: [{memfs: {}}]}]", "filesystems[0].fuse_mounts[0].path"},
 	} {
 		_, err := service.ParseConfig([]byte(c.yaml))
 		if err == nil || !strings.Contains(err.Error(), c.key) {

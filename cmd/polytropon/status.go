@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"strings"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
@@ -44,7 +45,7 @@ func newStatusCmd() *cobra.Command {
 			tw := tabwriter.NewWriter(out, 2, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "\nFILESYSTEM\tMOUNT\tFUSE\tOPEN\tLOCKS")
 			for _, f := range st.Filesystems {
-				fuse := f.FUSE
+				fuse := strings.Join(f.FUSE, ",")
 				if fuse == "" {
 					fuse = "-"
 				}

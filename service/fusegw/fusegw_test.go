@@ -82,13 +82,42 @@ func TestConformanceMemfs(t *testing.T) {
 	})
 }
 
-// TestConformanceNoCache runs the suite with the kernel's entry and attribute
-// caches off, so that every path walk and stat reaches the gateway.
+// TestConformanceNoCache runs the suite with the kernel's entry, attribute and page
+// caches off, so that every path walk, stat, read and write reaches the gateway.
 func TestConformanceNoCache(t *testing.T) {
 	needFUSE(t)
 	fstest.Run(t, func(t *testing.T) libservices.FS {
-		return client(t, mountOn(t, memfs.New(memfs.Options{}), Options{EntryTimeout: -1, AttrTimeout: -1, NoReadDirPlus: true}))
+		return client(t, mountOn(t, memfs.New(memfs.Options{}), Options{EntryTimeout: -1, AttrTimeout: -1, NoReadDirPlus: true, DirectIO: true}))
 	})
+}
+
+// TestDirectIOSeesDirectWrites: with DirectIO, a file open through the mount reads
+// what the direct path wrote a moment ago, with no page cache in between.
+func TestDirectIOSeesDirectWrites(t *testing.T) {
+	needFUSE(t)
+	fsys := memfs.New(memfs.Options{})
+	mp := mountOn(t, fsys, Options{DirectIO: true}).Mountpoint()
+	if err := os.WriteFile(mp+"/f", []byte("version 1"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(mp + "/f")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	buf := make([]byte, 16)
+	if n, err := f.ReadAt(buf, 0); string(buf[:n]) != "version 1" {
+		t.Fatalf("first read: %q %v", buf[:n], err)
+	}
+	h, err := fsys.Open("f", libservices.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fsys.WriteAt(h, []byte("VERSION"), 0)
+	fsys.Close(h)
+	if n, err := f.ReadAt(buf, 0); string(buf[:n]) != "VERSION 1" {
+		t.Fatalf("read after a direct-path write: %q %v", buf[:n], err)
+	}
 }
 
 const stackYAML = `name: root

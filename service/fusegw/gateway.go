@@ -74,6 +74,7 @@ type gateway struct {
 	entryTimeout    time.Duration
 	attrTimeout     time.Duration
 	negativeTimeout time.Duration
+	directIO        bool
 
 	mu     sync.Mutex
 	nodes  map[uint64]*node // by kernel node ID
@@ -96,6 +97,7 @@ func newGateway(fsys libservices.FS, root *libservices.Attr, o *Options, log *za
 		entryTimeout:    timeout(o.EntryTimeout, DefaultEntryTimeout),
 		attrTimeout:     timeout(o.AttrTimeout, DefaultAttrTimeout),
 		negativeTimeout: timeout(o.NegativeTimeout, 0),
+		directIO:        o.DirectIO,
 		nodes:           map[uint64]*node{},
 		byIno:           map[uint64]*node{},
 		nextID:          fuse.FUSE_ROOT_ID + 1,

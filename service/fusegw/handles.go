@@ -154,6 +154,9 @@ func (g *gateway) shutdown() {
 // back, and the kernel's attributes (its size, which bounds reads) are
 // invalidated before the open returns.
 func (g *gateway) opened(n *node, a *libservices.Attr) uint32 {
+	if g.directIO {
+		return fuse.FOPEN_DIRECT_IO // no pages to keep or to invalidate
+	}
 	s := stampOf(a)
 	old := time.Since(time.Unix(a.Ctime.Sec, a.Ctime.Nsec)) > keepCacheAge
 	g.mu.Lock()
@@ -243,6 +246,9 @@ func (g *gateway) Create(_ <-chan struct{}, in *fuse.CreateIn, name string, out 
 	g.entryOut(n, &a, &out.EntryOut)
 	out.Fh = fh
 	out.OpenFlags = g.noFlush()
+	if g.directIO {
+		out.OpenFlags |= fuse.FOPEN_DIRECT_IO
+	}
 	return fuse.OK
 }
 

@@ -58,6 +58,11 @@ type Options struct {
 	// up (READDIR instead of READDIRPLUS): cheaper for plain listings of large
 	// directories over a slow FS, dearer for ls -l.
 	NoReadDirPlus bool
+	// DirectIO makes every open file bypass the kernel's page cache (FOPEN_DIRECT_IO):
+	// each read(2) and write(2) is a request to the gateway. For data that changes
+	// through the direct path while programs read it here, and for measuring the
+	// FUSE round trip itself rather than the page cache in front of it.
+	DirectIO bool
 	// MaxWrite is the largest READ or WRITE request in bytes: DefaultMaxWrite if 0,
 	// at least 4 KiB, at most what the kernel allows (fs.fuse.max_pages_limit).
 	MaxWrite int

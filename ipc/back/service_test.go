@@ -537,19 +537,65 @@ func TestPinnedWorkers(t *testing.T) {
 		t.Fatal(err)
 	}
 	cpu := -1
-	for i := 0; i < 1024 && cpu < 0; i++ {
+	for i := 0; i < 1024; i++ {
 		if set.IsSet(i) {
-			cpu = i
+			cpu = i // the last one: on a machine with several, not every thread's mask
 		}
 	}
 	if cpu < 0 {
 		t.Fatal("no CPU in this process's affinity mask")
 	}
+	before, beforeNotMain := pinnedThreads(t, cpu, true), pinnedThreads(t, cpu, false)
 	s, _ := startService(t, Config{Workers: 2, CPUs: []int{cpu}})
 	c := dial(t, s)
 	if err := clientRounds(c, 5, 3, nil); err != nil {
 		t.Fatal(err)
 	}
+	if set.Count() > 1 {
+		// Read the affinity back from the kernel: two more threads allowed only
+		// this CPU.
+		if n := pinnedThreads(t, cpu, true); n != before+2 {
+			t.Fatalf("%d threads pinned to CPU %d, want %d", n, cpu, before+2)
+		}
+	}
+	c.Close()
+	s.Close()
+	// The pinned threads ended with their workers; none went back to the scheduler.
+	deadline := time.Now().Add(5 * time.Second)
+	for set.Count() > 1 && pinnedThreads(t, cpu, false) != beforeNotMain {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d threads still pinned to CPU %d after Close, want %d", pinnedThreads(t, cpu, false), cpu, beforeNotMain)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// pinnedThreads counts this process's threads whose affinity is exactly cpu, the
+// main thread only if withMain: a locked goroutine that exits on it leaves it
+// parked for good (the runtime never ends the main thread), running nothing.
+func pinnedThreads(t *testing.T, cpu int, withMain bool) int {
+	t.Helper()
+	tasks, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	main := strconv.Itoa(os.Getpid())
+	for _, task := range tasks {
+		if task.Name() == main && !withMain {
+			continue
+		}
+		b, err := os.ReadFile("/proc/self/task/" + task.Name() + "/status")
+		if err != nil {
+			continue // the thread ended meanwhile
+		}
+		for _, l := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(l, "Cpus_allowed_list:"); ok && strings.TrimSpace(v) == strconv.Itoa(cpu) {
+				n++
+			}
+		}
+	}
+	return n
 }
 
 // TestStaleAndForgedRefs feeds the dispatcher references that name no live client,

@@ -20,7 +20,13 @@ import (
 func (s *Service) worker(i int) {
 	defer s.workers.Done()
 	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
+	// A pinned thread is never handed back to the scheduler: the goroutine exits
+	// still locked, so the runtime ends the thread (or, for the main thread,
+	// parks it for good), and no other goroutine ever runs with this worker's
+	// affinity.
+	if len(s.cfg.CPUs) == 0 {
+		defer runtime.UnlockOSThread()
+	}
 	if len(s.cfg.CPUs) > 0 {
 		var set unix.CPUSet
 		set.Set(s.cfg.CPUs[i%len(s.cfg.CPUs)])

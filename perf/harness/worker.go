@@ -438,13 +438,14 @@ func (b *bench) run(s *Spec, in *bufio.Reader, out io.Writer, term <-chan os.Sig
 	time.Sleep(time.Until(start))
 	hists := make([]*results.Histogram, len(b.threads))
 	errs := make([]error, len(b.threads))
+	ends := make([]time.Time, len(b.threads))
 	var wg sync.WaitGroup
 	for i, t := range b.threads {
 		hists[i] = results.NewHistogram()
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errs[i] = measure(t, hists[i], mstart, mend, &stop)
+			ends[i], errs[i] = measure(t, hists[i], mstart, mend, &stop)
 		}()
 	}
 	time.Sleep(time.Until(mstart))
@@ -463,6 +464,13 @@ func (b *bench) run(s *Spec, in *bufio.Reader, out io.Writer, term <-chan os.Sig
 	if res.Partial {
 		res.Seconds = end.Sub(mstart).Seconds()
 	}
+	for _, e := range ends {
+		if e.After(mend) {
+			// A thread ran on to time one operation: every operation it timed
+			// started in [mstart, e).
+			res.Seconds = max(res.Seconds, e.Sub(mstart).Seconds())
+		}
+	}
 	for _, h := range hists {
 		res.Hist.Merge(h)
 	}
@@ -475,27 +483,33 @@ func (b *bench) run(s *Spec, in *bufio.Reader, out io.Writer, term <-chan os.Sig
 }
 
 // measure runs t's operation until mend, recording the latency of those that
-// start at mstart or later.
-func measure(t thread, h *results.Histogram, mstart, mend time.Time, stop *atomic.Bool) error {
+// start at mstart or later, and at least one: an operation slower than the whole
+// measurement is still measured. It returns when the last recorded operation
+// that started after mend ended (zero when none did).
+func measure(t thread, h *results.Histogram, mstart, mend time.Time, stop *atomic.Bool) (time.Time, error) {
 	for !stop.Load() {
 		t0 := time.Now()
 		if err := t.do(); err != nil {
-			return err
+			return time.Time{}, err
 		}
 		t1 := time.Now()
-		if !t0.Before(mstart) {
+		recorded := !t0.Before(mstart)
+		if recorded {
 			h.Record(int64(t1.Sub(t0)))
 		}
-		if !t1.Before(mend) {
-			return nil
+		if !t1.Before(mend) && h.Count() > 0 {
+			if recorded && !t0.Before(mend) {
+				return t1, nil
+			}
+			return time.Time{}, nil
 		}
 		if t.untimed != nil {
 			if err := t.untimed(); err != nil {
-				return err
+				return time.Time{}, err
 			}
 		}
 	}
-	return nil
+	return time.Time{}, nil
 }
 
 // cpuSelf is this process's user+system time, in seconds.

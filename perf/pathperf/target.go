@@ -17,69 +17,85 @@ import (
 	"github.com/polytropon/polytropon/fslib/pebblevfs"
 )
 
-// file is what the measured operations need of an open file: os.File and
+// File is what the measured operations need of an open file: os.File and
 // fslib.File both have it.
-type file interface {
+type File interface {
 	io.ReaderAt
 	io.WriterAt
 	io.Closer
+	Sync() error
 }
 
-// fsys is one path's file API: package os (kernel and fuse paths, on different
-// directories) or an fslib.Client (direct path). Names are the path's own.
-type fsys interface {
+// FS is one path's file API: package os (kernel and fuse paths, on different
+// directories) or an fslib.Client (direct path). Names are the path's own. The
+// latency harness (perf/harness) measures through it too.
+type FS interface {
 	Stat(name string) (fs.FileInfo, error)
-	OpenFile(name string, flag int, perm fs.FileMode) (file, error)
+	OpenFile(name string, flag int, perm fs.FileMode) (File, error)
 	Remove(name string) error
 	RemoveAll(name string) error
 	Mkdir(name string, perm fs.FileMode) error
+	MkdirAll(name string, perm fs.FileMode) error
 	WriteFile(name string, data []byte, perm fs.FileMode) error
-	// pebbleFS is the vfs.FS a Pebble store on this path uses.
-	pebbleFS() vfs.FS
-	close() error
+	// PebbleFS is the vfs.FS a Pebble store on this path uses.
+	PebbleFS() vfs.FS
+	Close() error
+}
+
+// OSFS is package os: the kernel and fuse paths.
+var OSFS FS = osFS{}
+
+// DialFS connects to the service on socket: the direct path. Close closes the
+// connection.
+func DialFS(socket string) (FS, error) {
+	c, err := fslib.Dial(fslib.DialOptions{Socket: socket})
+	if err != nil {
+		return nil, err
+	}
+	return clientFS{c}, nil
 }
 
 type osFS struct{}
 
 func (osFS) Stat(name string) (fs.FileInfo, error) { return os.Stat(name) }
-func (osFS) OpenFile(name string, flag int, perm fs.FileMode) (file, error) {
+func (osFS) OpenFile(name string, flag int, perm fs.FileMode) (File, error) {
 	f, err := os.OpenFile(name, flag, perm)
 	if err != nil {
 		return nil, err // not a typed nil *os.File in the interface
 	}
 	return f, nil
 }
-func (osFS) Remove(name string) error                  { return os.Remove(name) }
-func (osFS) RemoveAll(name string) error               { return os.RemoveAll(name) }
-func (osFS) Mkdir(name string, perm fs.FileMode) error { return os.Mkdir(name, perm) }
+func (osFS) Remove(name string) error                     { return os.Remove(name) }
+func (osFS) RemoveAll(name string) error                  { return os.RemoveAll(name) }
+func (osFS) Mkdir(name string, perm fs.FileMode) error    { return os.Mkdir(name, perm) }
+func (osFS) MkdirAll(name string, perm fs.FileMode) error { return os.MkdirAll(name, perm) }
 func (osFS) WriteFile(name string, data []byte, perm fs.FileMode) error {
 	return os.WriteFile(name, data, perm)
 }
-func (osFS) pebbleFS() vfs.FS { return vfs.Default }
-func (osFS) close() error     { return nil }
+func (osFS) PebbleFS() vfs.FS { return vfs.Default }
+func (osFS) Close() error     { return nil }
 
 type clientFS struct{ *fslib.Client }
 
-func (c clientFS) OpenFile(name string, flag int, perm fs.FileMode) (file, error) {
+func (c clientFS) OpenFile(name string, flag int, perm fs.FileMode) (File, error) {
 	f, err := c.Client.OpenFile(name, flag, perm)
 	if err != nil {
 		return nil, err
 	}
 	return f, nil
 }
-func (c clientFS) pebbleFS() vfs.FS { return pebblevfs.New(c.Client) }
-func (c clientFS) close() error     { return c.Client.Close() }
+func (c clientFS) PebbleFS() vfs.FS { return pebblevfs.New(c.Client) }
 
 // target is one path, prepared: its directory, the file read and the file
 // written, open.
 type target struct {
-	fs                      fsys
+	fs                      FS
 	dir                     string
 	image, scratch, tmp, db string
-	rf, wf                  file
+	rf, wf                  File
 }
 
-func newTarget(f fsys, dir string) *target {
+func newTarget(f FS, dir string) *target {
 	return &target{fs: f, dir: dir, image: dir + "/image.dat", scratch: dir + "/scratch.dat",
 		tmp: dir + "/tmp.dat", db: dir + "/pebble"}
 }
@@ -114,7 +130,7 @@ func (t *target) prepare(data []byte) error {
 		return err
 	}
 	buf := make([]byte, 128<<10)
-	for _, f := range []file{t.rf, t.wf} {
+	for _, f := range []File{t.rf, t.wf} {
 		for off := int64(0); off < int64(len(data)); off += int64(len(buf)) {
 			if _, err := f.ReadAt(buf, off); err != nil && err != io.EOF {
 				return err
@@ -164,12 +180,12 @@ func (t *target) createUnlink() error {
 
 func (t *target) close() error {
 	var errs []error
-	for _, f := range []file{t.rf, t.wf} {
+	for _, f := range []File{t.rf, t.wf} {
 		if f != nil {
 			errs = append(errs, f.Close())
 		}
 	}
-	errs = append(errs, t.fs.close())
+	errs = append(errs, t.fs.Close())
 	return errors.Join(errs...)
 }
 
@@ -221,7 +237,7 @@ func measurePebble(t *target, opts *Options) (Result, error) {
 	}
 	log := &pebbleLogger{}
 	var stalls stallClock
-	db, err := pebble.Open(t.db, &pebble.Options{FS: t.fs.pebbleFS(), Logger: log,
+	db, err := pebble.Open(t.db, &pebble.Options{FS: t.fs.PebbleFS(), Logger: log,
 		EventListener: &pebble.EventListener{WriteStallBegin: stalls.begin, WriteStallEnd: stalls.end}})
 	if err != nil {
 		return Result{}, err

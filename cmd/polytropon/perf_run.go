@@ -1,0 +1,147 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/polytropon/polytropon/perf/harness"
+)
+
+func init() {
+	registerUnder("perf", newPerfRunCmd)
+	registerUnder("perf", newPerfWorkerCmd)
+	registerUnder("perf", newPerfPaperCmd)
+}
+
+// execLauncher starts services and workers as this binary's own subcommands.
+type execLauncher struct{ exe string }
+
+func (l execLauncher) Service(_ int, cfg string) *exec.Cmd {
+	return exec.Command(l.exe, "--log-level", logLevel, "--log-format", logFormat, "service", "--config", cfg)
+}
+
+func (l execLauncher) Worker(int) *exec.Cmd { return exec.Command(l.exe, "perf", "worker") }
+
+// runOptions are the flags shared by perf run and perf paper.
+type runOptions struct {
+	paths    []string
+	tenants  []int
+	duration time.Duration
+	warmup   time.Duration
+	out      string
+	threads  int
+	sync     bool
+	keys     int
+	seed     uint64
+}
+
+func (r *runOptions) flags(cmd *cobra.Command, duration, warmup time.Duration) {
+	cmd.Flags().StringSliceVar(&r.paths, "paths", nil, "paths: "+strings.Join(harness.Paths, ",")+" (default all)")
+	cmd.Flags().DurationVar(&r.duration, "duration", duration, "measured time per cell")
+	cmd.Flags().DurationVar(&r.warmup, "warmup", warmup, "warm-up before each cell's measurement")
+	cmd.Flags().IntVar(&r.threads, "threads", harness.DefaultThreads, "threads per worker process")
+	cmd.Flags().BoolVar(&r.sync, "sync", false, "synchronous Pebble writes")
+	cmd.Flags().IntVar(&r.keys, "keys", harness.DefaultKeys, "keys pebble-readrandom fills its store with")
+	cmd.Flags().Uint64Var(&r.seed, "seed", 0, "seed of random offsets and keys (default: from the clock)")
+}
+
+// runHarness runs the harness with ^C and SIGTERM stopping it in order, prints
+// the table and says where the report is.
+func runHarness(cmd *cobra.Command, o harness.Options) error {
+	exe, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	o.Launcher = execLauncher{exe: exe}
+	if o.Seed == 0 {
+		o.Seed = uint64(time.Now().UnixNano())
+	}
+	o.Progress = cmd.ErrOrStderr()
+	params := map[string]string{"command": strings.Join(os.Args, " ")}
+	o.Params = params
+	ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	run, err := harness.Run(ctx, o)
+	if run == nil {
+		return err
+	}
+	out := cmd.OutOrStdout()
+	if terr := harness.Table(out, run); terr != nil {
+		return errors.Join(err, terr)
+	}
+	fmt.Fprintf(out, "\nreport: %s (%s, %s)\n", o.Out, harness.ResultsFile, harness.SummaryFile)
+	if errors.Is(err, harness.ErrInterrupted) {
+		return fmt.Errorf("interrupted: the partial results are in %s", o.Out)
+	}
+	return err
+}
+
+func newPerfRunCmd() *cobra.Command {
+	var (
+		r         runOptions
+		workloads []string
+		ops       []string
+	)
+	cmd := &cobra.Command{
+		Use:   "run --workload W --out DIR",
+		Short: "Latency of a workload through the kernel, FUSE and direct paths, with one to many tenants",
+		Long: `For each tenant count, starts that many filesystem services (this binary's
+"service" command, one per tenant, each with the default stack on backing
+directories of its own under DIR/work, FUSE-mounted for the fuse path), then for
+each path and operation runs the workload in one worker process per tenant, all
+measuring at the same moments, and records every operation's latency.
+
+Paths:
+  kernel  system calls on the tenant's backing directory (no polytropon)
+  fuse    the same system calls on the tenant service's FUSE mount
+  direct  fslib over shared memory to the tenant's service
+
+Workloads:
+  micro              stat, open-close, create-unlink, read4k-seq, read4k-rand,
+                     write4k-seq, write4k-rand, append-fsync (4 KiB + fsync)
+  pebble-fillseq     Pebble puts of sequential keys (op put)
+  pebble-fillrandom  Pebble puts of random keys (op put)
+  pebble-readrandom  Pebble gets of random keys of a store filled and flushed
+                     first (--keys; op get)
+Pebble runs on its default vfs for kernel and fuse, fslib/pebblevfs for direct.
+
+Writes DIR/results.json (machine, parameters, every cell with its histogram),
+DIR/summary.csv and prints a table. ^C stops the run, tears everything down and
+still writes what was measured, marked partial.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if r.out == "" {
+				return errors.New("--out is required")
+			}
+			return runHarness(cmd, harness.Options{Out: r.out, Workloads: workloads, Ops: ops, Paths: r.paths,
+				Tenants: r.tenants, Warmup: r.warmup, Duration: r.duration, Threads: r.threads, Sync: r.sync,
+				Keys: r.keys, Seed: r.seed})
+		},
+	}
+	r.flags(cmd, harness.DefaultDuration, harness.DefaultWarmup)
+	cmd.Flags().StringSliceVar(&workloads, "workload", nil, "workloads: "+strings.Join(harness.Workloads(), ","))
+	cmd.Flags().StringSliceVar(&ops, "ops", nil, "only these operations of the workloads (default all)")
+	cmd.Flags().IntSliceVar(&r.tenants, "tenants", []int{1}, "tenant counts")
+	cmd.Flags().StringVar(&r.out, "out", "", "report directory")
+	return cmd
+}
+
+func newPerfWorkerCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:    "worker",
+		Short:  "One workload process of perf run (internal: speaks the worker protocol on stdin and stdout)",
+		Hidden: true,
+		Args:   cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return harness.RunWorker(cmd.InOrStdin(), cmd.OutOrStdout())
+		},
+	}
+}

@@ -1,0 +1,107 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/polytropon/polytropon/perf/harness"
+	"github.com/polytropon/polytropon/perf/results"
+)
+
+func TestPerfRunBadFlags(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "out")
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"perf", "run", "--workload", "tpcc", "--out", out}, "valid: micro, pebble-fillseq, pebble-fillrandom, pebble-readrandom"},
+		{[]string{"perf", "run", "--workload", "micro", "--paths", "kernel,nfs", "--out", out}, "valid: kernel, fuse, direct"},
+		{[]string{"perf", "run", "--workload", "micro", "--tenants", "0", "--out", out}, "tenant count 0"},
+		{[]string{"perf", "run", "--workload", "micro"}, "--out is required"},
+		{[]string{"perf", "compare", "a.json"}, "accepts 2 arg(s)"},
+		{[]string{"perf", "compare", filepath.Join(out, "a.json"), filepath.Join(out, "b.json")}, "no such file"},
+	} {
+		_, err := runCLI(t, c.args...)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%v: error %v, want one saying %q", c.args, err, c.want)
+		}
+	}
+	if _, err := os.Stat(out); !os.IsNotExist(err) {
+		t.Errorf("bad flags made %s", out)
+	}
+}
+
+// TestPerfCompare compares two results files made here (perf/harness tests the
+// arithmetic).
+func TestPerfCompare(t *testing.T) {
+	dir := t.TempDir()
+	var files []string
+	for i, scale := range []int64{1, 3} {
+		h := results.NewHistogram()
+		for v := range int64(1000) {
+			h.Record(scale * (1000 + v))
+		}
+		run := &results.Run{Machine: results.Machine{CPU: "test", Date: "2026-11-21T00:00:00Z"},
+			Cells: []results.Cell{{Workload: "pebble-fillrandom", Op: "put", Path: "direct", Tenants: 4, Seconds: 1,
+				Summary: results.Summarize(h, float64(scale)), Hist: h}}}
+		d := filepath.Join(dir, string(rune('a'+i)))
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := harness.WriteReport(run, d); err != nil {
+			t.Fatal(err)
+		}
+		files = append(files, filepath.Join(d, harness.ResultsFile))
+	}
+	out, err := runCLI(t, "perf", "compare", files[0], files[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"pebble-fillrandom", "3.00x", "worse", "0.33x"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("compare lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+func TestPaperTenants(t *testing.T) {
+	for cores, want := range map[int][]int{1: {1, 2}, 2: {1, 2, 4}, 3: {1, 2, 4}, 8: {1, 2, 4, 8, 16}} {
+		if got := paperTenants(cores); !slices.Equal(got, want) {
+			t.Errorf("%d cores: %v, want %v", cores, got, want)
+		}
+	}
+}
+
+// TestPerfWorker speaks the worker protocol to the hidden subcommand, on the
+// kernel path (the harness's tests run workers on every path).
+func TestPerfWorker(t *testing.T) {
+	spec, err := json.Marshal(harness.Spec{Workload: harness.WorkloadMicro, Op: harness.OpStat, Path: harness.PathKernel,
+		Dir: filepath.Join(t.TempDir(), "w"), Threads: 2, WarmupNs: int64(time.Millisecond), DurationNs: int64(20 * time.Millisecond)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := fmt.Sprintf("%s\ngo %d\n", spec, time.Now().UnixNano())
+	root := newRoot()
+	var out bytes.Buffer
+	root.SetIn(strings.NewReader(in))
+	root.SetOut(&out)
+	root.SetArgs([]string{"perf", "worker"})
+	if err := root.Execute(); err != nil {
+		t.Fatal(err)
+	}
+	ready, rest, _ := strings.Cut(out.String(), "\n")
+	var res harness.WorkerResult
+	if err := json.Unmarshal([]byte(rest), &res); ready != "ready" || err != nil {
+		t.Fatalf("worker said %q, then %q (%v)", ready, rest, err)
+	}
+	if res.Hist.Count() == 0 || res.Partial || res.Seconds != 0.02 {
+		t.Fatalf("result %+v, %d ops", res, res.Hist.Count())
+	}
+}

@@ -101,7 +101,8 @@ func TestPerfWorker(t *testing.T) {
 	if err := json.Unmarshal([]byte(rest), &res); ready != "ready" || err != nil {
 		t.Fatalf("worker said %q, then %q (%v)", ready, rest, err)
 	}
-	if res.Hist.Count() == 0 || res.Partial || res.Seconds != 0.02 {
+	// At least the window: a thread times one operation even if it outlasts it.
+	if res.Hist.Count() == 0 || res.Partial || res.Seconds < 0.02 {
 		t.Fatalf("result %+v, %d ops", res, res.Hist.Count())
 	}
 }

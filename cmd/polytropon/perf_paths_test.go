@@ -14,7 +14,7 @@ func TestPerfPathsBadFlags(t *testing.T) {
 		want string
 	}{
 		{[]string{"perf", "paths", "--ops", "stat,fsync"}, "valid: stat, read4k, write4k, open-close, create-unlink, pebble-put"},
-		{[]string{"perf", "paths", "--paths", "kernel,nfs"}, "valid: kernel, fuse, direct"},
+		{[]string{"perf", "paths", "--paths", "kernel,nfs"}, "valid: kernel, fuse, fuse-uncached, direct"},
 		{[]string{"perf", "paths", "--duration", "-1s"}, "negative"},
 		{[]string{"perf", "paths", "--pebble-keys", "-1"}, "negative"},
 	} {
@@ -40,12 +40,13 @@ func TestPerfPathsKernelOnly(t *testing.T) {
 
 // TestPrintPaths checks the table's layout on a report of all three paths.
 func TestPrintPaths(t *testing.T) {
+	paths := []string{pathperf.PathKernel, pathperf.PathFUSE, pathperf.PathDirect}
 	rep := &pathperf.Report{
 		Machine:  pathperf.Machine{CPU: "Test CPU", Cores: 2, Kernel: "Linux 6.18 x86_64", Go: "go1.26", Date: "2026-11-21T00:00:00Z", Backing: "ext4"},
-		Settings: pathperf.Settings{Paths: pathperf.Paths, Ops: []string{pathperf.OpStat, pathperf.OpPebblePut}, PebbleKeys: 1000},
+		Settings: pathperf.Settings{Paths: paths, Ops: []string{pathperf.OpStat, pathperf.OpPebblePut}, PebbleKeys: 1000},
 	}
 	for _, op := range rep.Settings.Ops {
-		for i, p := range pathperf.Paths {
+		for i, p := range paths {
 			rep.Results = append(rep.Results, pathperf.Result{Op: op, Path: p, N: 100, P50Ns: int64(3-i) * 1000,
 				P99Ns: 9000, P999Ns: 20000, MeanNs: 2000, OpsPerSec: 1e5 * float64(i+1), CloseNs: 5e6, Stalls: int64(i), StallNs: int64(i) * 1e6})
 		}

@@ -91,11 +91,15 @@ import (
 const (
 	PathKernel = "kernel"
 	PathFUSE   = "fuse"
-	PathDirect = "direct"
+	// PathFUSEUncached is the same instance through a second FUSE mount with the
+	// kernel's caches off (names, attributes, pages): every call is a FUSE round
+	// trip to the service, as for files that fslib clients change too.
+	PathFUSEUncached = "fuse-uncached"
+	PathDirect       = "direct"
 )
 
 // Paths are the paths Run knows, in report order.
-var Paths = []string{PathKernel, PathFUSE, PathDirect}
+var Paths = []string{PathKernel, PathFUSE, PathFUSEUncached, PathDirect}
 
 // Operations, in report order.
 const (
@@ -197,11 +201,14 @@ type Result struct {
 // other's: either way, above 1 means the direct path is faster. A ratio is 0 when
 // one of its paths was not measured.
 type Ratio struct {
-	Op                        string  `json:"op"`
-	FUSEOverDirectP50         float64 `json:"fuse_over_direct_p50,omitempty"`
-	KernelOverDirectP50       float64 `json:"kernel_over_direct_p50,omitempty"`
-	DirectOverFUSEOpsPerSec   float64 `json:"direct_over_fuse_ops_per_sec,omitempty"`
-	DirectOverKernelOpsPerSec float64 `json:"direct_over_kernel_ops_per_sec,omitempty"`
+	Op                string  `json:"op"`
+	FUSEOverDirectP50 float64 `json:"fuse_over_direct_p50,omitempty"`
+	// FUSEUncached ratios compare the uncached FUSE mount (every call a round trip).
+	FUSEUncachedOverDirectP50       float64 `json:"fuse_uncached_over_direct_p50,omitempty"`
+	DirectOverFUSEUncachedOpsPerSec float64 `json:"direct_over_fuse_uncached_ops_per_sec,omitempty"`
+	KernelOverDirectP50             float64 `json:"kernel_over_direct_p50,omitempty"`
+	DirectOverFUSEOpsPerSec         float64 `json:"direct_over_fuse_ops_per_sec,omitempty"`
+	DirectOverKernelOpsPerSec       float64 `json:"direct_over_kernel_ops_per_sec,omitempty"`
 }
 
 // Settings are the options a report was measured with.
@@ -310,23 +317,25 @@ func (o *Options) normalize() error {
 
 func (o *Options) wants(path string) bool { return slices.Contains(o.Paths, path) }
 
-func (o *Options) needService() bool { return o.wants(PathFUSE) || o.wants(PathDirect) }
+func (o *Options) needService() bool { return o.wantsFUSE() || o.wants(PathDirect) }
+
+func (o *Options) wantsFUSE() bool { return o.wants(PathFUSE) || o.wants(PathFUSEUncached) }
 
 // fuseDevice is what the fuse path needs; a variable so that a test can take it away.
 var fuseDevice = "/dev/fuse"
 
 func checkFUSE(o *Options) error {
-	if !o.wants(PathFUSE) {
+	if !o.wantsFUSE() {
 		return nil
 	}
 	f, err := os.OpenFile(fuseDevice, os.O_RDWR, 0)
 	if err != nil {
-		others := slices.DeleteFunc(slices.Clone(o.Paths), func(p string) bool { return p == PathFUSE })
+		others := slices.DeleteFunc(slices.Clone(o.Paths), func(p string) bool { return p == PathFUSE || p == PathFUSEUncached })
 		hint := "measure the other paths without it"
 		if len(others) > 0 {
 			hint = "leave it out with --paths " + strings.Join(others, ",")
 		}
-		return fmt.Errorf("pathperf: the fuse path needs FUSE, which is not available here (%w); %s", err, hint)
+		return fmt.Errorf("pathperf: the fuse paths need FUSE, which is not available here (%w); %s", err, hint)
 	}
 	return f.Close()
 }
@@ -355,10 +364,15 @@ func Run(opts Options) (rep *Report, err error) {
 		}
 	}
 	upper, lower, mnt := filepath.Join(work, "upper"), filepath.Join(work, "lower"), filepath.Join(work, "mnt")
+	mntUncached := filepath.Join(work, "mnt-uncached")
 	defer func() {
 		// Never remove through a mount that is still there: that would delete the
 		// instance's files through the service, or fail on a dead mount.
-		if m, merr := isMounted(mnt); merr != nil || m {
+		m, merr := isMounted(mnt)
+		if m2, merr2 := isMounted(mntUncached); merr == nil {
+			m, merr = m || m2, merr2
+		}
+		if merr != nil || m {
 			why := "it is still mounted"
 			if merr != nil {
 				why = "its mount state is unknown: " + merr.Error()
@@ -370,7 +384,7 @@ func Run(opts Options) (rep *Report, err error) {
 			rep, err = nil, fmt.Errorf("pathperf: removing %s: %w", work, rerr)
 		}
 	}()
-	for _, d := range []string{upper, lower, mnt} {
+	for _, d := range []string{upper, lower, mnt, mntUncached} {
 		if err := os.Mkdir(d, 0o755); err != nil {
 			return nil, fmt.Errorf("pathperf: %w", err)
 		}
@@ -387,18 +401,21 @@ func Run(opts Options) (rep *Report, err error) {
 		return nil, fmt.Errorf("pathperf: the service socket %s would be longer than a Unix socket path may be (%d bytes): choose a shorter directory", sock, maxSocketPath-1)
 	}
 	if opts.needService() {
-		fuse := ""
+		fuse, uncached := "", ""
 		if opts.wants(PathFUSE) {
 			fuse = mnt
 		}
-		cfg := serviceConfig(sock, upper, lower, fuse)
+		if opts.wants(PathFUSEUncached) {
+			uncached = mntUncached
+		}
+		cfg := serviceConfig(sock, upper, lower, fuse, uncached)
 		rep.Settings.ServiceConfig = cfg
 		cfgPath := filepath.Join(work, "service.yaml")
 		if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 			return nil, fmt.Errorf("pathperf: %w", err)
 		}
 		var svc *serviceProc
-		if svc, err = startService(opts.ServiceCommand, cfgPath, fuse); err != nil {
+		if svc, err = startService(opts.ServiceCommand, cfgPath, fuse, uncached); err != nil {
 			return nil, err
 		}
 		defer func() {
@@ -425,6 +442,8 @@ func Run(opts Options) (rep *Report, err error) {
 			t = newOSTarget(filepath.Join(upper, p))
 		case PathFUSE:
 			t = newOSTarget(filepath.Join(mnt, p))
+		case PathFUSEUncached:
+			t = newOSTarget(filepath.Join(mntUncached, p))
 		case PathDirect:
 			if t, err = dialDirect(sock, "/"+p); err != nil {
 				return nil, err
@@ -473,6 +492,10 @@ func ratiosOf(rep *Report, op string) Ratio {
 		r.FUSEOverDirectP50 = ratio(float64(f.P50Ns), float64(d.P50Ns))
 		r.DirectOverFUSEOpsPerSec = ratio(d.OpsPerSec, f.OpsPerSec)
 	}
+	if f := rep.Result(op, PathFUSEUncached); f != nil {
+		r.FUSEUncachedOverDirectP50 = ratio(float64(f.P50Ns), float64(d.P50Ns))
+		r.DirectOverFUSEUncachedOpsPerSec = ratio(d.OpsPerSec, f.OpsPerSec)
+	}
 	if k := rep.Result(op, PathKernel); k != nil {
 		r.KernelOverDirectP50 = ratio(float64(k.P50Ns), float64(d.P50Ns))
 		r.DirectOverKernelOpsPerSec = ratio(d.OpsPerSec, k.OpsPerSec)
@@ -501,12 +524,15 @@ func fill(rng *rand.Rand, b []byte) {
 // serviceConfig is the run's service: the default stack of the design, its
 // instance at the root of the service namespace and, when fuse is not empty, also
 // mounted there. Workers and spin are the service's defaults.
-func serviceConfig(socket, upper, lower, fuse string) string {
+func serviceConfig(socket, upper, lower, fuse, uncached string) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "socket: %q\n", socket)
 	b.WriteString("filesystems:\n  - name: root\n    mount: /\n")
 	if fuse != "" {
 		fmt.Fprintf(&b, "    fuse: %q\n", fuse)
+	}
+	if uncached != "" {
+		fmt.Fprintf(&b, "    fuse_mounts:\n      - {path: %q, attr_timeout: -1s, entry_timeout: -1s, direct_io: true}\n", uncached)
 	}
 	fmt.Fprintf(&b, `    stack:
       - cache: {size: 256MiB, policy: writeback}

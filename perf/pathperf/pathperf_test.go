@@ -162,7 +162,8 @@ func TestRunAllPathsAllOps(t *testing.T) {
 		if q == nil {
 			t.Fatalf("no ratios for %s", op)
 		}
-		for _, v := range []float64{q.FUSEOverDirectP50, q.KernelOverDirectP50, q.DirectOverFUSEOpsPerSec, q.DirectOverKernelOpsPerSec} {
+		for _, v := range []float64{q.FUSEOverDirectP50, q.KernelOverDirectP50, q.DirectOverFUSEOpsPerSec, q.DirectOverKernelOpsPerSec,
+			q.FUSEUncachedOverDirectP50, q.DirectOverFUSEUncachedOpsPerSec} {
 			if !finite(v) || v <= 0 {
 				t.Errorf("%s: ratios %+v", op, *q)
 			}
@@ -221,7 +222,7 @@ func TestBadOptions(t *testing.T) {
 		want string
 	}{
 		{Options{Paths: []string{"kernel", "nfs"}, ServiceCommand: svcs.command},
-			`unknown path "nfs" (valid: kernel, fuse, direct)`},
+			`unknown path "nfs" (valid: kernel, fuse, fuse-uncached, direct)`},
 		{Options{Ops: []string{"stat", "fsync"}, ServiceCommand: svcs.command},
 			`unknown op "fsync" (valid: stat, read4k, write4k, open-close, create-unlink, pebble-put)`},
 		{Options{Ops: []string{"stat", "stat"}, ServiceCommand: svcs.command}, `op "stat" listed twice`},
@@ -255,7 +256,7 @@ func TestNoFUSE(t *testing.T) {
 	fuseDevice = "/nonexistent/fuse"
 	svcs := &services{role: "service"}
 	_, err := Run(Options{Dir: t.TempDir(), ServiceCommand: svcs.command})
-	if err == nil || !strings.Contains(err.Error(), "the fuse path needs FUSE") ||
+	if err == nil || !strings.Contains(err.Error(), "the fuse paths need FUSE") ||
 		!strings.Contains(err.Error(), "--paths kernel,direct") {
 		t.Fatalf("error %v, want one naming FUSE and the other paths", err)
 	}

@@ -28,11 +28,11 @@ const (
 
 // serviceProc is the filesystem service child of a Run.
 type serviceProc struct {
-	cmd        *exec.Cmd
-	out        *tailBuffer
-	mountpoint string        // "" when the run mounts nothing
-	exited     chan struct{} // closed once Wait returned; waitErr is set then
-	waitErr    error
+	cmd         *exec.Cmd
+	out         *tailBuffer
+	mountpoints []string      // the FUSE mounts the service makes
+	exited      chan struct{} // closed once Wait returned; waitErr is set then
+	waitErr     error
 }
 
 // tailBuffer keeps the last tailSize bytes written to it.
@@ -63,12 +63,17 @@ func (b *tailBuffer) String() string {
 
 // startService runs the command and waits for its "ready" line. On error the
 // process is gone and no mount is left.
-func startService(command func(string) *exec.Cmd, cfgPath, mountpoint string) (*serviceProc, error) {
+func startService(command func(string) *exec.Cmd, cfgPath string, mountpoints ...string) (*serviceProc, error) {
 	cmd := command(cfgPath)
 	if cmd == nil {
 		return nil, errors.New("pathperf: Options.ServiceCommand returned no command")
 	}
-	s := &serviceProc{cmd: cmd, out: &tailBuffer{}, mountpoint: mountpoint, exited: make(chan struct{})}
+	s := &serviceProc{cmd: cmd, out: &tailBuffer{}, exited: make(chan struct{})}
+	for _, m := range mountpoints {
+		if m != "" {
+			s.mountpoints = append(s.mountpoints, m)
+		}
+	}
 	if cmd.Stderr == nil {
 		cmd.Stderr = s.out
 	}
@@ -162,15 +167,15 @@ func (s *serviceProc) exitError(terminated bool) error {
 // error even when it could be detached: the service should have unmounted it.
 func (s *serviceProc) unmount() error {
 	var errs []error
-	if s.mountpoint != "" {
-		mounted, err := isMounted(s.mountpoint)
+	for _, mp := range s.mountpoints {
+		mounted, err := isMounted(mp)
 		if err != nil {
 			errs = append(errs, err)
 		} else if mounted {
-			if err := detach(s.mountpoint); err != nil {
-				errs = append(errs, fmt.Errorf("pathperf: the service left %s mounted and it could not be detached: %w", s.mountpoint, err))
+			if err := detach(mp); err != nil {
+				errs = append(errs, fmt.Errorf("pathperf: the service left %s mounted and it could not be detached: %w", mp, err))
 			} else {
-				errs = append(errs, fmt.Errorf("pathperf: the service exited but left %s mounted (detached now)", s.mountpoint))
+				errs = append(errs, fmt.Errorf("pathperf: the service exited but left %s mounted (detached now)", mp))
 			}
 		}
 	}

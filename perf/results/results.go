@@ -150,7 +150,7 @@ type Machine struct {
 // Run is a results file.
 type Run struct {
 	Machine Machine           `json:"machine"`
-	Params  map[string]string `json:"params"` // every parameter, as given on the command line
+	Params  map[string]string `json:"params"`  // every parameter, as given on the command line
 	Partial bool              `json:"partial"` // interrupted: cells hold what was measured
 	Cells   []Cell            `json:"cells"`
 }

@@ -76,6 +76,9 @@ func RunFio(ctx context.Context, spec FioSpec) ([]results.Cell, error) {
 	}
 	cells, err := fioCells(reps, spec.Path, spec.Tenants, rwOf(spec.Args))
 	if err != nil {
+		if ierr := interrupted(ctx, "fio"); ierr != nil {
+			return nil, ierr // stopped before any I/O (e.g. while laying out files)
+		}
 		return nil, err
 	}
 	for i := range cells {

@@ -304,6 +304,7 @@ func latencyPlot(cells []*results.Cell, sub string) (*figure, error) {
 		p.Y.Tick.Marker = decadeTicks{}
 	} else {
 		p.Y.Min, p.Y.Max = 0, hi*1.15
+		p.Y.Tick.Marker = linearTicks{}
 	}
 	return f, nil
 }
@@ -325,6 +326,40 @@ func (decadeTicks) Ticks(min, max float64) []gplot.Tick {
 				t.Label = strconv.FormatFloat(math.Pow(10, d), 'g', -1, 64)
 			}
 			ts = append(ts, t)
+		}
+	}
+	return ts
+}
+
+// linearTicks labels about five round values (1, 2 or 5 times a power of ten)
+// without trailing zeros; gonum's default labels two, with fixed decimals.
+type linearTicks struct{}
+
+func (linearTicks) Ticks(lo, hi float64) []gplot.Tick {
+	if !(hi > lo) {
+		return nil
+	}
+	raw := (hi - lo) / 5
+	mag := math.Pow(10, math.Floor(math.Log10(raw)))
+	step := mag
+	for _, m := range []float64{2, 5, 10} {
+		if raw/mag > m/1.5 {
+			step = m * mag
+		}
+	}
+	decimals := max(0, int(-math.Floor(math.Log10(step))))
+	var ts []gplot.Tick
+	for v := math.Ceil(lo/step) * step; v <= hi; v += step {
+		v = math.Round(v/step) * step
+		label := strconv.FormatFloat(v, 'f', decimals, 64)
+		if strings.Contains(label, ".") {
+			label = strings.TrimRight(strings.TrimRight(label, "0"), ".")
+		}
+		ts = append(ts, gplot.Tick{Value: v, Label: label})
+		for k := 1; k < 5; k++ { // unlabelled minor ticks
+			if m := v + float64(k)*step/5; m <= hi {
+				ts = append(ts, gplot.Tick{Value: m})
+			}
 		}
 	}
 	return ts
@@ -374,10 +409,16 @@ func cdfPlot(cells []*results.Cell, sub string) (*figure, error) {
 		ns, frac := h.CDF()
 		// Start the curve at 0 just below the first value so that a distribution
 		// concentrated in one bucket is still a visible step, not a lone point.
-		xy := make(plotter.XYs, 0, len(ns)+1)
-		xy = append(xy, plotter.XY{X: micros(float64(ns[0])) / 1.05, Y: 0})
+		xy := plotter.XYs{{X: micros(float64(ns[0])) / 1.05, Y: 0}}
 		for i := range ns {
-			xy = append(xy, plotter.XY{X: micros(float64(ns[i])), Y: frac[i]})
+			// A histogram has up to thousands of non-empty buckets; points
+			// closer than a pixel in both directions only slow the rendering
+			// and bloat the SVG.
+			last := xy[len(xy)-1]
+			x := micros(float64(ns[i]))
+			if i == len(ns)-1 || math.Log(x/last.X) >= minStepLogX || frac[i]-last.Y >= minStepY {
+				xy = append(xy, plotter.XY{X: x, Y: frac[i]})
+			}
 		}
 		lo, hi = min(lo, xy[0].X), max(hi, xy[len(xy)-1].X)
 		l, err := plotter.NewLine(xy)
@@ -400,6 +441,13 @@ func cdfPlot(cells []*results.Cell, sub string) (*figure, error) {
 	p.Y.Min, p.Y.Max = 0, 1.02
 	return f, nil
 }
+
+// CDF points closer than these to the previous one are dropped: about a pixel
+// at the figure's size (three decades over ~500 px, the fraction over ~330 px).
+const (
+	minStepLogX = 0.01
+	minStepY    = 0.003
+)
 
 type writer struct {
 	dir      string

@@ -51,6 +51,10 @@ func (r *runOptions) flags(cmd *cobra.Command, duration, warmup time.Duration) {
 	cmd.Flags().BoolVar(&r.sync, "sync", false, "synchronous Pebble writes")
 	cmd.Flags().IntVar(&r.keys, "keys", harness.DefaultKeys, "keys pebble-readrandom fills its store with")
 	cmd.Flags().Uint64Var(&r.seed, "seed", 0, "seed of random offsets and keys (default: from the clock)")
+	cmd.Flags().StringVar(&externalArgs.fio, "fio", externalArgs.fio, "the fio job as flags (workload fio; kernel and fuse paths)")
+	cmd.Flags().StringVar(&externalArgs.dbBench, "db-bench", externalArgs.dbBench, "db_bench's --benchmarks (workload db_bench; kernel and fuse paths)")
+	cmd.Flags().IntVar(&externalArgs.dbBenchNum, "db-bench-num", externalArgs.dbBenchNum, "db_bench's --num")
+	cmd.Flags().StringVar(&externalArgs.dbBenchArg, "db-bench-args", "", "further db_bench flags, e.g. --sync=1")
 }
 
 // runHarness runs the harness with ^C and SIGTERM stopping it in order, prints

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -11,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/polytropon/polytropon/internal/testenv"
+	"github.com/polytropon/polytropon/perf/external"
 	"github.com/polytropon/polytropon/perf/harness"
 	"github.com/polytropon/polytropon/perf/results"
 )
@@ -21,7 +24,7 @@ func TestPerfRunBadFlags(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"perf", "run", "--workload", "tpcc", "--out", out}, "valid: micro, pebble-fillseq, pebble-fillrandom, pebble-readrandom"},
+		{[]string{"perf", "run", "--workload", "tpcc", "--out", out}, "valid: micro, pebble-fillseq, pebble-fillrandom, pebble-readrandom, db_bench, fio"},
 		{[]string{"perf", "run", "--workload", "micro", "--paths", "kernel,nfs", "--out", out}, "valid: kernel, fuse, direct"},
 		{[]string{"perf", "run", "--workload", "micro", "--tenants", "0", "--out", out}, "tenant count 0"},
 		{[]string{"perf", "run", "--workload", "micro"}, "--out is required"},
@@ -104,5 +107,39 @@ func TestPerfWorker(t *testing.T) {
 	// At least the window: a thread times one operation even if it outlasts it.
 	if res.Hist.Count() == 0 || res.Partial || res.Seconds < 0.02 {
 		t.Fatalf("result %+v, %d ops", res, res.Hist.Count())
+	}
+}
+
+// TestPerfRunExternal runs fio and db_bench through perf run on the kernel path,
+// briefly, and checks their cells and plots arrive in the report.
+func TestPerfRunExternal(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		op   string
+	}{
+		{[]string{"--workload", "fio", "--fio", "--rw=randread --bs=4k --size=4M --ioengine=psync"}, "fio-randread-read"},
+		{[]string{"--workload", "db_bench", "--db-bench", "fillrandom", "--db-bench-num", "2000"}, "fillrandom"},
+	} {
+		out := filepath.Join(t.TempDir(), "report")
+		args := append([]string{"perf", "run", "--paths", "kernel", "--duration", "1s", "--warmup", "0s", "--out", out}, c.args...)
+		if s, err := runCLI(t, args...); err != nil {
+			var nf *external.NotInstalledError
+			if errors.As(err, &nf) {
+				testenv.SkipOrFail(t, err.Error())
+				return
+			}
+			t.Fatalf("%v: %v\n%s", args, err, s)
+		}
+		run, err := results.Load(filepath.Join(out, harness.ResultsFile))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cell := run.Find(c.args[1], c.op, harness.PathKernel, 1)
+		if cell == nil || cell.Error != "" || cell.Summary.Count == 0 || cell.Summary.P50 <= 0 {
+			t.Fatalf("%s: cell %+v", c.args[1], cell)
+		}
+		if _, err := os.Stat(filepath.Join(out, "latency-"+c.args[1]+"-"+c.op+".png")); err != nil {
+			t.Fatalf("plot: %v", err)
+		}
 	}
 }

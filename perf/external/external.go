@@ -83,6 +83,10 @@ func (e *NotInstalledError) Error() string {
 
 func (e *NotInstalledError) Unwrap() error { return e.Err }
 
+// LookPath resolves binary (def when empty) to an executable file, or says which
+// Debian package pkg provides it.
+func LookPath(binary, def, pkg string) (string, error) { return lookPath(binary, def, pkg) }
+
 // lookPath resolves binary (def when empty) to an executable file.
 func lookPath(binary, def, pkg string) (string, error) {
 	if binary == "" {

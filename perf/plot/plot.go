@@ -198,7 +198,11 @@ func subtitle(run *results.Run) string {
 		parts = append(parts, cpu)
 	}
 	if m.Kernel != "" {
-		parts = append(parts, "Linux "+m.Kernel)
+		k := m.Kernel
+		if !strings.HasPrefix(k, "Linux") {
+			k = "Linux " + k
+		}
+		parts = append(parts, k)
 	}
 	date := m.Date
 	if t, err := time.Parse(time.RFC3339, m.Date); err == nil {

@@ -2,7 +2,9 @@
 // store (github.com/cockroachdb/pebble/v2) keeps its files in the tenant's
 // filesystem service, or in any in-process stack of libservices:
 //
-//	db, err := pebble.Open("db", &pebble.Options{FS: pebblevfs.New(client)})
+//	opts := &pebble.Options{}
+//	pebblevfs.Configure(opts, client) // FS, and no sync_file_range emulation
+//	db, err := pebble.Open("db", opts)
 //
 // It is a thin adapter: every call is one or a few fslib calls, and fslib's
 // semantics apply (no umask, names resolved by the FS from its root, errors as
@@ -29,6 +31,7 @@ import (
 	"path"
 	"syscall"
 
+	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
 
 	"github.com/polytropon/polytropon/fslib"
@@ -283,3 +286,18 @@ func (f *File) Prefetch(offset, length int64) error { return nil }
 
 // Fd implements vfs.File: there is no descriptor.
 func (f *File) Fd() uintptr { return vfs.InvalidFd }
+
+// Configure sets o up for a store on c: the adapter as its FS, and no
+// BytesPerSync or WALBytesPerSync. Those ask Pebble to start the kernel's
+// write-back early with sync_file_range, which does not make data durable; a
+// file without a descriptor (Fd is vfs.InvalidFd here) gets a full fdatasync
+// instead every BytesPerSync bytes (512 KiB by default), which on the direct path
+// is a round trip that also flushes the service's write-back cache, and makes
+// sstable writes several times slower than on the kernel path. The service's
+// cache decides write-back itself; every durability point Pebble needs (WAL
+// syncs, the end of a flush or compaction, the manifest) still syncs.
+func Configure(o *pebble.Options, c *fslib.Client) {
+	o.FS = New(c)
+	o.BytesPerSync = 0
+	o.WALBytesPerSync = 0
+}

@@ -339,7 +339,9 @@ func key(k []byte, i uint64) {
 
 func (b *bench) preparePebble(s *Spec) error {
 	b.log = &pebbleLogger{}
-	db, err := pebble.Open(path.Join(s.Dir, "pebble"), &pebble.Options{FS: b.fs.PebbleFS(), Logger: b.log})
+	po := &pebble.Options{Logger: b.log}
+	b.fs.PebbleOptions(po)
+	db, err := pebble.Open(path.Join(s.Dir, "pebble"), po)
 	if err != nil {
 		return err
 	}

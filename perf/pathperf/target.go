@@ -37,8 +37,9 @@ type FS interface {
 	Mkdir(name string, perm fs.FileMode) error
 	MkdirAll(name string, perm fs.FileMode) error
 	WriteFile(name string, data []byte, perm fs.FileMode) error
-	// PebbleFS is the vfs.FS a Pebble store on this path uses.
-	PebbleFS() vfs.FS
+	// PebbleOptions sets the FS a Pebble store on this path uses in o, with what
+	// that FS needs of Pebble's options (pebblevfs.Configure on the direct path).
+	PebbleOptions(o *pebble.Options)
 	Close() error
 }
 
@@ -72,7 +73,7 @@ func (osFS) MkdirAll(name string, perm fs.FileMode) error { return os.MkdirAll(n
 func (osFS) WriteFile(name string, data []byte, perm fs.FileMode) error {
 	return os.WriteFile(name, data, perm)
 }
-func (osFS) PebbleFS() vfs.FS { return vfs.Default }
+func (osFS) PebbleOptions(o *pebble.Options) { o.FS = vfs.Default }
 func (osFS) Close() error     { return nil }
 
 type clientFS struct{ *fslib.Client }
@@ -84,7 +85,7 @@ func (c clientFS) OpenFile(name string, flag int, perm fs.FileMode) (File, error
 	}
 	return f, nil
 }
-func (c clientFS) PebbleFS() vfs.FS { return pebblevfs.New(c.Client) }
+func (c clientFS) PebbleOptions(o *pebble.Options) { pebblevfs.Configure(o, c.Client) }
 
 // target is one path, prepared: its directory, the file read and the file
 // written, open.
@@ -237,8 +238,10 @@ func measurePebble(t *target, opts *Options) (Result, error) {
 	}
 	log := &pebbleLogger{}
 	var stalls stallClock
-	db, err := pebble.Open(t.db, &pebble.Options{FS: t.fs.PebbleFS(), Logger: log,
-		EventListener: &pebble.EventListener{WriteStallBegin: stalls.begin, WriteStallEnd: stalls.end}})
+	po := &pebble.Options{Logger: log,
+		EventListener: &pebble.EventListener{WriteStallBegin: stalls.begin, WriteStallEnd: stalls.end}}
+	t.fs.PebbleOptions(po)
+	db, err := pebble.Open(t.db, po)
 	if err != nil {
 		return Result{}, err
 	}

@@ -1,10 +1,12 @@
 package main
 
 import (
+	"bytes"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -51,11 +53,15 @@ func TestMountCommand(t *testing.T) {
 		t.Fatalf("mount of an unknown instance: %v, want an error listing the instances", err)
 	}
 	done := make(chan error, 1)
-	var out string
+	// The command's output and its log (written by the gateway's goroutines) share
+	// one buffer here, so it must be safe for concurrent writers.
+	var out lockedBuffer
 	go func() {
-		var err error
-		out, err = runCLI(t, "mount", "--socket", s.Socket(), "--fs", "data", mp)
-		done <- err
+		root := newRoot()
+		root.SetOut(&out)
+		root.SetErr(&out)
+		root.SetArgs([]string{"mount", "--socket", s.Socket(), "--fs", "data", mp})
+		done <- root.Execute()
 	}()
 	deadline := time.Now().Add(10 * time.Second)
 	for !isMounted(t, mp) {
@@ -93,7 +99,24 @@ func TestMountCommand(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("mount command still running after its mount went away")
 	}
-	if !strings.Contains(out, "mounted data at "+mp) {
-		t.Fatalf("output: %q", out)
+	if got := out.String(); !strings.Contains(got, "mounted data at "+mp) {
+		t.Fatalf("output: %q", got)
 	}
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }

@@ -29,8 +29,11 @@ type DialOptions struct {
 	// Prefix scopes the client to a subtree of the service's namespace, usually
 	// one instance's mount prefix ("/data"): the client's "/" is that directory.
 	Prefix string
-	// SpinIters and WaitSlice tune waiting for answers (see ipc/front.Config).
+	// SpinIters, SpinTime and WaitSlice tune waiting for answers (see
+	// ipc/front.Config): where clients and services outnumber cores, spinning
+	// costs more than it saves (SpinIters -1 sleeps at once).
 	SpinIters int
+	SpinTime  time.Duration
 	WaitSlice time.Duration
 	// Timeout bounds connect plus handshake (default 2 s).
 	Timeout time.Duration
@@ -107,7 +110,7 @@ var (
 )
 
 func (r *remote) dial() (*front.Client, error) {
-	c, err := front.Dial(front.Config{SocketPath: r.o.Socket, SpinIters: r.o.SpinIters, WaitSlice: r.o.WaitSlice,
+	c, err := front.Dial(front.Config{SocketPath: r.o.Socket, SpinIters: r.o.SpinIters, SpinTime: r.o.SpinTime, WaitSlice: r.o.WaitSlice,
 		DialTimeout: r.o.Timeout, Logger: r.o.Logger})
 	if err != nil {
 		return nil, fmt.Errorf("fslib: connect to the filesystem service at %s: %w", r.o.Socket, err)

@@ -3,8 +3,11 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"encoding/xml"
 	"errors"
 	"fmt"
+	"image/png"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -140,6 +143,57 @@ func TestPerfRunExternal(t *testing.T) {
 		}
 		if _, err := os.Stat(filepath.Join(out, "latency-"+c.args[1]+"-"+c.op+".png")); err != nil {
 			t.Fatalf("plot: %v", err)
+		}
+	}
+}
+
+// TestPerfRunAllPathsWithPlots is the end-to-end check through the CLI:
+// one tenant, every path, a short run; the results file parses and holds all three
+// paths, and the plots exist and decode (PNG) or parse (SVG).
+func TestPerfRunAllPathsWithPlots(t *testing.T) {
+	testenv.FUSE(t)
+	out := filepath.Join(t.TempDir(), "report")
+	if s, err := runCLI(t, "perf", "run", "--workload", "micro", "--ops", "stat,read4k-rand", "--paths", "kernel,fuse,direct",
+		"--tenants", "1", "--duration", "1s", "--warmup", "200ms", "--out", out); err != nil {
+		t.Fatalf("%v\n%s", err, s)
+	}
+	run, err := results.Load(filepath.Join(out, harness.ResultsFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{harness.PathKernel, harness.PathFUSE, harness.PathDirect} {
+		if c := run.Find("micro", "stat", p, 1); c == nil || c.Error != "" || c.Hist == nil || c.Hist.Count() == 0 {
+			t.Fatalf("%s: cell %+v", p, c)
+		}
+	}
+	pngs, _ := filepath.Glob(filepath.Join(out, "*.png"))
+	svgs, _ := filepath.Glob(filepath.Join(out, "*.svg"))
+	if len(pngs) < 4 || len(svgs) != len(pngs) {
+		t.Fatalf("plots: %d PNG, %d SVG", len(pngs), len(svgs))
+	}
+	for _, f := range pngs {
+		r, err := os.Open(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		img, err := png.Decode(r)
+		r.Close()
+		if err != nil || img.Bounds().Dx() < 100 {
+			t.Fatalf("%s: %v", f, err)
+		}
+	}
+	for _, f := range svgs {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d := xml.NewDecoder(bytes.NewReader(b))
+		for {
+			if _, err := d.Token(); err == io.EOF {
+				break
+			} else if err != nil {
+				t.Fatalf("%s: %v", f, err)
+			}
 		}
 	}
 }

@@ -74,7 +74,7 @@ func (osFS) WriteFile(name string, data []byte, perm fs.FileMode) error {
 	return os.WriteFile(name, data, perm)
 }
 func (osFS) PebbleOptions(o *pebble.Options) { o.FS = vfs.Default }
-func (osFS) Close() error     { return nil }
+func (osFS) Close() error                    { return nil }
 
 type clientFS struct{ *fslib.Client }
 

@@ -127,7 +127,7 @@ func TestPebbleFUSEPath(t *testing.T) {
 		}
 		return db
 	}
-	n := pebbleKeys() / 2 // FUSE is the slow path; half the keys keep the test short
+	n := pebbleKeys()
 	db := open()
 	b := db.NewBatch()
 	for i := range n {

@@ -1,0 +1,98 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+	"go.uber.org/zap"
+
+	"github.com/polytropon/polytropon/pool"
+)
+
+func init() {
+	register(newServeCmd)
+	register(newPoolExecCmd)
+}
+
+func newServeCmd() *cobra.Command {
+	var config string
+	cmd := &cobra.Command{
+		Use:   "serve --config FILE",
+		Short: "Create the tenants' pools (cgroups, state directories) and run their filesystem services",
+		Long: `serve creates each pool of its configuration: a cgroup PARENT/POOL with the
+pool's cpuset, memory, pids and block I/O limits, a state directory owned by the
+pool's uid:gid (mode 0750) holding the service's socket (0660), and the pool's
+filesystem service started inside the cgroup, its workers pinned to the pool's
+CPUs. Services that exit are restarted with exponential backoff; fslib clients
+reconnect on their own.
+
+SIGTERM or SIGINT stops the services (SIGTERM, then SIGKILL after a timeout) and
+removes the cgroups and state directories; exit 0. After a serve was killed, the
+next start removes what it left (processes, cgroups, sockets).
+
+Example configuration:
+
+  cgroup: polytropon          # parent cgroup (default)
+  run_dir: /run/polytropon    # lock, record, default state directories
+  pools:
+    - name: tenant-a
+      cpus: "1"
+      memory: 2GiB
+      pids: 512
+      io: {device: /dev/nvme0n1, read_bps: 400MB, write_bps: 200MB}
+      uid: 1000
+      gid: 1000
+      workers: 1
+      filesystems:
+        - name: data
+          stack:
+            - cache: {size: 256MiB, policy: writeback}
+            - union: {}
+          branches:
+            - passthrough: {dir: /var/lib/polytropon/tenant-a/upper}
+            - passthrough: {dir: /srv/images/base, readonly: true}`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if config == "" {
+				return fmt.Errorf("--config is required")
+			}
+			cfg, err := pool.LoadConfig(config)
+			if err != nil {
+				return err
+			}
+			sigs := make(chan os.Signal, 1)
+			signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+			defer signal.Stop(sigs)
+			s, err := pool.Serve(*cfg, pool.Options{Stderr: cmd.ErrOrStderr()}, log)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "polytropon serve ready: %d pools\n", len(cfg.Pools))
+			sig := <-sigs
+			log.Info("shutting down", zap.Stringer("signal", sig))
+			return s.Close()
+		},
+	}
+	cmd.Flags().StringVar(&config, "config", "", "serve configuration (YAML)")
+	return cmd
+}
+
+// newPoolExecCmd is serve's helper: it joins the pool's cgroups, then execs the
+// service (see pool.EnterAndExec for why not start-then-move).
+func newPoolExecCmd() *cobra.Command {
+	var procs []string
+	cmd := &cobra.Command{
+		Use:    "pool-exec --cgroup-procs FILE... -- CMD ARGS",
+		Short:  "Enter cgroups, then exec a command (used by serve)",
+		Hidden: true,
+		Args:   cobra.MinimumNArgs(1),
+		RunE: func(_ *cobra.Command, args []string) error {
+			return pool.EnterAndExec(procs, args)
+		},
+	}
+	cmd.Flags().StringArrayVar(&procs, "cgroup-procs", nil, "cgroup.procs file to write our pid to (repeatable)")
+	return cmd
+}

@@ -1,0 +1,387 @@
+package pool
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+	"gopkg.in/yaml.v3"
+
+	"github.com/polytropon/polytropon/libservices"
+	"github.com/polytropon/polytropon/service"
+)
+
+// Config is the configuration of `polytropon serve` (YAML; see ParseConfig).
+type Config struct {
+	// Cgroup is the parent cgroup of the pools' cgroups (default "polytropon"),
+	// relative to serve's own cgroup in each hierarchy. Two serve instances with
+	// different parents do not touch each other's pools.
+	Cgroup string `yaml:"cgroup"`
+	// RunDir holds serve's lock and its record of the pools it created (default
+	// /run/polytropon); a pool's state directory defaults to RunDir/NAME.
+	RunDir string `yaml:"run_dir"`
+	// Pools are the tenants' pools.
+	Pools []Pool `yaml:"pools"`
+}
+
+// Pool is one tenant's pool: reserved resources and the filesystem service that
+// runs inside them.
+type Pool struct {
+	Name string `yaml:"name"`
+	// CPUs is the pool's cpuset in list syntax ("0-1,3"); empty: every online CPU.
+	// The service's workers are pinned to these CPUs.
+	CPUs string `yaml:"cpus"`
+	// Memory limits the pool's memory (the service's caches count against it);
+	// zero: unlimited.
+	Memory libservices.ByteSize `yaml:"memory"`
+	// Pids limits the number of tasks in the pool; zero: unlimited.
+	Pids int64 `yaml:"pids"`
+	// IO throttles the pool's I/O on one block device.
+	IO IO `yaml:"io"`
+	// UID and GID own the pool's state directory and socket; only they (and root)
+	// may connect to the pool's service.
+	UID uint32 `yaml:"uid"`
+	GID uint32 `yaml:"gid"`
+	// StateDir holds the pool's socket and generated service configuration
+	// (default RunDir/NAME).
+	StateDir string `yaml:"state_dir"`
+	// Workers and Spin are the service's (see service.Config).
+	Workers int  `yaml:"workers"`
+	Spin    *int `yaml:"spin"`
+	// Filesystems are the service's instances (service.FilesystemConfig).
+	Filesystems Filesystems `yaml:"filesystems"`
+
+	cpuList []int
+}
+
+// IO is a pool's block I/O throttle.
+type IO struct {
+	// Device is the block device the limits apply to, e.g. /dev/nvme0n1.
+	Device   string               `yaml:"device"`
+	ReadBPS  libservices.ByteSize `yaml:"read_bps"`
+	WriteBPS libservices.ByteSize `yaml:"write_bps"`
+
+	major, minor uint32
+}
+
+// Filesystems keeps the YAML of a pool's filesystems as written, so that the
+// service configuration serve generates carries it unchanged (libservices.Layer
+// decodes but does not encode), and the decoded form for validation.
+type Filesystems struct {
+	Node   yaml.Node
+	Parsed []service.FilesystemConfig
+}
+
+// UnmarshalYAML implements yaml.Unmarshaler.
+func (f *Filesystems) UnmarshalYAML(n *yaml.Node) error {
+	f.Node = *n
+	// Node.Decode cannot reject unknown keys; a round trip through a strict
+	// decoder can.
+	data, err := yaml.Marshal(n)
+	if err != nil {
+		return err
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	return dec.Decode(&f.Parsed)
+}
+
+// Defaults.
+const (
+	DefaultCgroup = "polytropon"
+	DefaultRunDir = "/run/polytropon"
+)
+
+var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$`)
+
+// ParseConfig decodes a serve configuration, rejecting unknown keys, and checks it
+// against this machine (CPUs, block devices). Errors name the offending key, e.g.
+// `pools[1].cpus: CPU 7 does not exist (this machine has 0-1)`.
+func ParseConfig(data []byte) (*Config, error) {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	var c Config
+	if err := dec.Decode(&c); err != nil {
+		return nil, fmt.Errorf("serve config: %w", err)
+	}
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+// LoadConfig reads and checks a configuration file.
+func LoadConfig(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	c, err := ParseConfig(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return c, nil
+}
+
+func cfgErr(key, format string, a ...any) error {
+	return &libservices.ConfigError{Key: key, Msg: fmt.Sprintf(format, a...)}
+}
+
+// Validate checks c and fills in defaults.
+func (c *Config) Validate() error {
+	if c.Cgroup == "" {
+		c.Cgroup = DefaultCgroup
+	}
+	if !nameRE.MatchString(c.Cgroup) {
+		return cfgErr("cgroup", "%q: want a single name of letters, digits, '_', '.', '-'", c.Cgroup)
+	}
+	if c.RunDir == "" {
+		c.RunDir = DefaultRunDir
+	}
+	if !filepath.IsAbs(c.RunDir) {
+		return cfgErr("run_dir", "%q is not an absolute path", c.RunDir)
+	}
+	c.RunDir = filepath.Clean(c.RunDir)
+	if len(c.Pools) == 0 {
+		return cfgErr("pools", "at least one pool is required")
+	}
+	online, err := onlineCPUs()
+	if err != nil {
+		return err
+	}
+	names := map[string]bool{}
+	dirs := map[string]string{}
+	for i := range c.Pools {
+		p := &c.Pools[i]
+		key := fmt.Sprintf("pools[%d]", i)
+		if p.Name == "" {
+			return cfgErr(key+".name", "required")
+		}
+		if !nameRE.MatchString(p.Name) {
+			return cfgErr(key+".name", "%q: want 1-63 letters, digits, '_', '.', '-', not starting with a punctuation", p.Name)
+		}
+		if names[p.Name] {
+			return cfgErr(key+".name", "%q used twice", p.Name)
+		}
+		names[p.Name] = true
+		if err := p.validate(key, c.RunDir, online); err != nil {
+			return err
+		}
+		if other, ok := dirs[p.StateDir]; ok {
+			return cfgErr(key+".state_dir", "%q is also pool %q's", p.StateDir, other)
+		}
+		dirs[p.StateDir] = p.Name
+	}
+	return nil
+}
+
+func (p *Pool) validate(key, runDir string, online []int) error {
+	if p.CPUs == "" {
+		p.cpuList = online
+	} else {
+		l, err := ParseCPUList(p.CPUs)
+		if err != nil {
+			return cfgErr(key+".cpus", "%v", err)
+		}
+		for _, cpu := range l {
+			if !containsInt(online, cpu) {
+				return cfgErr(key+".cpus", "CPU %d does not exist (this machine has %s)", cpu, FormatCPUList(online))
+			}
+		}
+		p.cpuList = l
+	}
+	if p.Memory < 0 {
+		return cfgErr(key+".memory", "must not be negative")
+	}
+	if p.Memory != 0 && p.Memory < 4<<20 {
+		return cfgErr(key+".memory", "%d bytes is too small for a pool (at least 4MiB)", p.Memory)
+	}
+	if p.Pids < 0 {
+		return cfgErr(key+".pids", "must not be negative")
+	}
+	if p.Pids != 0 && p.Pids < 8 {
+		return cfgErr(key+".pids", "%d is too few for a filesystem service (at least 8)", p.Pids)
+	}
+	if err := p.IO.validate(key + ".io"); err != nil {
+		return err
+	}
+	if p.StateDir == "" {
+		p.StateDir = filepath.Join(runDir, p.Name)
+	}
+	if !filepath.IsAbs(p.StateDir) {
+		return cfgErr(key+".state_dir", "%q is not an absolute path", p.StateDir)
+	}
+	p.StateDir = filepath.Clean(p.StateDir)
+	if p.StateDir == "/" || p.StateDir == runDir {
+		return cfgErr(key+".state_dir", "%q cannot be a pool's own directory", p.StateDir)
+	}
+	// The service checks its own settings and the filesystems; its errors are
+	// re-keyed under the pool.
+	data, err := p.ServiceConfig()
+	if err != nil {
+		return cfgErr(key+".filesystems", "%v", err)
+	}
+	if _, err := service.ParseConfig(data); err != nil {
+		var ce *libservices.ConfigError
+		if errors.As(err, &ce) {
+			return cfgErr(key+"."+ce.Key, "%s", ce.Msg)
+		}
+		return fmt.Errorf("%s: %w", key, err)
+	}
+	return nil
+}
+
+func (o *IO) validate(key string) error {
+	if o.ReadBPS < 0 {
+		return cfgErr(key+".read_bps", "must not be negative")
+	}
+	if o.WriteBPS < 0 {
+		return cfgErr(key+".write_bps", "must not be negative")
+	}
+	if o.Device == "" {
+		if o.ReadBPS != 0 || o.WriteBPS != 0 {
+			return cfgErr(key+".device", "required when read_bps or write_bps is set")
+		}
+		return nil
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(o.Device, &st); err != nil {
+		return cfgErr(key+".device", "%q: %v", o.Device, err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFBLK {
+		return cfgErr(key+".device", "%q is not a block device", o.Device)
+	}
+	o.major, o.minor = unix.Major(st.Rdev), unix.Minor(st.Rdev)
+	return nil
+}
+
+// Socket is the pool's service socket.
+func (p *Pool) Socket() string { return filepath.Join(p.StateDir, "service.sock") }
+
+// serviceConfigPath is where serve writes the pool's service configuration.
+func (p *Pool) serviceConfigPath() string { return filepath.Join(p.StateDir, "service.yaml") }
+
+// CPUList is the pool's CPUs (after Validate).
+func (p *Pool) CPUList() []int { return p.cpuList }
+
+// ServiceConfig is the configuration of the pool's filesystem service: its socket
+// in the state directory, its workers pinned to the pool's CPUs, the pool's uid
+// allowed to connect, and the pool's filesystems as written.
+func (p *Pool) ServiceConfig() ([]byte, error) {
+	m := map[string]any{
+		"socket":      p.Socket(),
+		"filesystems": &p.Filesystems.Node,
+	}
+	if p.Filesystems.Node.Kind == 0 {
+		m["filesystems"] = []any{}
+	}
+	if p.Workers != 0 {
+		m["workers"] = p.Workers
+	}
+	if p.Spin != nil {
+		m["spin"] = *p.Spin
+	}
+	if len(p.cpuList) > 0 {
+		m["cpus"] = p.cpuList
+	}
+	if p.UID != 0 {
+		m["allow_uids"] = []uint32{p.UID}
+	}
+	return yaml.Marshal(m)
+}
+
+// limits are the pool's cgroup limits.
+func (p *Pool) limits() Limits {
+	return Limits{
+		CPUs:     FormatCPUList(p.cpuList),
+		Memory:   int64(p.Memory),
+		Pids:     p.Pids,
+		DevMajor: p.IO.major, DevMinor: p.IO.minor,
+		ReadBPS:  uint64(p.IO.ReadBPS),
+		WriteBPS: uint64(p.IO.WriteBPS),
+	}
+}
+
+// ParseCPUList parses the kernel's CPU list syntax ("0-1,3") into sorted,
+// distinct CPU numbers.
+func ParseCPUList(s string) ([]int, error) {
+	var out []int
+	seen := map[int]bool{}
+	for _, part := range strings.Split(strings.TrimSpace(s), ",") {
+		part = strings.TrimSpace(part)
+		if part == "" {
+			return nil, fmt.Errorf("%q: empty element", s)
+		}
+		lo, hi, isRange := strings.Cut(part, "-")
+		a, err := strconv.Atoi(lo)
+		if err != nil || a < 0 {
+			return nil, fmt.Errorf("%q: bad CPU number %q", s, lo)
+		}
+		b := a
+		if isRange {
+			b, err = strconv.Atoi(hi)
+			if err != nil || b < 0 {
+				return nil, fmt.Errorf("%q: bad CPU number %q", s, hi)
+			}
+			if b < a {
+				return nil, fmt.Errorf("%q: range %s is backwards", s, part)
+			}
+			if b-a > 4096 {
+				return nil, fmt.Errorf("%q: range %s is too large", s, part)
+			}
+		}
+		for c := a; c <= b; c++ {
+			if !seen[c] {
+				seen[c] = true
+				out = append(out, c)
+			}
+		}
+	}
+	sort.Ints(out)
+	return out, nil
+}
+
+// FormatCPUList writes sorted CPU numbers in the kernel's list syntax.
+func FormatCPUList(cpus []int) string {
+	var b strings.Builder
+	for i := 0; i < len(cpus); {
+		j := i
+		for j+1 < len(cpus) && cpus[j+1] == cpus[j]+1 {
+			j++
+		}
+		if b.Len() > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(strconv.Itoa(cpus[i]))
+		if j > i {
+			b.WriteByte('-')
+			b.WriteString(strconv.Itoa(cpus[j]))
+		}
+		i = j + 1
+	}
+	return b.String()
+}
+
+func onlineCPUs() ([]int, error) {
+	data, err := os.ReadFile("/sys/devices/system/cpu/online")
+	if err != nil {
+		return nil, fmt.Errorf("online CPUs: %w", err)
+	}
+	return ParseCPUList(string(data))
+}
+
+func containsInt(s []int, v int) bool {
+	for _, x := range s {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,460 @@
+package pool
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
+
+	"github.com/polytropon/polytropon/internal/logging"
+)
+
+// Options tune Serve; zero values take the defaults.
+type Options struct {
+	// Exe is the polytropon binary started (as `pool-exec ... -- EXE service`)
+	// for each pool; default os.Executable().
+	Exe string
+	// Stderr receives the services' logs; default os.Stderr.
+	Stderr io.Writer
+	// StopTimeout is how long a service has after SIGTERM before SIGKILL
+	// (default 10 s).
+	StopTimeout time.Duration
+	// ReadyTimeout bounds the wait for each service's first start (default 30 s).
+	ReadyTimeout time.Duration
+	// MinBackoff and MaxBackoff bound the delay before restarting a service that
+	// exited (default 100 ms, doubling up to 10 s).
+	MinBackoff, MaxBackoff time.Duration
+}
+
+func (o *Options) defaults() error {
+	if o.Exe == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return err
+		}
+		o.Exe = exe
+	}
+	if o.Stderr == nil {
+		o.Stderr = os.Stderr
+	}
+	if o.StopTimeout <= 0 {
+		o.StopTimeout = 10 * time.Second
+	}
+	if o.ReadyTimeout <= 0 {
+		o.ReadyTimeout = 30 * time.Second
+	}
+	if o.MinBackoff <= 0 {
+		o.MinBackoff = 100 * time.Millisecond
+	}
+	if o.MaxBackoff < o.MinBackoff {
+		o.MaxBackoff = 10 * time.Second
+	}
+	return nil
+}
+
+// ReadyLine is what a service prints on stdout once it accepts clients
+// (cmd/polytropon's service command).
+const ReadyLine = "polytropon service ready"
+
+// Server is a running `serve`: the pools' cgroups, state directories and
+// supervised services.
+type Server struct {
+	cfg  Config
+	opts Options
+	log  *zap.Logger
+	cgs  *Cgroups
+	lock *os.File
+
+	pools []*running
+}
+
+// running is one pool's supervised service.
+type running struct {
+	p    *Pool
+	cg   Cgroup
+	s    *Server
+	stop chan struct{}
+	done chan struct{}
+
+	mu       sync.Mutex
+	cmd      *exec.Cmd // the current service process; nil between restarts
+	restarts int
+	ready    chan error // the first start's outcome; buffered, written once
+}
+
+// record is what serve leaves in RunDir so that the next serve can clean up after
+// a SIGKILL: the pools and state directories it created.
+type record struct {
+	Pools []recordPool `json:"pools"`
+}
+
+type recordPool struct {
+	Name     string `json:"name"`
+	StateDir string `json:"state_dir"`
+}
+
+// Serve reconciles what an earlier serve left behind, then creates every pool of
+// cfg and starts its service, returning once all services accept clients. Close
+// tears everything down.
+func Serve(cfg Config, opts Options, logger *zap.Logger) (_ *Server, err error) {
+	if err := opts.defaults(); err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, opts: opts, log: logging.OrNop(logger)}
+	cgs, err := NewCgroups(cfg.Cgroup)
+	if err != nil {
+		return nil, err
+	}
+	s.cgs = cgs
+	if err := os.MkdirAll(cfg.RunDir, 0o755); err != nil {
+		return nil, err
+	}
+	// One serve per run directory: the lock is released by the kernel when a serve
+	// dies, however it dies, so a stale lock cannot block the next start.
+	lf, err := os.OpenFile(filepath.Join(cfg.RunDir, "serve.lock"), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if err := unix.Flock(int(lf.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		lf.Close()
+		return nil, fmt.Errorf("another serve is running with run_dir %s: %w", cfg.RunDir, err)
+	}
+	s.lock = lf
+	defer func() {
+		if err != nil {
+			s.Close()
+		}
+	}()
+	if err := s.reconcile(); err != nil {
+		return nil, err
+	}
+	if err := s.writeRecord(); err != nil {
+		return nil, err
+	}
+	for i := range s.cfg.Pools {
+		r, err := s.startPool(&s.cfg.Pools[i])
+		if err != nil {
+			return nil, err
+		}
+		s.pools = append(s.pools, r)
+	}
+	for _, r := range s.pools {
+		select {
+		case err := <-r.ready:
+			if err != nil {
+				return nil, fmt.Errorf("pool %s: %w", r.p.Name, err)
+			}
+		case <-time.After(s.opts.ReadyTimeout):
+			return nil, fmt.Errorf("pool %s: service not ready after %v", r.p.Name, s.opts.ReadyTimeout)
+		}
+	}
+	s.log.Info("serve ready", zap.Int("pools", len(s.pools)), zap.Int("cgroup_version", s.cgs.Version()))
+	return s, nil
+}
+
+// reconcile removes what a serve killed without its teardown left: the pools'
+// cgroups under our parent (their processes killed first; Create makes them
+// anew) and the state directories it recorded or that our pools will use.
+func (s *Server) reconcile() error {
+	names, err := s.cgs.List()
+	if err != nil {
+		return err
+	}
+	for _, n := range names {
+		cg, err := s.cgs.Load(n)
+		if err != nil {
+			return err
+		}
+		pids, _ := cg.Pids()
+		if err := cg.Delete(); err != nil {
+			return fmt.Errorf("reconcile: %w", err)
+		}
+		s.log.Warn("reconcile: removed a leftover pool cgroup", zap.String("pool", n), zap.Ints("killed", pids))
+	}
+	var rec record
+	if data, err := os.ReadFile(s.recordPath()); err == nil {
+		if err := json.Unmarshal(data, &rec); err != nil {
+			s.log.Warn("reconcile: unreadable record, ignored", zap.String("path", s.recordPath()), zap.Error(err))
+		}
+	}
+	dirs := map[string]bool{}
+	for _, p := range rec.Pools {
+		dirs[p.StateDir] = true
+	}
+	for _, p := range s.cfg.Pools {
+		dirs[p.StateDir] = true
+	}
+	for d := range dirs {
+		if err := removeStateDir(d); err != nil {
+			return fmt.Errorf("reconcile: %w", err)
+		}
+	}
+	return nil
+}
+
+func (s *Server) recordPath() string { return filepath.Join(s.cfg.RunDir, "pools.json") }
+
+func (s *Server) writeRecord() error {
+	var rec record
+	for _, p := range s.cfg.Pools {
+		rec.Pools = append(rec.Pools, recordPool{Name: p.Name, StateDir: p.StateDir})
+	}
+	data, err := json.Marshal(rec)
+	if err != nil {
+		return err
+	}
+	tmp := s.recordPath() + ".tmp"
+	if err := os.WriteFile(tmp, data, 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, s.recordPath())
+}
+
+// stateFiles are the only files serve puts in a state directory; removeStateDir
+// deletes these and then the directory, so a state_dir pointing somewhere it
+// should not loses nothing else.
+var stateFiles = []string{"service.sock", "service.yaml"}
+
+func removeStateDir(dir string) error {
+	for _, f := range stateFiles {
+		if err := os.Remove(filepath.Join(dir, f)); err != nil && !os.IsNotExist(err) {
+			return err
+		}
+	}
+	if err := os.Remove(dir); err != nil && !os.IsNotExist(err) {
+		return fmt.Errorf("state directory %s: %w", dir, err)
+	}
+	return nil
+}
+
+func (s *Server) startPool(p *Pool) (*running, error) {
+	cg, err := s.cgs.Create(p.Name, p.limits())
+	if err != nil {
+		return nil, err
+	}
+	// Mkdir then Chown/Chmod: the directory is never open to anyone but root
+	// before it has its owner.
+	if err := os.Mkdir(p.StateDir, 0o700); err != nil {
+		_ = cg.Delete()
+		return nil, err
+	}
+	if err := os.Chown(p.StateDir, int(p.UID), int(p.GID)); err == nil {
+		err = os.Chmod(p.StateDir, 0o750)
+	}
+	if err != nil {
+		_ = cg.Delete()
+		_ = removeStateDir(p.StateDir)
+		return nil, err
+	}
+	data, err := p.ServiceConfig()
+	if err == nil {
+		err = os.WriteFile(p.serviceConfigPath(), data, 0o600)
+	}
+	if err != nil {
+		_ = cg.Delete()
+		_ = removeStateDir(p.StateDir)
+		return nil, err
+	}
+	r := &running{p: p, cg: cg, s: s, stop: make(chan struct{}), done: make(chan struct{}), ready: make(chan error, 1)}
+	go r.supervise()
+	return r, nil
+}
+
+// supervise runs the pool's service until stop, restarting it with exponential
+// backoff (capped at MaxBackoff, reset after a run that lasted a minute) when it
+// exits. A service that exits before its first start completes fails Serve.
+func (r *running) supervise() {
+	defer close(r.done)
+	log := r.s.log.With(zap.String("pool", r.p.Name))
+	backoff := r.s.opts.MinBackoff
+	first := true
+	for {
+		started := time.Now()
+		cmd, readyc, err := r.start()
+		if err != nil {
+			if first {
+				r.ready <- err
+				return
+			}
+			log.Error("service start failed", zap.Error(err))
+		} else {
+			waitc := make(chan error, 1)
+			go func() { waitc <- cmd.Wait() }()
+			var werr error
+			select {
+			case <-readyc:
+				if err := r.readied(); err != nil {
+					log.Error("service socket", zap.Error(err))
+				}
+				log.Info("service ready", zap.Int("pid", cmd.Process.Pid), zap.String("socket", r.p.Socket()))
+				if first {
+					r.ready <- nil
+					first = false
+				}
+				werr = <-waitc
+			case werr = <-waitc:
+			}
+			r.mu.Lock()
+			r.cmd = nil
+			r.mu.Unlock()
+			select {
+			case <-r.stop:
+				return
+			default:
+			}
+			if first {
+				r.ready <- fmt.Errorf("service exited before it was ready: %v", werr)
+				return
+			}
+			if time.Since(started) > time.Minute {
+				backoff = r.s.opts.MinBackoff
+			}
+			r.mu.Lock()
+			r.restarts++
+			n := r.restarts
+			r.mu.Unlock()
+			log.Warn("service exited; restarting", zap.Error(werr), zap.Int("restart", n), zap.Duration("backoff", backoff))
+		}
+		select {
+		case <-r.stop:
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, r.s.opts.MaxBackoff)
+	}
+}
+
+// start launches the service inside the pool's cgroup; readyc is closed when it
+// prints its ready line.
+func (r *running) start() (*exec.Cmd, chan struct{}, error) {
+	args := []string{"pool-exec"}
+	for _, f := range r.cg.ProcsFiles() {
+		args = append(args, "--cgroup-procs", f)
+	}
+	args = append(args, "--", r.s.opts.Exe, "service", "--config", r.p.serviceConfigPath())
+	cmd := exec.Command(r.s.opts.Exe, args...)
+	cmd.Stderr = r.s.opts.Stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, nil, err
+	}
+	// A stale socket would make the service's listen fail.
+	_ = os.Remove(r.p.Socket())
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	select {
+	case <-r.stop:
+		return nil, nil, errors.New("stopping")
+	default:
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, nil, err
+	}
+	r.cmd = cmd
+	readyc := make(chan struct{})
+	go func() {
+		sc := bufio.NewScanner(out)
+		once := false
+		for sc.Scan() {
+			line := sc.Text()
+			if !once && strings.HasPrefix(line, ReadyLine) {
+				once = true
+				close(readyc)
+				continue
+			}
+			fmt.Fprintf(r.s.opts.Stderr, "[%s] %s\n", r.p.Name, line)
+		}
+		_, _ = io.Copy(io.Discard, out)
+	}()
+	return cmd, readyc, nil
+}
+
+// readied gives the socket to the pool's owner; the state directory (0750) keeps
+// everyone else away in the meantime.
+func (r *running) readied() error {
+	if err := os.Chown(r.p.Socket(), int(r.p.UID), int(r.p.GID)); err != nil {
+		return err
+	}
+	return os.Chmod(r.p.Socket(), 0o660)
+}
+
+// ServicePid is the pid of the pool's current service process, 0 if none.
+func (s *Server) ServicePid(pool string) int {
+	for _, r := range s.pools {
+		if r.p.Name == pool {
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			if r.cmd != nil && r.cmd.Process != nil {
+				return r.cmd.Process.Pid
+			}
+		}
+	}
+	return 0
+}
+
+// stopService stops the supervisor, then the service: SIGTERM, and SIGKILL
+// after StopTimeout.
+func (r *running) stopService() {
+	close(r.stop)
+	r.mu.Lock()
+	cmd := r.cmd
+	r.mu.Unlock()
+	if cmd != nil {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+	}
+	select {
+	case <-r.done:
+	case <-time.After(r.s.opts.StopTimeout):
+		r.s.log.Warn("service ignored SIGTERM; killing it", zap.String("pool", r.p.Name), zap.Duration("after", r.s.opts.StopTimeout))
+		if cmd != nil {
+			_ = cmd.Process.Kill()
+		}
+		<-r.done
+	}
+}
+
+// Close stops every service (in parallel), removes the pools' cgroups and state
+// directories, and releases the run directory.
+func (s *Server) Close() error {
+	var wg sync.WaitGroup
+	for _, r := range s.pools {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r.stopService()
+		}()
+	}
+	wg.Wait()
+	var errs []error
+	for _, r := range s.pools {
+		if err := r.cg.Delete(); err != nil {
+			errs = append(errs, err)
+		}
+		if err := removeStateDir(r.p.StateDir); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	s.pools = nil
+	if s.cgs != nil {
+		s.cgs.RemoveParent()
+	}
+	if s.lock != nil {
+		if len(errs) == 0 {
+			_ = os.Remove(s.recordPath())
+		}
+		s.lock.Close()
+		s.lock = nil
+	}
+	return errors.Join(errs...)
+}

@@ -49,6 +49,9 @@ func (s *Service) worker(i int) {
 				for n := 0; !ok && n < 64; n++ {
 					v, ok = s.ring.TryDequeue()
 				}
+				// Let a runnable client (or another tenant) have this CPU
+				// while the ring stays empty.
+				shm.Yield()
 			}
 		}
 		if !ok {

@@ -368,6 +368,9 @@ func (c *Client) wait(st *uint32) error {
 			if time.Since(start) >= c.cfg.SpinTime {
 				break
 			}
+			// Past the first microseconds the service is likely waiting for a
+			// CPU: offer this one (a no-op when nothing else is runnable here).
+			shm.Yield()
 		}
 	}
 	for {

@@ -80,3 +80,10 @@ func FutexWake(addr *uint32, n int) (int, error) {
 	}
 	return int(r), nil
 }
+
+// Yield gives up the CPU to another runnable thread, if any (sched_yield): a
+// spinning waiter calls it so that, on a machine with more spinning threads than
+// cores, the thread it waits for gets to run.
+func Yield() {
+	unix.Syscall(unix.SYS_SCHED_YIELD, 0, 0, 0)
+}

@@ -2,11 +2,13 @@
 // pools: section of `polytropon serve`'s YAML), its cgroup (cpuset, memory, pids,
 // blkio throttle, through github.com/containerd/cgroups/v3: v1 in legacy and
 // hybrid mode, v2 in unified mode), and its filesystem service started inside the
-// cgroup and supervised (Serve).
+// cgroup and supervised (Serve); and containers in a pool (`polytropon run`:
+// Lookup, StartContainer, ContainerInit) with their own mount, PID, UTS and IPC
+// namespaces.
 //
-// This is the first slice of issue 11. Not here yet: `polytropon run` (containers
-// with namespaces and --rootfs), per-pool networks (netstack), elasticity and
-// `polytropon status` of pools. The cgroup v2 code path is written but not
+// Slices 1 and 2 of issue 11. Not here yet: run --rootfs (pivot_root into the
+// pool's instance through the FUSE gateway), per-pool networks (netstack),
+// elasticity and `polytropon status` of pools. The cgroup v2 code path is written but not
 // exercised by the tests (the development machines run hybrid mode, whose unified
 // hierarchy has no controllers).
 //
@@ -24,6 +26,12 @@
 //     so a new serve kills and removes whatever it finds there (reconcile), and
 //     removes the state directories the previous one recorded in RunDir/pools.json.
 //   - Serve removes from a state directory only the files it puts there.
+//   - RunDir/pools.json names a pool's socket and cgroups only once they exist,
+//     and Lookup trusts it only while a serve holds RunDir/serve.lock.
+//   - A container's command is in the pool's cgroups from its first instruction:
+//     its init (ContainerInit, pid 1) joins them before it forks the command. The
+//     command is never pid 1, so default signal dispositions apply to it, and
+//     orphans are reaped by the init; the container ends when the command does.
 //
 // # Lock order
 //

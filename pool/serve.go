@@ -102,6 +102,10 @@ type record struct {
 type recordPool struct {
 	Name     string `json:"name"`
 	StateDir string `json:"state_dir"`
+	// Socket and CgroupProcs are filled once the pool exists; `polytropon run`
+	// reads them (Lookup) to start containers in the pool.
+	Socket      string   `json:"socket,omitempty"`
+	CgroupProcs []string `json:"cgroup_procs,omitempty"`
 }
 
 // Serve reconciles what an earlier serve left behind, then creates every pool of
@@ -148,6 +152,10 @@ func Serve(cfg Config, opts Options, logger *zap.Logger) (_ *Server, err error) 
 			return nil, err
 		}
 		s.pools = append(s.pools, r)
+	}
+	// Again, now with the cgroups: what Lookup reads.
+	if err := s.writeRecord(); err != nil {
+		return nil, err
 	}
 	for _, r := range s.pools {
 		select {
@@ -208,7 +216,14 @@ func (s *Server) recordPath() string { return filepath.Join(s.cfg.RunDir, "pools
 func (s *Server) writeRecord() error {
 	var rec record
 	for _, p := range s.cfg.Pools {
-		rec.Pools = append(rec.Pools, recordPool{Name: p.Name, StateDir: p.StateDir})
+		rp := recordPool{Name: p.Name, StateDir: p.StateDir}
+		for _, r := range s.pools {
+			if r.p.Name == p.Name {
+				rp.Socket = p.Socket()
+				rp.CgroupProcs = r.cg.ProcsFiles()
+			}
+		}
+		rec.Pools = append(rec.Pools, rp)
 	}
 	data, err := json.Marshal(rec)
 	if err != nil {

@@ -93,18 +93,27 @@ func main() {
 	err := root.Execute()
 	_ = log.Sync()
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "polytropon:", err)
+		// A status passed on (run's command's) has nothing to say.
+		if e, ok := err.(*exitError); !ok || e.err != nil {
+			fmt.Fprintln(os.Stderr, "polytropon:", err)
+		}
 		os.Exit(exitCode(err))
 	}
 }
 
-// exitError carries a specific exit status (for example a child's, in `run`).
+// exitError carries a specific exit status (for example a child's, in `run`);
+// err nil means the status alone, with no message.
 type exitError struct {
 	code int
 	err  error
 }
 
-func (e *exitError) Error() string { return e.err.Error() }
+func (e *exitError) Error() string {
+	if e.err == nil {
+		return fmt.Sprintf("exit status %d", e.code)
+	}
+	return e.err.Error()
+}
 func (e *exitError) Unwrap() error { return e.err }
 
 func exitCode(err error) int {

@@ -197,6 +197,21 @@ filesystems:
 	return cfgPath, sock
 }
 
+// serviceWithClient starts a service over dir in another process and connects a
+// client, closed at the end of the test.
+func serviceWithClient(t *testing.T, dir, policy string) (*proc, *fslib.Client) {
+	t.Helper()
+	cfg, sock := diskConfig(t, dir, policy)
+	svc := spawn(t, "service", configEnv+"="+cfg)
+	svc.expect(t, "ready")
+	c, err := fslib.Dial(fslib.DialOptions{Socket: sock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return svc, c
+}
+
 func statusOf(t *testing.T, sock string) service.Status {
 	raw, err := fslib.ServiceStatus(fslib.DialOptions{Socket: sock})
 	if err != nil {
@@ -361,14 +376,7 @@ func TestServiceKilledUnderLoad(t *testing.T) {
 // write-back cache: the service finishes, flushes and exits 0.
 func TestSIGTERMFlushesAndExits0(t *testing.T) {
 	dir := t.TempDir()
-	cfg, sock := diskConfig(t, dir, "writeback")
-	svc := spawn(t, "service", configEnv+"="+cfg)
-	svc.expect(t, "ready")
-	c, err := fslib.Dial(fslib.DialOptions{Socket: sock})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	svc, c := serviceWithClient(t, dir, "writeback")
 	f, err := c.Create("/data/dirty")
 	if err != nil {
 		t.Fatal(err)
@@ -397,14 +405,7 @@ func TestSIGTERMFlushesAndExits0(t *testing.T) {
 // disk after a SIGKILL of the service.
 func TestSIGKILLKeepsWhatFsyncPromised(t *testing.T) {
 	dir := t.TempDir()
-	cfg, sock := diskConfig(t, dir, "writeback")
-	svc := spawn(t, "service", configEnv+"="+cfg)
-	svc.expect(t, "ready")
-	c, err := fslib.Dial(fslib.DialOptions{Socket: sock})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	svc, c := serviceWithClient(t, dir, "writeback")
 	f, err := c.Create("/data/synced")
 	if err != nil {
 		t.Fatal(err)

@@ -93,7 +93,7 @@ func TestConformanceFUSEOverDirect(t *testing.T) {
 		s := start(t, memConfig(t))
 		remote := dialFS(t, s, "/m")
 		mp := t.TempDir()
-		srv, err := fusegw.Mount(mp, remote, fusegw.Options{})
+		srv, err := fusegw.Mount(mp, remote, fusegw.Options{DirectIO: true})
 		if err != nil {
 			t.Fatal(err)
 		}

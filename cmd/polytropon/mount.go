@@ -82,6 +82,12 @@ exit; a stale mount left at MOUNTPOINT by a killed gateway is cleaned up first.`
 	cmd.Flags().StringVar(&socket, "socket", "", "the service's socket (default $"+fslib.SocketEnv+")")
 	cmd.Flags().StringVar(&fsName, "fs", "", "the instance to mount")
 	cmd.Flags().BoolVar(&opts.AllowOther, "allow-other", false, "let other users in (permission bits still apply)")
+	// Files behind this mount change through the direct path too, and the kernel's
+	// page cache over a remote instance has shown stale pages under concurrent
+	// writers; so every read and write is a request unless asked otherwise.
+	var pageCache bool
+	cmd.Flags().BoolVar(&pageCache, "page-cache", false, "let the kernel cache file pages (faster re-reads; see the help)")
+	cmd.PreRun = func(*cobra.Command, []string) { opts.DirectIO = !pageCache }
 	cmd.Flags().DurationVar(&opts.AttrTimeout, "attr-timeout", 0, "kernel attribute cache time (0: default 1s, negative: none)")
 	cmd.Flags().DurationVar(&opts.EntryTimeout, "entry-timeout", 0, "kernel name cache time (0: default 1s, negative: none)")
 	return cmd

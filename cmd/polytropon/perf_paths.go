@@ -14,6 +14,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/polytropon/polytropon/perf/harness"
 	"github.com/polytropon/polytropon/perf/pathperf"
 )
 
@@ -114,7 +115,7 @@ func printPaths(out io.Writer, rep *pathperf.Report) error {
 		fmt.Fprintf(tw, "%s\t", op)
 		for _, p := range paths {
 			r := rep.Result(op, p)
-			fmt.Fprintf(tw, "%s\t%s\t", fmtNs(float64(r.P50Ns)), fmtNs(float64(r.P99Ns)))
+			fmt.Fprintf(tw, "%s\t%s\t", harness.FormatNs(float64(r.P50Ns)), harness.FormatNs(float64(r.P99Ns)))
 		}
 		if q := rep.Ratio(op); q != nil {
 			for _, p := range paths {
@@ -147,7 +148,7 @@ func printPaths(out io.Writer, rep *pathperf.Report) error {
 		fmt.Fprintf(tw, "%s\t", op)
 		for _, p := range paths {
 			r := rep.Result(op, p)
-			fmt.Fprintf(tw, "%.0f\t%s\t", r.OpsPerSec, fmtNs(float64(r.P999Ns)))
+			fmt.Fprintf(tw, "%.0f\t%s\t", r.OpsPerSec, harness.FormatNs(float64(r.P999Ns)))
 		}
 		if q := rep.Ratio(op); q != nil {
 			for _, p := range paths {
@@ -193,29 +194,4 @@ func listSep(i int) string {
 		return ""
 	}
 	return ","
-}
-
-// fmtNs prints a latency with three significant digits.
-func fmtNs(ns float64) string {
-	switch {
-	case ns < 1e3:
-		return fmt.Sprintf("%.0fns", ns)
-	case ns < 1e6:
-		return sig3(ns/1e3) + "µs"
-	case ns < 1e9:
-		return sig3(ns/1e6) + "ms"
-	default:
-		return sig3(ns/1e9) + "s"
-	}
-}
-
-func sig3(v float64) string {
-	switch {
-	case v < 10:
-		return fmt.Sprintf("%.2f", v)
-	case v < 100:
-		return fmt.Sprintf("%.1f", v)
-	default:
-		return fmt.Sprintf("%.0f", v)
-	}
 }

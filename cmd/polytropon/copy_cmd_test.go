@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/polytropon/polytropon/internal/copytune"
 	"github.com/polytropon/polytropon/ipc/memcopy"
 )
 
@@ -46,6 +47,32 @@ func TestTuneAndPerfCopy(t *testing.T) {
 	}
 	if len(rep.Speedups) == 0 || !(rep.Worst > 0) {
 		t.Fatalf("perf copy reported no tuned speedups: %+v", rep.Speedups)
+	}
+
+	// Six rounds bound each cell's paired median at 95 %: every cell gets an
+	// interval around its median and a verdict that agrees with it.
+	root = newRoot()
+	stdout.Reset()
+	stderr.Reset()
+	root.SetOut(&stdout)
+	root.SetErr(&stderr)
+	root.SetArgs([]string{"perf", "copy", "--sizes", "4096,65536", "--reps", "6", "--json", "--profile", path})
+	if err := root.Execute(); err != nil {
+		t.Fatalf("perf copy --sizes: %v\n%s", err, stderr.String())
+	}
+	out = stdout.String()
+	rep = perfCopyReport{}
+	if err := json.Unmarshal([]byte(out), &rep); err != nil {
+		t.Fatalf("perf copy --json: %v\n%.500s", err, out)
+	}
+	if len(rep.Speedups) != 2*len(copytune.Settings) {
+		t.Fatalf("%d tuned cells, want 2 sizes x %d settings", len(rep.Speedups), len(copytune.Settings))
+	}
+	for _, s := range rep.Speedups {
+		p := s.Paired
+		if p == nil || p.N != 6 || !(p.Lo <= p.Median && p.Median <= p.Hi) || s.Verdict != p.Verdict(noWorseBound) {
+			t.Errorf("cell %s %d: paired %+v verdict %s", s.Setting, s.Bytes, p, s.Verdict)
+		}
 	}
 }
 

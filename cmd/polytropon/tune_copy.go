@@ -33,16 +33,18 @@ func init() {
 type copyRunFlags struct {
 	quick, progress bool
 	reps            int
+	sizes           []int
 }
 
 func (f *copyRunFlags) add(c *cobra.Command) {
 	c.Flags().BoolVar(&f.quick, "quick", false, "fewer sizes (64 B to 4 MiB, every 4th power of two) and 3 repetitions")
 	c.Flags().IntVar(&f.reps, "reps", 0, "samples per kernel, size and setting (median taken); 0: 7, or 3 with --quick")
+	c.Flags().IntSliceVar(&f.sizes, "sizes", nil, "measure only these sizes in bytes (comma-separated), e.g. to re-check a few classes with many --reps")
 	c.Flags().BoolVar(&f.progress, "progress", false, "draw a progress bar on stderr even when it is not a terminal")
 }
 
 func (f *copyRunFlags) options(stderr io.Writer) copytune.Options {
-	o := copytune.Options{Quick: f.quick, Reps: f.reps}
+	o := copytune.Options{Quick: f.quick, Reps: f.reps, Sizes: f.sizes}
 	if f.progress || isTerminal(stderr) {
 		o.Progress = stderr
 	}

@@ -73,6 +73,9 @@ type Options struct {
 	ChildArgs []string
 	// Progress, when not nil, gets a progress bar (carriage-return updated).
 	Progress io.Writer
+	// KeepSamples keeps every round's time in Cell.Samples, for paired
+	// comparisons (PairRatios).
+	KeepSamples bool
 }
 
 // MaxSize is the largest copy measured.
@@ -107,6 +110,10 @@ type Cell struct {
 	Kernel   string  `json:"kernel"`
 	MedianNs float64 `json:"median_ns"` // per copy
 	GBps     float64 `json:"gbps"`
+	// Samples are the time per copy of each round, in round order, with
+	// Options.KeepSamples: index i of two candidates' Samples ran in the
+	// same round, side by side.
+	Samples []float64 `json:"samples_ns,omitempty"`
 }
 
 // Result is a whole measurement run.
@@ -248,10 +255,13 @@ func Run(opts Options) (*Result, error) {
 				}
 			}
 			for ci, c := range cands {
-				med := median(samples[ci])
-				res.Cells = append(res.Cells, Cell{
-					Setting: st.Name, Bytes: size, Kernel: c.Name, MedianNs: med, GBps: float64(size) / med,
-				})
+				cell := Cell{Setting: st.Name, Bytes: size, Kernel: c.Name}
+				if opts.KeepSamples {
+					cell.Samples = slices.Clone(samples[ci])
+				}
+				cell.MedianNs = median(samples[ci])
+				cell.GBps = float64(size) / cell.MedianNs
+				res.Cells = append(res.Cells, cell)
 			}
 		}
 	}

@@ -3,7 +3,9 @@ package memcopy
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io/fs"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -298,21 +300,76 @@ func TestHostCPUMatchesCPUInfo(t *testing.T) {
 	}
 }
 
+// TestCopierBuiltinBound: the inlined fast path of Copy must cover exactly the
+// lengths whose classes all use copy(): below builtinBelow every class is the
+// built-in, and builtinBelow's own class is not.
+func TestCopierBuiltinBound(t *testing.T) {
+	for _, c := range []*Copier{mustCopier(t, nil), mustCopier(t, testProfile(t)), mustCopier(t, nonTemporalFrom(t, 15))} {
+		below := c.builtinBelow
+		for n := 0; n < 1<<30 && n < below; n = n*2 + 1 {
+			if k := c.KernelFor(n); k.Name() != builtinName {
+				t.Fatalf("builtinBelow %d but %d bytes use %s", below, n, k.Name())
+			}
+		}
+		if below != math.MaxInt && c.KernelFor(below).Name() == builtinName {
+			t.Errorf("builtinBelow %d is not the first length with a kernel", below)
+		}
+	}
+}
+
+// nonTemporalFrom is a profile shaped like the ones tune writes on this kind
+// of machine: copy() below class c (2^(c-1) bytes), then the first non-builtin
+// kernel up to 1 MiB.
+func nonTemporalFrom(t testing.TB, c int) *Profile {
+	var k *Kernel
+	for _, kk := range Kernels() {
+		if kk.Available() && kk.Name() != builtinName {
+			k = kk
+			break
+		}
+	}
+	p := &Profile{Version: ProfileVersion, CPU: HostCPU(), Created: time.Unix(1700000000, 0).UTC()}
+	if k == nil {
+		return p // purego: copy() only
+	}
+	for ; c <= 21; c++ {
+		lo, hi := ClassRange(c)
+		p.Classes = append(p.Classes, ClassChoice{MinBytes: lo, MaxBytes: hi, Kernel: k.Name(), Speedup: 1.5})
+	}
+	return p
+}
+
 // BenchmarkCopierDispatch measures what the Copier adds over calling copy()
-// for a small copy, where the dispatch matters most.
+// at the sizes a tuned profile leaves to copy(), where the dispatch matters
+// most: the Copier here uses a kernel from 16 KiB, as tune chooses on Zen 3.
 func BenchmarkCopierDispatch(b *testing.B) {
-	src := make([]byte, 256)
-	dst := make([]byte, 256)
-	b.Run("builtin", func(b *testing.B) {
-		b.SetBytes(256)
-		for b.Loop() {
-			copy(dst, src)
-		}
-	})
-	b.Run("Copy", func(b *testing.B) {
-		b.SetBytes(256)
-		for b.Loop() {
-			Copy(dst, src)
-		}
-	})
+	c, err := NewCopier(nonTemporalFrom(b, 15))
+	if err != nil {
+		b.Fatal(err)
+	}
+	prev := Default()
+	SetDefault(c)
+	defer SetDefault(prev)
+	for _, n := range []int{64, 256, 4096} {
+		src := make([]byte, n)
+		dst := make([]byte, n)
+		b.Run(fmt.Sprintf("%d/builtin", n), func(b *testing.B) {
+			b.SetBytes(int64(n))
+			for b.Loop() {
+				copy(dst, src)
+			}
+		})
+		b.Run(fmt.Sprintf("%d/Copier.Copy", n), func(b *testing.B) {
+			b.SetBytes(int64(n))
+			for b.Loop() {
+				c.Copy(dst, src)
+			}
+		})
+		b.Run(fmt.Sprintf("%d/Copy", n), func(b *testing.B) {
+			b.SetBytes(int64(n))
+			for b.Loop() {
+				Copy(dst, src)
+			}
+		})
+	}
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"math"
 	"os"
 	"path/filepath"
 	"time"
@@ -185,7 +186,7 @@ func (p *Profile) Save(path string) error {
 // wrapping ErrBadProfile.
 func NewCopier(p *Profile) (*Copier, error) {
 	if p == nil {
-		return &Copier{}, nil
+		return &Copier{builtinBelow: math.MaxInt}, nil
 	}
 	if err := p.Validate(); err != nil {
 		return nil, err
@@ -200,6 +201,14 @@ func NewCopier(p *Profile) (*Copier, error) {
 			return nil, fmt.Errorf("%w: kernel %q needs %s, which this CPU or build lacks", ErrBadProfile, cc.Kernel, registry[i].needs)
 		}
 		c.table[ClassOf(int(cc.MinBytes))] = uint8(i)
+	}
+	c.builtinBelow = math.MaxInt
+	for class := 1; class < numClasses; class++ {
+		if c.table[class] != 0 {
+			lo, _ := ClassRange(class)
+			c.builtinBelow = int(lo)
+			break
+		}
 	}
 	return c, nil
 }

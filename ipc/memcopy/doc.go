@@ -91,8 +91,9 @@
 // both run the same memmove, are the machine's noise, not the copier's; the
 // bound can only be shown on a quiet machine. An earlier version of the run
 // rotated candidates in a fixed order, so copy() always followed the tuned
-// copier and the tuned copier a non-temporal kernel; that bias showed as
-// "fails" of up to 12 % in warm settings and is gone.
+// copier and the tuned copier a non-temporal kernel; the likely cause of two
+// "fails" (medians 7 % and 12 % slower) in a run before the fix, where the
+// same code ran in both; the runs since showed none.
 //
 // # Locking
 //

@@ -37,6 +37,10 @@ type DialOptions struct {
 	WaitSlice time.Duration
 	// Timeout bounds connect plus handshake (default 2 s).
 	Timeout time.Duration
+	// CallTimeout bounds each call to a service that is alive but does not
+	// answer: the call fails with ETIMEDOUT, its outcome unknown (a write may
+	// still land). Zero waits as long as the service lives.
+	CallTimeout time.Duration
 	// Logger receives reconnect events; nil discards them.
 	Logger *zap.Logger
 }
@@ -111,7 +115,7 @@ var (
 
 func (r *remote) dial() (*front.Client, error) {
 	c, err := front.Dial(front.Config{SocketPath: r.o.Socket, SpinIters: r.o.SpinIters, SpinTime: r.o.SpinTime, WaitSlice: r.o.WaitSlice,
-		DialTimeout: r.o.Timeout, Logger: r.o.Logger})
+		DialTimeout: r.o.Timeout, CallTimeout: r.o.CallTimeout, Logger: r.o.Logger})
 	if err != nil {
 		return nil, fmt.Errorf("fslib: connect to the filesystem service at %s: %w", r.o.Socket, err)
 	}

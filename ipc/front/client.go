@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"runtime"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -35,6 +36,12 @@ type Config struct {
 	WaitSlice time.Duration
 	// DialTimeout bounds connect plus handshake (default 2 s).
 	DialTimeout time.Duration
+	// CallTimeout bounds a call's wait for a descriptor and for its answer
+	// from a service that is alive but does not answer (a hung handler, a
+	// stopped process); the call then fails with ETIMEDOUT and its outcome is
+	// unknown, as with a soft NFS mount: a write may still be applied later.
+	// Zero waits as long as the service lives.
+	CallTimeout time.Duration
 	// Logger receives the copy-profile warning at the first Dial; nil discards it.
 	Logger *zap.Logger
 }
@@ -65,9 +72,21 @@ type Client struct {
 	slotSize uint32
 	states   []*uint32
 	free     chan uint32
-	reqID    atomic.Uint64
-	broken   atomic.Bool
-	closed   atomic.Bool
+	// orphan[i] is set while descriptor i belongs to a call that timed out
+	// and the service has not answered yet: the call's release must not
+	// hand it out (the service may still write its buffer); a reaper
+	// goroutine returns it once the answer comes.
+	orphan  []atomic.Bool
+	orphans atomic.Int32
+	// reapMu orders reaper starts (timed-out calls only) against Close,
+	// which stops them before the arena is unmapped.
+	reapMu      sync.Mutex
+	reapStopped bool
+	reapers     sync.WaitGroup
+	stopReap    chan struct{} // closed by Close
+	reqID       atomic.Uint64
+	broken      atomic.Bool
+	closed      atomic.Bool
 }
 
 // Dial connects to the service at cfg.SocketPath and completes the handshake.
@@ -192,6 +211,8 @@ func (c *Client) layout(w *wire.Welcome) error {
 		}
 		c.states[i] = p
 	}
+	c.orphan = make([]atomic.Bool, c.numDesc)
+	c.stopReap = make(chan struct{})
 	c.free = make(chan uint32, c.numDesc)
 	for i := uint32(0); i < c.numDesc; i++ {
 		c.free <- i
@@ -237,6 +258,15 @@ func (c *Client) Close() error {
 		return nil
 	}
 	c.broken.Store(true)
+	if c.stopReap != nil {
+		// Reapers touch the arena: they must be gone before it is unmapped.
+		// Each notices within one WaitSlice.
+		c.reapMu.Lock()
+		c.reapStopped = true
+		c.reapMu.Unlock()
+		close(c.stopReap)
+		c.reapers.Wait()
+	}
 	return c.release()
 }
 
@@ -272,7 +302,14 @@ func (c *Client) acquire() (uint32, error) {
 	if c.broken.Load() {
 		return 0, syscall.ENOTCONN
 	}
-	idx := <-c.free
+	var idx uint32
+	select {
+	case idx = <-c.free:
+	default:
+		if err := c.acquireSlow(&idx); err != nil {
+			return 0, err
+		}
+	}
 	if c.broken.Load() {
 		c.free <- idx
 		return 0, syscall.ENOTCONN
@@ -280,7 +317,74 @@ func (c *Client) acquire() (uint32, error) {
 	return idx, nil
 }
 
-func (c *Client) releaseDesc(idx uint32) { c.free <- idx }
+// acquireSlow waits for a descriptor when all are in flight: for ever
+// without CallTimeout, else at most CallTimeout (every descriptor may be held by
+// calls to a hung service).
+func (c *Client) acquireSlow(idx *uint32) error {
+	if c.cfg.CallTimeout <= 0 {
+		*idx = <-c.free
+		return nil
+	}
+	t := time.NewTimer(c.cfg.CallTimeout)
+	defer t.Stop()
+	select {
+	case *idx = <-c.free:
+		return nil
+	case <-t.C:
+		return syscall.ETIMEDOUT
+	}
+}
+
+func (c *Client) releaseDesc(idx uint32) {
+	if c.orphan[idx].Load() {
+		// The call timed out: the service still owns the descriptor. The
+		// reaper starts only now, when the call is done with it, so that it
+		// cannot return the index to the free list before this release.
+		c.reapMu.Lock()
+		defer c.reapMu.Unlock()
+		if c.reapStopped {
+			return // closing: the arena goes away, nothing to reuse
+		}
+		c.reapers.Add(1)
+		go c.reap(idx)
+		return
+	}
+	c.free <- idx
+}
+
+// Orphans returns how many descriptors wait for answers to calls that timed out.
+func (c *Client) Orphans() int { return int(c.orphans.Load()) }
+
+// reap waits, as long as the service lives, for the answer to the call that
+// timed out on descriptor idx, then frees the descriptor. On a dead service the
+// descriptor is never reused (the client is broken anyway).
+func (c *Client) reap(idx uint32) {
+	defer c.reapers.Done()
+	st := c.states[idx]
+	for {
+		if atomic.LoadUint32(st) == wire.StateDone {
+			break
+		}
+		select {
+		case <-c.stopReap:
+			return
+		default:
+		}
+		if atomic.LoadUint32(st) == wire.StateSleeping {
+			_ = shm.FutexWait(st, wire.StateSleeping, c.cfg.WaitSlice)
+		} else {
+			time.Sleep(time.Millisecond)
+		}
+		if atomic.LoadUint32(st) != wire.StateDone && !c.alive() {
+			c.broken.Store(true)
+			return
+		}
+	}
+	atomic.StoreUint32(st, wire.StateFree)
+	c.orphans.Add(-1)
+	c.orphan[idx].Store(false)
+	c.free <- idx
+}
 
 func (c *Client) desc(idx uint32) []byte {
 	off := c.descOff + idx*wire.DescSize
@@ -313,6 +417,10 @@ func (c *Client) submit(idx uint32, d *wire.Desc) (int32, uint64, error) {
 		return 0, 0, err
 	}
 	if err := c.wait(st); err != nil {
+		if err == syscall.ETIMEDOUT {
+			c.orphan[idx].Store(true)
+			c.orphans.Add(1)
+		}
 		return 0, 0, err
 	}
 	status, result := wire.Reply(b)
@@ -373,10 +481,18 @@ func (c *Client) wait(st *uint32) error {
 			shm.Yield()
 		}
 	}
+	var deadline time.Time
+	if c.cfg.CallTimeout > 0 {
+		deadline = time.Now().Add(c.cfg.CallTimeout)
+	}
 	for {
 		if atomic.CompareAndSwapUint32(st, wire.StateSubmitted, wire.StateSleeping) ||
 			atomic.LoadUint32(st) == wire.StateSleeping {
-			err := shm.FutexWait(st, wire.StateSleeping, c.cfg.WaitSlice)
+			slice := c.cfg.WaitSlice
+			if !deadline.IsZero() {
+				slice = max(min(slice, time.Until(deadline)), time.Microsecond)
+			}
+			err := shm.FutexWait(st, wire.StateSleeping, slice)
 			if err != nil && err != unix.ETIMEDOUT && err != unix.EINTR {
 				c.broken.Store(true)
 				return syscall.EIO
@@ -388,6 +504,9 @@ func (c *Client) wait(st *uint32) error {
 		if !c.alive() {
 			c.broken.Store(true)
 			return syscall.ENOTCONN
+		}
+		if !deadline.IsZero() && !time.Now().Before(deadline) {
+			return syscall.ETIMEDOUT
 		}
 	}
 }

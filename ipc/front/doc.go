@@ -28,11 +28,26 @@
 // clients; within one Client the free list is the only shared structure.
 //
 // Invariants: a descriptor index is owned by exactly one call from acquire to
-// release; its buffer (the descriptor's slot in the data area) is touched only by
-// that call and, between enqueue and StateDone, by the service. A descriptor whose
-// answer never came (dead service) is never reused: the Client is broken from then.
+// release, or by one reaper from a timed-out call's release to the service's
+// answer; its buffer (the descriptor's slot in the data area) is touched only by
+// that owner and, between enqueue and StateDone, by the service. A descriptor
+// whose answer never came (dead service) is never reused: the Client is broken
+// from then. Close stops the reapers before it unmaps the arena.
 //
-// Lock order: the package holds no locks (channels and atomics only).
+// # A live service that does not answer
+//
+// Death is detected by the socket; a hung service (a handler stuck on a lock, a
+// process stopped with SIGSTOP) is not dead. With Config.CallTimeout a call gives
+// up after that long with ETIMEDOUT, and so does a call that waits that long for
+// a free descriptor. The timed-out descriptor still belongs to the service, which
+// may write its buffer whenever it answers, so it is never handed out again until
+// it does: the call marks it orphaned, and at its release a reaper goroutine waits
+// for the answer (futex slices, liveness checks), then frees it. A write whose
+// call timed out may still be applied later; a read's data is dropped.
+//
+// Lock order: reapMu (Close against the start of a reaper, only on the timeout
+// path) is the one lock and is never held with another; the rest is channels
+// and atomics.
 //
 // All payload copies between a caller's buffer and the arena go through
 // shm.CopyData.

@@ -1,0 +1,133 @@
+package back
+
+import (
+	"errors"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/polytropon/polytropon/ipc/front"
+	"github.com/polytropon/polytropon/ipc/wire"
+)
+
+// hungStore is a memStore whose stat of /hang blocks while the test holds hang:
+// a service that is alive (its socket open) but does not answer.
+type hungStore struct {
+	*memStore
+	hang sync.RWMutex
+}
+
+const hangPath = "/hang"
+
+func (h *hungStore) Handle(c *ClientCtx, d *wire.Desc, data []byte) int32 {
+	if d.Op == wire.OpStat && strings.HasPrefix(string(data[:min(int(d.Aux), len(data))]), hangPath) {
+		h.hang.RLock()
+		h.hang.RUnlock() // waiting for the lock was the point
+	}
+	return h.memStore.Handle(c, d, data)
+}
+
+// TestCallTimeoutHungService: calls to a live service that does not answer fail
+// with ETIMEDOUT after CallTimeout, other requests keep being served, the
+// timed-out descriptors come back once the service answers them (none is
+// reused before: the service may still write its buffer), and a Client with
+// every descriptor orphaned times out in acquire instead of blocking; Close
+// with answers still pending returns promptly.
+func TestCallTimeoutHungService(t *testing.T) {
+	h := &hungStore{memStore: newMemStore()}
+	s, _ := startService(t, Config{Handler: h, Workers: 3})
+	const timeout = 100 * time.Millisecond
+	c, err := front.Dial(front.Config{SocketPath: s.Addr(), SpinIters: helperSpins, CallTimeout: timeout, WaitSlice: 10 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+
+	// Two calls hang two of the three workers.
+	h.hang.Lock()
+	var wg sync.WaitGroup
+	errs := make([]error, 2)
+	for i := range errs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			start := time.Now()
+			_, errs[i] = c.Stat(hangPath)
+			if el := time.Since(start); el > 20*timeout {
+				t.Errorf("a hung call returned after %v (CallTimeout %v)", el, timeout)
+			}
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if !errors.Is(err, syscall.ETIMEDOUT) {
+			t.Fatalf("call to a hung handler: %v, want ETIMEDOUT", err)
+		}
+	}
+	if n := c.Orphans(); n != 2 {
+		t.Fatalf("%d orphaned descriptors, want 2", n)
+	}
+	// The third worker still serves other requests.
+	if _, err := c.Stat("/"); err != nil {
+		t.Fatalf("stat beside two hung calls: %v", err)
+	}
+	if c.Broken() {
+		t.Fatal("a timeout broke the client")
+	}
+	h.hang.Unlock()
+	waitFor(t, "orphaned descriptors to come back", func() bool { return c.Orphans() == 0 })
+
+	// Every descriptor usable again: as many concurrent calls as descriptors.
+	n := c.Descriptors()
+	runAll := func(path string) []error {
+		errs := make([]error, n)
+		var wg sync.WaitGroup
+		for i := range errs {
+			wg.Add(1)
+			go func() { defer wg.Done(); _, errs[i] = c.Stat(path) }()
+		}
+		wg.Wait()
+		return errs
+	}
+	for i, err := range runAll("/") {
+		if err != nil {
+			t.Fatalf("call %d of %d after the reap: %v", i, n, err)
+		}
+	}
+
+	// Every descriptor orphaned: the next call times out waiting for one.
+	h.hang.Lock()
+	for _, err := range runAll(hangPath) {
+		if !errors.Is(err, syscall.ETIMEDOUT) {
+			t.Fatalf("hung call: %v, want ETIMEDOUT", err)
+		}
+	}
+	start := time.Now()
+	if _, err := c.Stat("/"); !errors.Is(err, syscall.ETIMEDOUT) {
+		t.Fatalf("call with every descriptor orphaned: %v, want ETIMEDOUT", err)
+	}
+	if el := time.Since(start); el > 20*timeout {
+		t.Errorf("acquire gave up after %v (CallTimeout %v)", el, timeout)
+	}
+	h.hang.Unlock()
+	waitFor(t, "all orphans back", func() bool { return c.Orphans() == 0 })
+	if err := c.Nop(); err != nil {
+		t.Fatalf("after the service answered: %v", err)
+	}
+
+	// Close with an answer still pending: the reaper leaves, Close returns.
+	h.hang.Lock()
+	if _, err := c.Stat(hangPath); !errors.Is(err, syscall.ETIMEDOUT) {
+		t.Fatalf("hung call: %v", err)
+	}
+	done := make(chan struct{})
+	go func() { c.Close(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close hung behind a reaper")
+	}
+	h.hang.Unlock()
+}

@@ -61,8 +61,15 @@ func (s *Service) worker(i int) {
 				if !errors.Is(err, rcqb.ErrClosed) {
 					s.log.Error("ipc worker: dequeue", zap.Error(err))
 				}
+				s.liveWorkers.Add(-1)
 				return
 			}
+		}
+		if v == retireRef {
+			if s.retire() {
+				return
+			}
+			continue
 		}
 		s.serve(v, d)
 	}

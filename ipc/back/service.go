@@ -273,6 +273,9 @@ func (s *Service) spawnWorkerLocked() {
 	go s.worker(i)
 }
 
+// QueueLen estimates the requests waiting in the ring.
+func (s *Service) QueueLen() int { return s.ring.Len() }
+
 // Workers is the number of running workers.
 func (s *Service) Workers() int { return int(s.liveWorkers.Load()) }
 

@@ -135,8 +135,8 @@ func randomPolicy(r *rand.Rand) Policy {
 }
 
 func randomObservation(r *rand.Rand) Observation {
-	return Observation{Workers: r.IntN(20), CacheBytes: int64(r.IntN(1 << 12)) << 14, CPUFrac: r.Float64() * 1.2,
-		MemoryBytes: int64(r.IntN(1 << 12)) << 16, MemoryLimitBytes: int64(r.IntN(2)*r.IntN(1<<12)) << 16,
+	return Observation{Workers: r.IntN(20), CacheBytes: int64(r.IntN(1<<12)) << 14, CPUFrac: r.Float64() * 1.2,
+		MemoryBytes: int64(r.IntN(1<<12)) << 16, MemoryLimitBytes: int64(r.IntN(2)*r.IntN(1<<12)) << 16,
 		Ops: int64(r.IntN(400)), MeanLatencyUs: r.Float64() * 1000, Lookups: int64(r.IntN(400)), Hits: int64(r.IntN(400))}
 }
 

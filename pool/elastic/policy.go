@@ -121,7 +121,7 @@ func fieldErr(field, format string, a ...any) error {
 }
 
 // ManagesCache reports whether the policy moves the cache.
-func (p *Policy) ManagesCache() bool { return p.CacheMaxBytes > 0 }
+func (p Policy) ManagesCache() bool { return p.CacheMaxBytes > 0 }
 
 // Observation is one interval of one pool, as the driver measured it. Fields the
 // driver could not read are zero (the rules that need them then do nothing).

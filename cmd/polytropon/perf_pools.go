@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"strings"
 	"sync"
 
 	"github.com/polytropon/polytropon/pool"
@@ -107,8 +108,14 @@ func (l *poolLauncher) Err() error {
 // Describe is the pools' layout for up to tenants tenants, for the report's
 // parameters.
 func (l *poolLauncher) Describe(tenants int) string {
-	s := fmt.Sprintf("cgroup v%d, one pool per tenant (service and workers), tenant i reserved CPU %s[i mod %d]",
-		l.cgs.Version(), pool.FormatCPUList(l.cpus), len(l.cpus))
+	var cpus []string
+	for i := 0; i < min(tenants, 8); i++ {
+		cpus = append(cpus, fmt.Sprintf("t%d on CPU %d", i, l.CPU(i)))
+	}
+	if tenants > 8 {
+		cpus = append(cpus, "...")
+	}
+	s := fmt.Sprintf("cgroup v%d, one pool per tenant (its service and workers): %s", l.cgs.Version(), strings.Join(cpus, ", "))
 	if tenants > len(l.cpus) {
 		s += fmt.Sprintf("; %d tenants share %d CPUs", tenants, len(l.cpus))
 	}

@@ -354,4 +354,3 @@ func newPerfNoisyCmd() *cobra.Command {
 	cmd.Flags().IntVar(&fileBlocks, "file-blocks", 512, "the file wraps around after this many blocks")
 	return cmd
 }
-

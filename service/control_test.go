@@ -1,12 +1,17 @@
 package service_test
 
 import (
+	"fmt"
 	"net"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/polytropon/polytropon/internal/testenv"
 	"github.com/polytropon/polytropon/service"
 )
 
@@ -78,5 +83,65 @@ filesystems:
 	st = do(service.ControlRequest{Op: service.ControlStatus}).Status
 	if st.Workers != 3 || st.Caches[0].SizeBytes != 8<<20 {
 		t.Fatalf("bad requests changed workers %d cache %d", st.Workers, st.Caches[0].SizeBytes)
+	}
+}
+
+// roleControl asks the control socket in sockEnv for the status: 0 when
+// answered, 3 when refused.
+func roleControl() int {
+	c, err := service.DialControl(os.Getenv(sockEnv))
+	if err != nil {
+		fmt.Println("refused:", err)
+		return 3
+	}
+	defer c.Close()
+	if _, err := c.Do(service.ControlRequest{Op: service.ControlStatus}, 5*time.Second); err != nil {
+		fmt.Println("refused:", err)
+		return 3
+	}
+	fmt.Println("answered")
+	return 0
+}
+
+// TestControlSocketOtherUID: with the socket's permissions opened up on purpose,
+// SO_PEERCRED alone still refuses another uid; root is answered.
+func TestControlSocketOtherUID(t *testing.T) {
+	testenv.Root(t)
+	dir := t.TempDir()
+	for _, d := range []string{filepath.Dir(dir), dir} {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The test binary, where another uid can run it.
+	bin := filepath.Join(dir, "service.test")
+	data, err := os.ReadFile(os.Args[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bin, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := service.ParseConfig([]byte("socket: " + filepath.Join(dir, "s.sock") + "\ncontrol: " +
+		filepath.Join(dir, "c.sock") + "\nspin: 0\nfilesystems: [{name: m, stack: [{memfs: {}}]}]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	start(t, *cfg)
+	if err := os.Chmod(cfg.Control, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	for _, uid := range []uint32{4242, 0} {
+		cmd := exec.Command(bin)
+		cmd.Env = append(os.Environ(), roleEnv+"=control", sockEnv+"="+cfg.Control)
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: uid}}
+		out, err := cmd.CombinedOutput()
+		code := cmd.ProcessState.ExitCode()
+		if uid != 0 && (code != 3 || !strings.Contains(string(out), "refused")) {
+			t.Fatalf("uid %d: exit %d (%v): %s", uid, code, err, out)
+		}
+		if uid == 0 && (code != 0 || !strings.Contains(string(out), "answered")) {
+			t.Fatalf("root: exit %d (%v): %s", code, err, out)
+		}
 	}
 }

@@ -14,7 +14,7 @@
 //   - Decide is a pure function of (Policy, State, Observation): no clock, no I/O,
 //     no randomness; the driver owns time and passes the interval's tick.
 //   - Every decision's To lies within the policy's bounds, and a knob outside its
-//     bounds is brought inside them first.
+//     bounds is brought inside them first (once per Cooldown, like any move).
 //   - Under a steady observation a knob moves in one direction only: the grow
 //     and shrink conditions of each knob are disjoint (hysteresis: separate low
 //     and high thresholds), and a knob changes at most once per Cooldown ticks.
@@ -203,16 +203,19 @@ func (p *Policy) decideWorkers(st State, tick int64, ob Observation) (Decision, 
 	mk := func(to int, reason string) (Decision, bool) {
 		return Decision{Knob: KnobWorkers, From: int64(w), To: int64(to), Reason: reason}, true
 	}
-	// Bounds first and regardless of cooldown: a configuration change or a
-	// restarted service may leave the knob outside them.
+	// The cooldown holds bounds corrections too: a service that cannot reach a
+	// bound (a cache whose max_size is below cache.min) is asked again only
+	// once per cooldown, not every interval.
+	if p.cooling(st.MovedWorkers, st.LastWorkers, tick) {
+		return Decision{}, false
+	}
+	// Bounds first: a restarted service or the pool's own workers setting may
+	// leave the knob outside them.
 	if w < p.WorkersMin {
 		return mk(p.WorkersMin, "below workers.min")
 	}
 	if w > p.WorkersMax {
 		return mk(p.WorkersMax, "above workers.max")
-	}
-	if p.cooling(st.MovedWorkers, st.LastWorkers, tick) {
-		return Decision{}, false
 	}
 	lat, cpu := finite(ob.MeanLatencyUs), finite(ob.CPUFrac)
 	busy := ob.Ops >= p.MinOps && ob.Ops > 0
@@ -235,14 +238,14 @@ func (p *Policy) decideCache(st State, tick int64, ob Observation) (Decision, bo
 	mk := func(to int64, reason string) (Decision, bool) {
 		return Decision{Knob: KnobCacheBytes, From: c, To: to, Reason: reason}, true
 	}
+	if p.cooling(st.MovedCache, st.LastCache, tick) {
+		return Decision{}, false
+	}
 	if c < p.CacheMinBytes {
 		return mk(p.CacheMinBytes, "below cache.min")
 	}
 	if c > p.CacheMaxBytes {
 		return mk(p.CacheMaxBytes, "above cache.max")
-	}
-	if p.cooling(st.MovedCache, st.LastCache, tick) {
-		return Decision{}, false
 	}
 	limit := ob.MemoryLimitBytes
 	mem := max(ob.MemoryBytes, 0)

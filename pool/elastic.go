@@ -34,14 +34,16 @@ type Elasticity struct {
 		Max libservices.ByteSize `yaml:"max"`
 	} `yaml:"cache"`
 	// Thresholds; zero takes elastic.DefaultPolicy's.
-	Cooldown      int     `yaml:"cooldown"`
-	MinOps        int64   `yaml:"min_ops"`
-	LatencyHighUs float64 `yaml:"latency_high_us"`
-	LatencyLowUs  float64 `yaml:"latency_low_us"`
-	CPUHigh       float64 `yaml:"cpu_high"`
-	MinLookups    int64   `yaml:"min_lookups"`
-	HitRatioLow   float64 `yaml:"hit_ratio_low"`
-	MemoryHigh    float64 `yaml:"memory_high"`
+	Cooldown        int     `yaml:"cooldown"`
+	MinOps          int64   `yaml:"min_ops"`
+	LatencyHighUs   float64 `yaml:"latency_high_us"`
+	LatencyLowUs    float64 `yaml:"latency_low_us"`
+	QueueWaitHighUs float64 `yaml:"queue_wait_high_us"`
+	QueueWaitLowUs  float64 `yaml:"queue_wait_low_us"`
+	CPUHigh         float64 `yaml:"cpu_high"`
+	MinLookups      int64   `yaml:"min_lookups"`
+	HitRatioLow     float64 `yaml:"hit_ratio_low"`
+	MemoryHigh      float64 `yaml:"memory_high"`
 
 	policy elastic.Policy
 }
@@ -83,6 +85,8 @@ func (e *Elasticity) validate(key string, workers int) error {
 	seti(&p.MinLookups, e.MinLookups)
 	set(&p.LatencyHighUs, e.LatencyHighUs)
 	set(&p.LatencyLowUs, e.LatencyLowUs)
+	set(&p.QueueWaitHighUs, e.QueueWaitHighUs)
+	set(&p.QueueWaitLowUs, e.QueueWaitLowUs)
 	set(&p.CPUHighFrac, e.CPUHigh)
 	set(&p.HitRatioLow, e.HitRatioLow)
 	set(&p.MemoryHighFrac, e.MemoryHigh)
@@ -188,6 +192,7 @@ func (c *poolControl) Sample(name string) (elastic.Sample, error) {
 		return smp, fmt.Errorf("pool %s: empty status", name)
 	}
 	smp.ServicePID, smp.Workers, smp.QueueLen = st.PID, st.Workers, st.Queue
+	smp.Dequeued, smp.Queued = st.Dequeued, st.Queued
 	for _, o := range st.Ops {
 		smp.Ops += int64(o.Count)
 		smp.LatencySumUs += o.MeanUs * float64(o.Count)

@@ -45,6 +45,7 @@ func TestElasticityConfig(t *testing.T) {
 		{"{cache: {max: 1MiB}}", "pools[0].elasticity.cache.min: required"},
 		{"{latency_high_us: 10, latency_low_us: 20}", "pools[0].elasticity.latency_high_us:"},
 		{"{cpu_high: 2}", "pools[0].elasticity.cpu_high:"},
+		{"{queue_wait_high_us: 5}", "pools[0].elasticity.queue_wait_high_us:"},
 		{"{hit_ratio_low: -0.5}", "pools[0].elasticity.hit_ratio_low:"},
 		{"{memory_high: 7}", "pools[0].elasticity.memory_high:"},
 		{"{cooldown: -2}", "pools[0].elasticity.cooldown:"},

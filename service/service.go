@@ -330,15 +330,20 @@ func (s *Service) teardown() error {
 
 // Status is the service's status document (`polytropon status`, OpStatus).
 type Status struct {
-	Socket      string         `json:"socket"`
-	PID         int            `json:"pid"`
-	UptimeSec   float64        `json:"uptime_s"`
-	Workers     int            `json:"workers"`
-	Clients     int            `json:"clients"`
-	Served      int64          `json:"served"`
-	Rejected    int64          `json:"rejected"`
-	Metrics     string         `json:"metrics,omitempty"`
-	Queue       int            `json:"queue"` // requests waiting in the ring when sampled
+	Socket    string  `json:"socket"`
+	PID       int     `json:"pid"`
+	UptimeSec float64 `json:"uptime_s"`
+	Workers   int     `json:"workers"`
+	Clients   int     `json:"clients"`
+	Served    int64   `json:"served"`
+	Rejected  int64   `json:"rejected"`
+	Metrics   string  `json:"metrics,omitempty"`
+	Queue     int     `json:"queue"` // requests waiting in the ring when sampled
+	// Dequeued and Queued: requests taken from the ring so far, and the sum of
+	// the requests each found still waiting behind it (Queued/Dequeued is the
+	// mean queue).
+	Dequeued    int64          `json:"dequeued"`
+	Queued      int64          `json:"queued"`
 	Caches      []StatusCache  `json:"caches,omitempty"`
 	Filesystems []StatusFS     `json:"filesystems"`
 	Ops         []StatusOp     `json:"ops"`
@@ -383,7 +388,7 @@ func (s *Service) Status() Status {
 	bs := s.back.Stats()
 	st := Status{Socket: s.cfg.Socket, PID: os.Getpid(), UptimeSec: time.Since(s.started).Seconds(),
 		Workers: bs.Workers, Clients: bs.LiveClients, Served: bs.Served, Rejected: bs.Rejected,
-		Metrics: s.MetricsAddr(), Queue: s.back.QueueLen()}
+		Metrics: s.MetricsAddr(), Queue: s.back.QueueLen(), Dequeued: bs.Served + bs.Dropped, Queued: bs.Queued}
 	for _, c := range s.caches() {
 		st.Caches = append(st.Caches, StatusCache{SizeBytes: c.CacheSize(), MaxBytes: c.CacheMaxSize()})
 	}

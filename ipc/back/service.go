@@ -169,6 +169,7 @@ type Stats struct {
 	Served       int64 // descriptors answered (including EINVAL answers)
 	Rejected     int64 // descriptors answered EINVAL/ENAMETOOLONG by validation
 	Dropped      int64 // references that named no live client or descriptor
+	Queued       int64 // sum over dequeued requests of the requests still in the ring
 	Workers      int   // running workers (SetWorkers)
 	Retired      int64 // workers retired by SetWorkers
 }
@@ -192,6 +193,7 @@ type Service struct {
 	closed bool
 
 	live, mapped, admitted, refused, served, rejected, dropped atomic.Int64
+	queued                                                     atomic.Int64 // sum of ring lengths seen at dequeue
 	badLog                                                     rateLimit
 	stopping                                                   atomic.Bool
 
@@ -365,6 +367,7 @@ func (s *Service) Stats() Stats {
 		Served:       s.served.Load(),
 		Rejected:     s.rejected.Load(),
 		Dropped:      s.dropped.Load(),
+		Queued:       s.queued.Load(),
 		Workers:      s.Workers(),
 		Retired:      s.retiredWorkers.Load(),
 	}

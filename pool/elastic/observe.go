@@ -20,6 +20,9 @@ type Sample struct {
 	Ops          int64
 	LatencySumUs float64
 	QueueLen     int
+	// Dequeued and Queued are the requests taken from the ring so far and the
+	// sum of the queue each found behind it.
+	Dequeued, Queued int64
 	// Lookups and Hits are the cache's page lookups and hits so far.
 	Lookups, Hits int64
 	// Workers and CacheBytes are the knobs' current values.
@@ -48,6 +51,9 @@ func Observe(prev, cur Sample) Observation {
 		if l := cur.LatencySumUs - prev.LatencySumUs; l > 0 {
 			ob.MeanLatencyUs = l / float64(d)
 		}
+	}
+	if d := cur.Dequeued - prev.Dequeued; d > 0 {
+		ob.MeanQueue = float64(max(cur.Queued-prev.Queued, 0)) / float64(d)
 	}
 	if d := cur.Lookups - prev.Lookups; d > 0 {
 		ob.Lookups = d

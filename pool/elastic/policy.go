@@ -55,6 +55,12 @@ type Policy struct {
 	// CPU headroom) adds a worker; below Low (or an idle interval) retires one.
 	LatencyHighUs float64
 	LatencyLowUs  float64
+	// QueueWaitHighUs and QueueWaitLowUs bound the estimated queue wait, the
+	// mean queue a request found times the mean service time over the workers:
+	// above High (with CPU headroom) a worker is added; a worker is retired for
+	// low latency only while the wait is also below Low.
+	QueueWaitHighUs float64
+	QueueWaitLowUs  float64
 	// CPUHighFrac: no worker is added while the pool's CPU use over the interval,
 	// as a fraction of its cores, is at or above it (more workers than the cores
 	// can run only add contention).
@@ -72,7 +78,7 @@ type Policy struct {
 
 // DefaultPolicy returns the defaults for the thresholds (bounds have none).
 func DefaultPolicy() Policy {
-	return Policy{Cooldown: 3, MinOps: 100, LatencyHighUs: 200, LatencyLowUs: 50, CPUHighFrac: 0.9,
+	return Policy{Cooldown: 3, MinOps: 100, LatencyHighUs: 200, LatencyLowUs: 50, QueueWaitHighUs: 200, QueueWaitLowUs: 20, CPUHighFrac: 0.9,
 		MinLookups: 100, HitRatioLow: 0.8, MemoryHighFrac: 0.9}
 }
 
@@ -97,6 +103,10 @@ func (p *Policy) Validate() error {
 		return fieldErr("latency_low_us", "must not be negative")
 	case !(p.LatencyHighUs > p.LatencyLowUs):
 		return fieldErr("latency_high_us", "%v must be above latency_low_us (%v)", p.LatencyHighUs, p.LatencyLowUs)
+	case !(p.QueueWaitLowUs >= 0):
+		return fieldErr("queue_wait_low_us", "must not be negative")
+	case !(p.QueueWaitHighUs > p.QueueWaitLowUs):
+		return fieldErr("queue_wait_high_us", "%v must be above queue_wait_low_us (%v)", p.QueueWaitHighUs, p.QueueWaitLowUs)
 	case !(p.CPUHighFrac > 0 && p.CPUHighFrac <= 1):
 		return fieldErr("cpu_high", "%v, want (0, 1]", p.CPUHighFrac)
 	case p.MinLookups < 0:
@@ -141,8 +151,11 @@ type Observation struct {
 	// service-side latency.
 	Ops           int64
 	MeanLatencyUs float64
-	// QueueLen is the service's request ring length when sampled.
-	QueueLen int
+	// QueueLen is the service's request ring length when sampled; MeanQueue
+	// the mean number of requests a request of the interval found waiting
+	// behind it when it was taken.
+	QueueLen  int
+	MeanQueue float64
 	// Lookups and Hits are the cache's page lookups and hits in the interval.
 	Lookups int64
 	Hits    int64
@@ -218,14 +231,22 @@ func (p *Policy) decideWorkers(st State, tick int64, ob Observation) (Decision, 
 		return mk(p.WorkersMax, "above workers.max")
 	}
 	lat, cpu := finite(ob.MeanLatencyUs), finite(ob.CPUFrac)
+	// Queue wait, estimated: the requests a request found ahead of it, served
+	// by w workers at the mean service time each.
+	wait := finite(ob.MeanQueue * lat / float64(w))
 	busy := ob.Ops >= p.MinOps && ob.Ops > 0
 	switch {
-	case busy && lat > p.LatencyHighUs && cpu < p.CPUHighFrac && w < p.WorkersMax:
-		return mk(w+1, fmt.Sprintf("mean latency %.0fus > %.0fus with CPU %.0f%% < %.0f%%", lat, p.LatencyHighUs, cpu*100, p.CPUHighFrac*100))
+	case busy && (lat > p.LatencyHighUs || wait > p.QueueWaitHighUs) && cpu < p.CPUHighFrac && w < p.WorkersMax:
+		return mk(w+1, fmt.Sprintf("mean latency %.0fus (high %.0fus), queue wait ~%.0fus (high %.0fus), CPU %.0f%% < %.0f%%",
+			lat, p.LatencyHighUs, wait, p.QueueWaitHighUs, cpu*100, p.CPUHighFrac*100))
 	case !busy && w > p.WorkersMin:
 		return mk(w-1, fmt.Sprintf("idle: %d requests < %d", ob.Ops, p.MinOps))
-	case busy && lat < p.LatencyLowUs && w > p.WorkersMin:
-		return mk(w-1, fmt.Sprintf("mean latency %.0fus < %.0fus", lat, p.LatencyLowUs))
+	case busy && lat < p.LatencyLowUs && w > p.WorkersMin && finite(ob.MeanQueue*lat/float64(w-1)) < p.QueueWaitLowUs:
+		// The wait is judged as it would be with one worker fewer: judged at w,
+		// the retirement itself could push the estimate past High and the next
+		// interval would add the worker back (found by the steady-input test).
+		return mk(w-1, fmt.Sprintf("mean latency %.0fus < %.0fus, queue wait with %d workers ~%.0fus < %.0fus",
+			lat, p.LatencyLowUs, w-1, ob.MeanQueue*lat/float64(w-1), p.QueueWaitLowUs))
 	}
 	return Decision{}, false
 }

@@ -25,7 +25,7 @@ func TestDecideTable(t *testing.T) {
 		want []Decision // Reason compared by prefix
 	}{
 		{"slow with CPU headroom: add a worker", State{}, busySlow,
-			[]Decision{{Knob: KnobWorkers, From: 2, To: 3, Reason: "mean latency 500us > 200us"}}},
+			[]Decision{{Knob: KnobWorkers, From: 2, To: 3, Reason: "mean latency 500us (high 200us)"}}},
 		{"slow but CPU saturated: no worker", State{}, with(busySlow, func(o *Observation) { o.CPUFrac = 0.95 }), nil},
 		{"slow at workers.max: no worker", State{}, with(busySlow, func(o *Observation) { o.Workers = 4 }), nil},
 		{"cooling down", State{Tick: 4, LastWorkers: 4, MovedWorkers: true}, busySlow, nil},
@@ -36,6 +36,9 @@ func TestDecideTable(t *testing.T) {
 		{"idle at workers.min: nothing", State{}, Observation{Workers: 1}, nil},
 		{"fast: retire a worker", State{}, Observation{Workers: 2, Ops: 1000, MeanLatencyUs: 10},
 			[]Decision{{Knob: KnobWorkers, From: 2, To: 1, Reason: "mean latency 10us < 50us"}}},
+		{"fast but queued: add a worker", State{}, Observation{Workers: 1, Ops: 1000, MeanLatencyUs: 10, MeanQueue: 30},
+			[]Decision{{Knob: KnobWorkers, From: 1, To: 2, Reason: "mean latency 10us (high 200us), queue wait ~300us"}}},
+		{"fast, some queue: keep the workers", State{}, Observation{Workers: 2, Ops: 1000, MeanLatencyUs: 10, MeanQueue: 8}, nil},
 		{"between thresholds: nothing", State{}, Observation{Workers: 2, Ops: 1000, MeanLatencyUs: 100}, nil},
 		{"above workers.max", State{}, Observation{Workers: 9},
 			[]Decision{{Knob: KnobWorkers, From: 9, To: 4, Reason: "above workers.max"}}},
@@ -103,6 +106,8 @@ func TestPolicyValidate(t *testing.T) {
 		{"hit_ratio_low", func(p *Policy) { p.HitRatioLow = 2 }},
 		{"memory_high", func(p *Policy) { p.MemoryHighFrac = 1.5 }},
 		{"min_ops", func(p *Policy) { p.MinOps = -1 }},
+		{"queue_wait_high_us", func(p *Policy) { p.QueueWaitHighUs = 1 }},
+		{"queue_wait_low_us", func(p *Policy) { p.QueueWaitLowUs = -1 }},
 	} {
 		p := testPolicy()
 		tc.f(&p)
@@ -129,6 +134,8 @@ func randomPolicy(r *rand.Rand) Policy {
 	p.MinOps = int64(r.IntN(200))
 	p.LatencyLowUs = r.Float64() * 100
 	p.LatencyHighUs = p.LatencyLowUs + 1 + r.Float64()*500
+	p.QueueWaitLowUs = r.Float64() * 100
+	p.QueueWaitHighUs = p.QueueWaitLowUs + 1 + r.Float64()*500
 	p.CPUHighFrac = 0.1 + 0.9*r.Float64()
 	p.MinLookups = int64(r.IntN(200))
 	p.HitRatioLow = r.Float64()
@@ -139,7 +146,7 @@ func randomPolicy(r *rand.Rand) Policy {
 func randomObservation(r *rand.Rand) Observation {
 	return Observation{Workers: r.IntN(20), CacheBytes: int64(r.IntN(1<<12)) << 14, CPUFrac: r.Float64() * 1.2,
 		MemoryBytes: int64(r.IntN(1<<12)) << 16, MemoryLimitBytes: int64(r.IntN(2)*r.IntN(1<<12)) << 16,
-		Ops: int64(r.IntN(400)), MeanLatencyUs: r.Float64() * 1000, Lookups: int64(r.IntN(400)), Hits: int64(r.IntN(400))}
+		Ops: int64(r.IntN(400)), MeanLatencyUs: r.Float64() * 1000, MeanQueue: r.Float64() * 20, Lookups: int64(r.IntN(400)), Hits: int64(r.IntN(400))}
 }
 
 // checkSteady runs the policy against a steady environment: the observation stays
@@ -220,12 +227,14 @@ func FuzzDecide(f *testing.F) {
 
 func TestObserve(t *testing.T) {
 	t0 := time.Unix(1000, 0)
-	prev := Sample{Time: t0, CPUSeconds: 10, Cores: 2, ServicePID: 7, Ops: 100, LatencySumUs: 1000, Lookups: 50, Hits: 40}
+	prev := Sample{Time: t0, CPUSeconds: 10, Cores: 2, ServicePID: 7, Ops: 100, LatencySumUs: 1000, Lookups: 50, Hits: 40,
+		Dequeued: 100, Queued: 10}
 	cur := Sample{Time: t0.Add(2 * time.Second), CPUSeconds: 12, Cores: 2, ServicePID: 7, Ops: 300, LatencySumUs: 21000,
-		Lookups: 150, Hits: 60, Workers: 3, CacheBytes: 5, MemoryBytes: 9, MemoryLimitBytes: 10, QueueLen: 4}
+		Lookups: 150, Hits: 60, Workers: 3, CacheBytes: 5, MemoryBytes: 9, MemoryLimitBytes: 10, QueueLen: 4,
+		Dequeued: 300, Queued: 310}
 	ob := Observe(prev, cur)
 	want := Observation{Workers: 3, CacheBytes: 5, CPUFrac: 0.5, MemoryBytes: 9, MemoryLimitBytes: 10, Ops: 200,
-		MeanLatencyUs: 100, QueueLen: 4, Lookups: 100, Hits: 20}
+		MeanLatencyUs: 100, QueueLen: 4, MeanQueue: 1.5, Lookups: 100, Hits: 20}
 	if ob != want {
 		t.Fatalf("Observe = %+v, want %+v", ob, want)
 	}

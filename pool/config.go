@@ -57,6 +57,9 @@ type Pool struct {
 	Spin    *int `yaml:"spin"`
 	// Filesystems are the service's instances (service.FilesystemConfig).
 	Filesystems Filesystems `yaml:"filesystems"`
+	// Elasticity, when set, lets serve move the service's workers and cache
+	// within bounds as the pool's load changes (see Elasticity).
+	Elasticity *Elasticity `yaml:"elasticity"`
 
 	cpuList []int
 }
@@ -212,6 +215,11 @@ func (p *Pool) validate(key, runDir string, online []int) error {
 	if err := p.IO.validate(key + ".io"); err != nil {
 		return err
 	}
+	if p.Elasticity != nil {
+		if err := p.Elasticity.validate(key+".elasticity", p.Workers); err != nil {
+			return err
+		}
+	}
 	if p.StateDir == "" {
 		p.StateDir = filepath.Join(runDir, p.Name)
 	}
@@ -277,6 +285,7 @@ func (p *Pool) CPUList() []int { return p.cpuList }
 func (p *Pool) ServiceConfig() ([]byte, error) {
 	m := map[string]any{
 		"socket":      p.Socket(),
+		"control":     p.controlSocket(),
 		"filesystems": &p.Filesystems.Node,
 	}
 	if p.Filesystems.Node.Kind == 0 {

@@ -6,9 +6,16 @@
 // Lookup, StartContainer, ContainerInit) with their own mount, PID, UTS and IPC
 // namespaces.
 //
-// Slices 1 and 2 of issue 11. Not here yet: run --rootfs (pivot_root into the
-// pool's instance through the FUSE gateway), per-pool networks (netstack),
-// elasticity and `polytropon status` of pools. The cgroup v2 code path is written but not
+// Elasticity (pool/elastic, elastic.go): a pool's `elasticity:` block makes serve
+// run a driver that every interval samples the pool (its cgroup's CPU time and
+// memory, its service's status over the service's root-only control socket) and
+// applies the deterministic policy's decisions (service workers, page-cache
+// size) within the block's bounds; Server.Decisions and
+// RunDir/decisions-POOL.json (elastic.ReadDecisions) hold the recent ones.
+//
+// Slices 1 and 2 of issue 11, and elasticity. Not here yet: run --rootfs
+// (pivot_root into the pool's instance through the FUSE gateway), per-pool
+// networks (netstack) and `polytropon status` of pools. The cgroup v2 code path is written but not
 // exercised by the tests (the development machines run hybrid mode, whose unified
 // hierarchy has no controllers).
 //
@@ -26,6 +33,9 @@
 //     so a new serve kills and removes whatever it finds there (reconcile), and
 //     removes the state directories the previous one recorded in RunDir/pools.json.
 //   - Serve removes from a state directory only the files it puts there.
+//   - The elastic driver stops before the services do (Close), so it never
+//     resizes a service being stopped; its decisions files are removed at
+//     Close and by reconcile.
 //   - RunDir/pools.json names a pool's socket and cgroups only once they exist,
 //     and Lookup trusts it only while a serve holds RunDir/serve.lock.
 //   - A container's command is in the pool's cgroups from its first instruction:
@@ -36,6 +46,7 @@
 // # Lock order
 //
 // running.mu guards the current service process and the restart count; it is
-// never held while waiting for a process. Server has no lock: Serve and Close are
+// never held while waiting for a process. The elastic driver's locks (see
+// pool/elastic) are never held while it calls into the pool. Server has no lock: Serve and Close are
 // not called concurrently.
 package pool

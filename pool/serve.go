@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/polytropon/polytropon/internal/logging"
+	"github.com/polytropon/polytropon/pool/elastic"
 )
 
 // Options tune Serve; zero values take the defaults.
@@ -77,6 +78,9 @@ type Server struct {
 	lock *os.File
 
 	pools []*running
+
+	elastic     *elastic.Driver // nil without elasticity
+	stopElastic func()
 }
 
 // running is one pool's supervised service.
@@ -167,6 +171,7 @@ func Serve(cfg Config, opts Options, logger *zap.Logger) (_ *Server, err error) 
 			return nil, fmt.Errorf("pool %s: service not ready after %v", r.p.Name, s.opts.ReadyTimeout)
 		}
 	}
+	s.startElasticity()
 	s.log.Info("serve ready", zap.Int("pools", len(s.pools)), zap.Int("cgroup_version", s.cgs.Version()))
 	return s, nil
 }
@@ -208,6 +213,11 @@ func (s *Server) reconcile() error {
 			return fmt.Errorf("reconcile: %w", err)
 		}
 	}
+	// Decisions files of a killed serve's elasticity.
+	leftovers, _ := filepath.Glob(elastic.DecisionsPath(s.cfg.RunDir, "*"))
+	for _, f := range leftovers {
+		_ = os.Remove(f)
+	}
 	return nil
 }
 
@@ -239,7 +249,7 @@ func (s *Server) writeRecord() error {
 // stateFiles are the only files serve puts in a state directory; removeStateDir
 // deletes these and then the directory, so a state_dir pointing somewhere it
 // should not loses nothing else.
-var stateFiles = []string{"service.sock", "service.yaml"}
+var stateFiles = []string{"service.sock", "service.yaml", "control.sock"}
 
 func removeStateDir(dir string) error {
 	for _, f := range stateFiles {
@@ -442,6 +452,11 @@ func (r *running) stopService() {
 // Close stops every service (in parallel), removes the pools' cgroups and state
 // directories, and releases the run directory.
 func (s *Server) Close() error {
+	// The driver first: it must not resize a service being stopped.
+	if s.stopElastic != nil {
+		s.stopElastic()
+		s.stopElastic = nil
+	}
 	var wg sync.WaitGroup
 	for _, r := range s.pools {
 		wg.Add(1)

@@ -26,6 +26,15 @@
 // instances, which flushes write-back caches. A SIGKILLed service loses only what
 // was not fsynced; its stale FUSE mountpoints are cleaned at the next start.
 //
+// # Control
+//
+// With Config.Control set, the service also listens on a control socket (0600,
+// root and its own uid only, by SO_PEERCRED) that serve's elasticity uses: its
+// status document, SetWorkers (the back driver adds or retires workers between
+// requests) and ResizeCaches (every resizable page cache of its stacks, each
+// within its own max_size). Tenants read status over the direct path; they
+// cannot resize their service.
+//
 // # Locks
 //
 // OpLock gives advisory, exclusive, non-blocking whole-file locks per instance

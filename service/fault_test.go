@@ -44,6 +44,8 @@ func TestMain(m *testing.M) {
 		os.Exit(0)
 	case "holder":
 		os.Exit(roleHolder())
+	case "control":
+		os.Exit(roleControl())
 	case "worker":
 		os.Exit(roleWorker())
 	default:

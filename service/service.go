@@ -37,6 +37,10 @@ type Config struct {
 	// Metrics is the listen address of the Prometheus endpoint (/metrics); empty
 	// disables it.
 	Metrics string `yaml:"metrics"`
+	// Control is the control socket (status, set_workers, set_cache_bytes) that
+	// serve's elasticity uses; empty disables it. Only root and the service's uid
+	// may connect.
+	Control string `yaml:"control"`
 	// AllowUIDs are the uids, besides root and the service's own, that may connect.
 	AllowUIDs []uint32 `yaml:"allow_uids"`
 	// MaxClients, Descriptors (per client) and SlotSize (buffer per descriptor)
@@ -173,6 +177,8 @@ type Service struct {
 	httpLn  net.Listener
 	fuse    []fuseMount
 	started time.Time
+	ctlLn   *net.UnixListener
+	ctlWG   sync.WaitGroup
 
 	closeOnce sync.Once
 	closeErr  error
@@ -231,6 +237,19 @@ func Start(cfg Config, logger *zap.Logger) (_ *Service, err error) {
 	if s.back, err = back.Listen(bc); err != nil {
 		return nil, err
 	}
+	if cfg.Control != "" {
+		if err := removeStaleControl(cfg.Control); err != nil {
+			return nil, err
+		}
+		if s.ctlLn, err = net.ListenUnix("unix", &net.UnixAddr{Name: cfg.Control, Net: "unix"}); err != nil {
+			return nil, fmt.Errorf("control: %w", err)
+		}
+		if err := os.Chmod(cfg.Control, 0o600); err != nil {
+			return nil, fmt.Errorf("control: %w", err)
+		}
+		s.ctlWG.Add(1)
+		go s.serveControl(s.ctlLn)
+	}
 	if cfg.Metrics != "" {
 		if s.httpLn, err = net.Listen("tcp", cfg.Metrics); err != nil {
 			return nil, fmt.Errorf("metrics: %w", err)
@@ -282,6 +301,10 @@ func (s *Service) Close() error {
 
 func (s *Service) teardown() error {
 	var errs []error
+	if s.ctlLn != nil {
+		s.ctlLn.Close()
+		s.ctlWG.Wait()
+	}
 	if s.back != nil {
 		errs = append(errs, s.back.Close())
 	}
@@ -307,17 +330,30 @@ func (s *Service) teardown() error {
 
 // Status is the service's status document (`polytropon status`, OpStatus).
 type Status struct {
-	Socket      string         `json:"socket"`
-	PID         int            `json:"pid"`
-	UptimeSec   float64        `json:"uptime_s"`
-	Workers     int            `json:"workers"`
-	Clients     int            `json:"clients"`
-	Served      int64          `json:"served"`
-	Rejected    int64          `json:"rejected"`
-	Metrics     string         `json:"metrics,omitempty"`
+	Socket    string  `json:"socket"`
+	PID       int     `json:"pid"`
+	UptimeSec float64 `json:"uptime_s"`
+	Workers   int     `json:"workers"`
+	Clients   int     `json:"clients"`
+	Served    int64   `json:"served"`
+	Rejected  int64   `json:"rejected"`
+	Metrics   string  `json:"metrics,omitempty"`
+	Queue     int     `json:"queue"` // requests waiting in the ring when sampled
+	// Dequeued and Queued: requests taken from the ring so far, and the sum of
+	// the requests each found still waiting behind it (Queued/Dequeued is the
+	// mean queue).
+	Dequeued    int64          `json:"dequeued"`
+	Queued      int64          `json:"queued"`
+	Caches      []StatusCache  `json:"caches,omitempty"`
 	Filesystems []StatusFS     `json:"filesystems"`
 	Ops         []StatusOp     `json:"ops"`
 	Counters    []StatusSample `json:"counters,omitempty"`
+}
+
+// StatusCache is one resizable page cache (top first, as the stacks list them).
+type StatusCache struct {
+	SizeBytes int64 `json:"size_bytes"`
+	MaxBytes  int64 `json:"max_bytes"`
 }
 
 // StatusFS describes one instance.
@@ -351,8 +387,11 @@ type StatusSample struct {
 func (s *Service) Status() Status {
 	bs := s.back.Stats()
 	st := Status{Socket: s.cfg.Socket, PID: os.Getpid(), UptimeSec: time.Since(s.started).Seconds(),
-		Workers: max(s.cfg.Workers, 1), Clients: bs.LiveClients, Served: bs.Served, Rejected: bs.Rejected,
-		Metrics: s.MetricsAddr()}
+		Workers: bs.Workers, Clients: bs.LiveClients, Served: bs.Served, Rejected: bs.Rejected,
+		Metrics: s.MetricsAddr(), Queue: s.back.QueueLen(), Dequeued: bs.Served + bs.Dropped, Queued: bs.Queued}
+	for _, c := range s.caches() {
+		st.Caches = append(st.Caches, StatusCache{SizeBytes: c.CacheSize(), MaxBytes: c.CacheMaxSize()})
+	}
 	for _, in := range s.insts {
 		st.Filesystems = append(st.Filesystems, StatusFS{Name: in.name, Mount: in.prefix, FUSE: in.fuse,
 			Open: in.open.Load(), Locks: in.locks.held()})

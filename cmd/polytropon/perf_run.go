@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -41,6 +42,7 @@ type runOptions struct {
 	sync     bool
 	keys     int
 	seed     uint64
+	pools    bool
 }
 
 func (r *runOptions) flags(cmd *cobra.Command, duration, warmup time.Duration) {
@@ -51,6 +53,7 @@ func (r *runOptions) flags(cmd *cobra.Command, duration, warmup time.Duration) {
 	cmd.Flags().BoolVar(&r.sync, "sync", false, "synchronous Pebble writes")
 	cmd.Flags().IntVar(&r.keys, "keys", harness.DefaultKeys, "keys pebble-readrandom fills its store with")
 	cmd.Flags().Uint64Var(&r.seed, "seed", 0, "seed of random offsets and keys (default: from the clock)")
+	cmd.Flags().BoolVar(&r.pools, "pools", false, "run each tenant's service and workers in a pool of its own with a reserved CPU (root; tenant i on CPU i mod the online CPUs)")
 	cmd.Flags().StringVar(&externalArgs.fio, "fio", externalArgs.fio, "the fio job as flags (workload fio; kernel and fuse paths)")
 	cmd.Flags().StringVar(&externalArgs.dbBench, "db-bench", externalArgs.dbBench, "db_bench's --benchmarks (workload db_bench; kernel and fuse paths)")
 	cmd.Flags().IntVar(&externalArgs.dbBenchNum, "db-bench-num", externalArgs.dbBenchNum, "db_bench's --num")
@@ -59,17 +62,26 @@ func (r *runOptions) flags(cmd *cobra.Command, duration, warmup time.Duration) {
 
 // runHarness runs the harness with ^C and SIGTERM stopping it in order, prints
 // the table and says where the report is.
-func runHarness(cmd *cobra.Command, o harness.Options) error {
+func runHarness(cmd *cobra.Command, o harness.Options, pools bool) (err error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return err
 	}
 	o.Launcher = execLauncher{exe: exe}
+	params := map[string]string{"command": strings.Join(os.Args, " ")}
+	if pools {
+		pl, err := newPoolLauncher(exe, fmt.Sprintf("polytropon-perf-%d", os.Getpid()), nil)
+		if err != nil {
+			return err
+		}
+		defer func() { err = errors.Join(err, pl.Err(), pl.Close()) }()
+		o.Launcher = pl
+		params["pools"] = pl.Describe(slices.Max(append([]int{1}, o.Tenants...)))
+	}
 	if o.Seed == 0 {
 		o.Seed = uint64(time.Now().UnixNano())
 	}
 	o.Progress = cmd.ErrOrStderr()
-	params := map[string]string{"command": strings.Join(os.Args, " ")}
 	o.Params = params
 	ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -127,7 +139,7 @@ still writes what was measured, marked partial.`,
 			}
 			return runHarness(cmd, harness.Options{Out: r.out, Workloads: workloads, Ops: ops, Paths: r.paths,
 				Tenants: r.tenants, Warmup: r.warmup, Duration: r.duration, Threads: r.threads, Sync: r.sync,
-				Keys: r.keys, Seed: r.seed})
+				Keys: r.keys, Seed: r.seed}, r.pools)
 		},
 	}
 	r.flags(cmd, harness.DefaultDuration, harness.DefaultWarmup)

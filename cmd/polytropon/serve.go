@@ -29,6 +29,12 @@ filesystem service started inside the cgroup, its workers pinned to the pool's
 CPUs. Services that exit are restarted with exponential backoff; fslib clients
 reconnect on their own.
 
+With an elasticity block, every interval serve reads the pool's CPU and memory
+use (its cgroup) and its service's status (request latency, queue, cache hit
+ratio; over the service's root-only control socket) and adds or retires service
+workers and resizes its page caches within the bounds; each decision is logged
+and the recent ones are in RUN_DIR/decisions-POOL.json.
+
 SIGTERM or SIGINT stops the services (SIGTERM, then SIGKILL after a timeout) and
 removes the cgroups and state directories; exit 0. After a serve was killed, the
 next start removes what it left (processes, cgroups, sockets).
@@ -46,10 +52,18 @@ Example configuration:
       uid: 1000
       gid: 1000
       workers: 1
+      elasticity:                 # optional: serve moves workers and cache size
+        interval: 5s
+        workers: {min: 1, max: 2}
+        cache: {min: 64MiB, max: 512MiB}
+        # thresholds (defaults): latency_high_us 200, latency_low_us 50,
+        # queue_wait_high_us 200, queue_wait_low_us 20, cpu_high 0.9,
+        # hit_ratio_low 0.8, memory_high 0.9, min_ops 100, min_lookups 100,
+        # cooldown 3 (intervals)
       filesystems:
         - name: data
           stack:
-            - cache: {size: 256MiB, policy: writeback}
+            - cache: {size: 256MiB, max_size: 512MiB, policy: writeback}
             - union: {}
           branches:
             - passthrough: {dir: /var/lib/polytropon/tenant-a/upper}

@@ -41,7 +41,11 @@
 // inflight.Add(-1), and only after seeing the client not dead; the arena is unmapped
 // only after dead is set and inflight has been seen at zero.
 //
-// Lock order: Service.mu (client slots, accept bookkeeping) before ClientCtx.handlesMu
+// Workers can be added and retired at run time (SetWorkers): a retire reference
+// in the ring (slot 0xffff, never a client's) makes whichever worker takes it exit
+// between two requests, while more workers run than the target.
+//
+// Lock order: Service.workersMu (SetWorkers) is a leaf. Service.mu (client slots, accept bookkeeping) before ClientCtx.handlesMu
 // (that client's handle table). Workers take no Service-wide lock; they take only the
 // handle table lock of the client they serve.
 //

@@ -169,6 +169,9 @@ type Stats struct {
 	Served       int64 // descriptors answered (including EINVAL answers)
 	Rejected     int64 // descriptors answered EINVAL/ENAMETOOLONG by validation
 	Dropped      int64 // references that named no live client or descriptor
+	Queued       int64 // sum over dequeued requests of the requests still in the ring
+	Workers      int   // running workers (SetWorkers)
+	Retired      int64 // workers retired by SetWorkers
 }
 
 // Service is a running back driver.
@@ -190,12 +193,27 @@ type Service struct {
 	closed bool
 
 	live, mapped, admitted, refused, served, rejected, dropped atomic.Int64
+	queued                                                     atomic.Int64 // sum of ring lengths seen at dequeue
 	badLog                                                     rateLimit
 	stopping                                                   atomic.Bool
 
 	wg      sync.WaitGroup // accept loop, watchers, handshakes
 	workers sync.WaitGroup
+
+	// workersMu serialises SetWorkers with itself and with Close: a worker must
+	// not be added to the WaitGroup once Close waits on it.
+	workersMu      sync.Mutex
+	nextWorker     int  // the next worker's index (its CPU); guarded by workersMu
+	workersClosed  bool // guarded by workersMu
+	liveWorkers    atomic.Int32
+	targetWorkers  atomic.Int32
+	retiredWorkers atomic.Int64
 }
+
+// retireRef is the ring value SetWorkers enqueues to retire a worker: its client
+// slot (0xffff) is past MaxClients, so it can never name a client. A client may
+// forge it too; that retires nobody while the workers are at their target.
+const retireRef = ^uint64(0)
 
 // Listen creates the ring, listens on cfg.SocketPath and starts the workers.
 func Listen(cfg Config) (*Service, error) {
@@ -236,15 +254,83 @@ func Listen(cfg Config) (*Service, error) {
 	}
 	s.used = make([]bool, cfg.MaxClients)
 	s.conns = make(map[*net.UnixConn]struct{})
+	s.targetWorkers.Store(int32(cfg.Workers))
 	for i := 0; i < cfg.Workers; i++ {
-		s.workers.Add(1)
-		go s.worker(i)
+		s.spawnWorkerLocked()
 	}
 	s.wg.Add(1)
 	go s.acceptLoop()
 	s.log.Info("ipc service listening", zap.String("socket", cfg.SocketPath), zap.Int("workers", cfg.Workers),
 		zap.Int("ring", cfg.RingCap), zap.Bool("hugeRing", s.rreg.Huge()))
 	return s, nil
+}
+
+// spawnWorkerLocked starts one more worker; workersMu is held (or the service not
+// yet published).
+func (s *Service) spawnWorkerLocked() {
+	i := s.nextWorker
+	s.nextWorker++
+	s.liveWorkers.Add(1)
+	s.workers.Add(1)
+	go s.worker(i)
+}
+
+// QueueLen estimates the requests waiting in the ring.
+func (s *Service) QueueLen() int { return s.ring.Len() }
+
+// Workers is the number of running workers.
+func (s *Service) Workers() int { return int(s.liveWorkers.Load()) }
+
+// SetWorkers changes the number of workers at run time (1..256) and returns the
+// number it aims at. Growing starts workers at once. Shrinking enqueues one retire
+// reference per surplus worker: whichever worker takes it exits after finishing
+// what it was serving, so no request is dropped or served twice; a worker asleep
+// on the empty ring is woken by it. Until they are taken, Workers() may exceed
+// the target.
+func (s *Service) SetWorkers(n int) (int, error) {
+	if n < 1 || n > 256 {
+		return 0, fmt.Errorf("back: %d workers, want 1..256", n)
+	}
+	s.workersMu.Lock()
+	defer s.workersMu.Unlock()
+	if s.workersClosed {
+		return 0, errors.New("back: service closed")
+	}
+	s.targetWorkers.Store(int32(n))
+	live := int(s.liveWorkers.Load())
+	for ; live < n; live++ {
+		s.spawnWorkerLocked()
+	}
+	for surplus := live - n; surplus > 0; surplus-- {
+		// Bounded: a ring full for a whole second means the workers are stuck;
+		// the surplus then retires at a later SetWorkers.
+		ok := false
+		for try := 0; try < 1000 && !ok; try++ {
+			if ok = s.ring.TryEnqueue(retireRef); !ok {
+				time.Sleep(time.Millisecond)
+			}
+		}
+		if !ok {
+			return n, errors.New("back: ring full; workers not retired yet")
+		}
+	}
+	return n, nil
+}
+
+// retire is a worker's answer to a retire reference: it exits (true) only while
+// more workers run than the target, so that stale or forged references retire
+// nobody.
+func (s *Service) retire() bool {
+	for {
+		l := s.liveWorkers.Load()
+		if l <= s.targetWorkers.Load() {
+			return false
+		}
+		if s.liveWorkers.CompareAndSwap(l, l-1) {
+			s.retiredWorkers.Add(1)
+			return true
+		}
+	}
 }
 
 // removeStaleSocket removes a socket file nobody listens on, so that a restarted
@@ -281,6 +367,9 @@ func (s *Service) Stats() Stats {
 		Served:       s.served.Load(),
 		Rejected:     s.rejected.Load(),
 		Dropped:      s.dropped.Load(),
+		Queued:       s.queued.Load(),
+		Workers:      s.Workers(),
+		Retired:      s.retiredWorkers.Load(),
 	}
 }
 
@@ -301,6 +390,9 @@ func (s *Service) Close() error {
 	}
 	s.mu.Unlock()
 	s.stopping.Store(true)
+	s.workersMu.Lock()
+	s.workersClosed = true
+	s.workersMu.Unlock()
 	s.ln.Close()
 	s.wg.Wait() // watchers reclaim their clients, workers still serve in-flight requests
 	s.ring.Close()

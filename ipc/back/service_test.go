@@ -623,3 +623,96 @@ func TestStaleAndForgedRefs(t *testing.T) {
 		t.Fatalf("stats %+v, want %d dropped and 1 served", st, len(refs))
 	}
 }
+
+// TestSetWorkers grows and shrinks the workers while clients run rounds of
+// verified requests: nothing is lost or corrupted, the workers' threads (pinned,
+// so countable by their affinity) appear and end, and a retire reference forged
+// at the target retires nobody.
+func TestSetWorkers(t *testing.T) {
+	var set unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &set); err != nil {
+		t.Fatal(err)
+	}
+	cpu := -1
+	for i := 0; i < 1024; i++ {
+		if set.IsSet(i) {
+			cpu = i
+		}
+	}
+	countable := set.Count() > 1
+	before, beforeMain := pinnedThreads(t, cpu, false), pinnedThreads(t, cpu, true)
+	s, _ := startService(t, Config{Workers: 1, CPUs: []int{cpu}})
+	errs := make(chan error, 3)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var stopOnce sync.Once
+	halt := func() { stopOnce.Do(func() { close(stop) }); wg.Wait() }
+	for id := 0; id < 3; id++ {
+		c := dial(t, s)
+		// Before the client's own cleanup: a failed check must not unmap its
+		// arena under a running round.
+		t.Cleanup(halt)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					errs <- nil
+					return
+				default:
+				}
+				if err := clientRounds(c, 10+id, 2, nil); err != nil {
+					errs <- fmt.Errorf("client %d: %w", id, err)
+					return
+				}
+			}
+		}()
+	}
+	waitWorkers := func(n int) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		// A worker may run on the main thread, which outlives it, pinned: so at
+		// least n threads pinned counting it, at most n not counting it.
+		for s.Workers() != n || countable && (pinnedThreads(t, cpu, true) < beforeMain+n || pinnedThreads(t, cpu, false) > before+n) {
+			if time.Now().After(deadline) {
+				t.Fatalf("workers %d, pinned threads %d (%d with the main thread): want %d", s.Workers(),
+					pinnedThreads(t, cpu, false)-before, pinnedThreads(t, cpu, true)-beforeMain, n)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	for _, n := range []int{4, 1, 3, 2, 2, 5, 1} {
+		if got, err := s.SetWorkers(n); err != nil || got != n {
+			t.Fatalf("SetWorkers(%d) = %d, %v", n, got, err)
+		}
+		waitWorkers(n)
+	}
+	// A forged retire reference at the target: the one worker stays.
+	s.ring.Enqueue(retireRef)
+	if err := clientRounds(dial(t, s), 20, 3, nil); err != nil {
+		t.Fatal(err)
+	}
+	if s.Workers() != 1 {
+		t.Fatalf("forged retire reference: %d workers", s.Workers())
+	}
+	for _, bad := range []int{0, -1, 257} {
+		if _, err := s.SetWorkers(bad); err == nil {
+			t.Errorf("SetWorkers(%d) accepted", bad)
+		}
+	}
+	halt()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if st := s.Stats(); st.Retired != 3+1+4 || st.Workers != 1 {
+		t.Fatalf("stats %+v: want 8 retired, 1 worker", st)
+	}
+	s.Close()
+	if _, err := s.SetWorkers(2); err == nil {
+		t.Fatal("SetWorkers after Close accepted")
+	}
+}

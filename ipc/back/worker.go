@@ -61,9 +61,20 @@ func (s *Service) worker(i int) {
 				if !errors.Is(err, rcqb.ErrClosed) {
 					s.log.Error("ipc worker: dequeue", zap.Error(err))
 				}
+				s.liveWorkers.Add(-1)
 				return
 			}
 		}
+		if v == retireRef {
+			if s.retire() {
+				return
+			}
+			continue
+		}
+		// What is still waiting behind this request: summed over requests and
+		// divided by their number, the mean queue a request found (elasticity's
+		// queue-wait estimate). Two atomic loads and an add, no lock.
+		s.queued.Add(int64(s.ring.Len()))
 		s.serve(v, d)
 	}
 }

@@ -74,6 +74,9 @@ type Options struct {
 	Shared string `yaml:"shared"`
 	// Attrs is the most attribute entries cached; 0 means 65536.
 	Attrs int `yaml:"attrs"`
+	// MaxSize is the most the page store may grow to at run time (Resize, e.g.
+	// by a pool's elasticity); 0 means Size: the store cannot grow.
+	MaxSize libservices.ByteSize `yaml:"max_size"`
 }
 
 // Validate implements libservices.Validator.
@@ -92,6 +95,9 @@ func (o *Options) Validate() error {
 	if o.Attrs < 0 {
 		return errorString("attrs: must not be negative")
 	}
+	if o.MaxSize < 0 || o.MaxSize > MaxStoreSize || o.MaxSize > 0 && o.MaxSize < o.Size {
+		return errorString("max_size: must be between size and 64GiB")
+	}
 	return nil
 }
 
@@ -107,13 +113,13 @@ func init() {
 		}
 		var st *Store
 		if o.Shared != "" && env.Shared != nil {
-			v, err := env.Shared.GetOrCreate("cache.store/"+o.Shared, func() (any, error) { return NewStore(size), nil })
+			v, err := env.Shared.GetOrCreate("cache.store/"+o.Shared, func() (any, error) { return NewResizableStore(size, int64(o.MaxSize)), nil })
 			if err != nil {
 				return nil, err
 			}
 			st = v.(*Store)
 		} else {
-			st = NewStore(size)
+			st = NewResizableStore(size, int64(o.MaxSize))
 		}
 		if o.DirtyLimit == 0 {
 			o.DirtyLimit = libservices.ByteSize(size / 4)
@@ -231,6 +237,16 @@ func (f *FS) Counters(fn func(name string, value int64)) {
 	fn("cache_attr_misses", f.attrMisses.Load())
 	fn("cache_dirty_bytes", f.dirtyBytes.Load())
 }
+
+// CacheSize, CacheMaxSize and ResizeCache expose the page store's budget to the
+// service (a pool's elasticity resizes it at run time; see Store.Resize).
+func (f *FS) CacheSize() int64 { return f.store.Size() }
+
+// CacheMaxSize is the most ResizeCache can set.
+func (f *FS) CacheMaxSize() int64 { return f.store.MaxSize() }
+
+// ResizeCache sets the page store's budget and returns the one it set.
+func (f *FS) ResizeCache(sizeBytes int64) int64 { return f.store.Resize(sizeBytes) }
 
 // Store returns the page store this cache uses (shared or its own).
 func (f *FS) Store() *Store { return f.store }

@@ -48,19 +48,64 @@ type Store struct {
 	policy  *clockPolicy
 }
 
+// Size is the store's current budget in bytes (Resize changes it).
+func (s *Store) Size() int64 {
+	s.allocMu.Lock()
+	defer s.allocMu.Unlock()
+	return int64(s.policy.limit) * PageSize
+}
+
+// MaxSize is the most Resize can give the store: its bookkeeping is allocated
+// for this many bytes at construction.
+func (s *Store) MaxSize() int64 { return int64(len(s.keys)) * PageSize }
+
+// Resize sets the store's budget to sizeBytes, rounded down to whole pages and
+// clamped to [16 pages, MaxSize], and returns the budget it set. Shrinking evicts
+// pages (CLOCK order) down to the new budget before it returns and drops their
+// memory; pages being filled at that moment (pinned) are left and go at the next
+// evictions, so the store may exceed its budget by the fills in flight. Safe
+// concurrently with reads, inserts and updates: it takes allocMu, then the shard
+// of each evicted page, the order insert uses; hits take no new lock.
+func (s *Store) Resize(sizeBytes int64) int64 {
+	slots := int(min(max(sizeBytes/PageSize, 16), int64(len(s.keys))))
+	s.allocMu.Lock()
+	defer s.allocMu.Unlock()
+	s.policy.SetLimit(slots)
+	for s.policy.Over() {
+		slot, ok := s.policy.victim()
+		if !ok {
+			break // every page in use is being filled
+		}
+		old := s.keys[slot]
+		sh := s.shard(&old)
+		sh.mu.Lock()
+		delete(sh.m, old)
+		// No reader can reach the slot now (it was unmapped under the shard
+		// lock) and no inserter owns it (it is not pinned): its memory can go.
+		s.data[slot] = nil
+		sh.mu.Unlock()
+		s.policy.Release(slot)
+	}
+	return int64(s.policy.limit) * PageSize
+}
+
 // MaxStoreSize bounds a store: its per-page bookkeeping (about 80 bytes a page)
 // is allocated up front.
 const MaxStoreSize = 64 << 30
 
 // NewStore returns a store of sizeBytes (rounded down to whole pages, at least 16
 // pages, at most MaxStoreSize).
-func NewStore(sizeBytes int64) *Store {
-	sizeBytes = min(sizeBytes, MaxStoreSize)
-	slots := int(sizeBytes / PageSize)
-	if slots < 16 {
-		slots = 16
-	}
+func NewStore(sizeBytes int64) *Store { return NewResizableStore(sizeBytes, sizeBytes) }
+
+// NewResizableStore returns a store of sizeBytes that Resize can grow up to
+// maxBytes (both rounded down to whole pages, at least 16 pages, at most
+// MaxStoreSize): its per-page bookkeeping, about 80 bytes a page, is allocated
+// for maxBytes now, the pages themselves only as they fill.
+func NewResizableStore(sizeBytes, maxBytes int64) *Store {
+	maxBytes = min(max(maxBytes, sizeBytes), MaxStoreSize)
+	slots := int(max(maxBytes/PageSize, 16))
 	s := &Store{data: make([][]byte, slots), keys: make([]pageKey, slots), policy: newClockPolicy(slots)}
+	s.policy.SetLimit(int(max(min(sizeBytes, maxBytes)/PageSize, 16)))
 	for i := range s.shards {
 		s.shards[i].m = make(map[pageKey]int32)
 	}

@@ -1,0 +1,235 @@
+package service
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
+
+	"github.com/polytropon/polytropon/libservices"
+)
+
+// The control socket (Config.Control) is how serve's elasticity watches and moves
+// a running service: one JSON request per connection line, one JSON answer line.
+// Only root and the service's own uid may use it (SO_PEERCRED, and the socket is
+// 0600): a tenant may read its status over the direct path, not resize its service.
+//
+//	{"op":"status"}                     -> {"status":{...Status...}}
+//	{"op":"set_workers","value":N}      -> {"value":N}   (SetWorkers)
+//	{"op":"set_cache_bytes","value":N}  -> {"value":SET} (ResizeCaches)
+//
+// An error answers {"error":"..."}.
+
+// ControlRequest is one request on the control socket.
+type ControlRequest struct {
+	Op    string `json:"op"`
+	Value int64  `json:"value,omitempty"`
+}
+
+// ControlReply answers a ControlRequest.
+type ControlReply struct {
+	Error  string  `json:"error,omitempty"`
+	Value  int64   `json:"value,omitempty"`
+	Status *Status `json:"status,omitempty"`
+}
+
+// Control operations.
+const (
+	ControlStatus        = "status"
+	ControlSetWorkers    = "set_workers"
+	ControlSetCacheBytes = "set_cache_bytes"
+)
+
+// cacheResizer is a libservice whose page cache can be resized at run time
+// (libservices/cache.FS).
+type cacheResizer interface {
+	CacheSize() int64
+	CacheMaxSize() int64
+	ResizeCache(sizeBytes int64) int64
+}
+
+// SetWorkers changes the number of back-driver workers (1..256).
+func (s *Service) SetWorkers(n int) (int, error) { return s.back.SetWorkers(n) }
+
+// caches are the resizable caches of every instance, top first.
+func (s *Service) caches() []cacheResizer {
+	var out []cacheResizer
+	for _, in := range s.insts {
+		walk(in.fs, func(fs libservices.FS) {
+			if c, ok := fs.(cacheResizer); ok {
+				out = append(out, c)
+			}
+		})
+	}
+	return out
+}
+
+// ResizeCaches gives every resizable cache of the service the budget sizeBytes
+// (each clamped to its own bounds) and returns the largest budget set, 0 when the
+// service has no resizable cache.
+func (s *Service) ResizeCaches(sizeBytes int64) int64 {
+	var set int64
+	for _, c := range s.caches() {
+		set = max(set, c.ResizeCache(sizeBytes))
+	}
+	return set
+}
+
+func (s *Service) serveControl(ln *net.UnixListener) {
+	defer s.ctlWG.Done()
+	for {
+		conn, err := ln.AcceptUnix()
+		if err != nil {
+			return
+		}
+		s.ctlWG.Add(1)
+		go func() {
+			defer s.ctlWG.Done()
+			defer conn.Close()
+			if err := s.controlPeer(conn); err != nil {
+				s.log.Warn("control socket: refused", zap.Error(err))
+				return
+			}
+			s.controlConn(conn)
+		}()
+	}
+}
+
+func (s *Service) controlPeer(conn *net.UnixConn) error {
+	raw, err := conn.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var cred *unix.Ucred
+	var cerr error
+	if err := raw.Control(func(fd uintptr) {
+		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	}); err != nil {
+		return err
+	}
+	if cerr != nil {
+		return cerr
+	}
+	if cred.Uid != 0 && int(cred.Uid) != os.Geteuid() {
+		return fmt.Errorf("uid %d (pid %d) may not control the service", cred.Uid, cred.Pid)
+	}
+	return nil
+}
+
+func (s *Service) controlConn(conn *net.UnixConn) {
+	r := bufio.NewReader(conn)
+	enc := json.NewEncoder(conn)
+	for {
+		_ = conn.SetReadDeadline(time.Now().Add(time.Minute))
+		line, err := r.ReadBytes('\n')
+		if err != nil {
+			return
+		}
+		var req ControlRequest
+		var rep ControlReply
+		if err := json.Unmarshal(line, &req); err != nil {
+			rep.Error = "bad request: " + err.Error()
+		} else {
+			rep = s.control(req)
+		}
+		if err := enc.Encode(&rep); err != nil {
+			return
+		}
+	}
+}
+
+func (s *Service) control(req ControlRequest) ControlReply {
+	switch req.Op {
+	case ControlStatus:
+		st := s.Status()
+		return ControlReply{Status: &st}
+	case ControlSetWorkers:
+		n, err := s.SetWorkers(int(req.Value))
+		if err != nil {
+			return ControlReply{Error: err.Error()}
+		}
+		s.log.Info("workers set", zap.Int("workers", n))
+		return ControlReply{Value: int64(n)}
+	case ControlSetCacheBytes:
+		if req.Value <= 0 {
+			return ControlReply{Error: fmt.Sprintf("cache size %d: must be positive", req.Value)}
+		}
+		if len(s.caches()) == 0 {
+			return ControlReply{Error: "no resizable cache in this service"}
+		}
+		set := s.ResizeCaches(req.Value)
+		s.log.Info("caches resized", zap.Int64("bytes", set))
+		return ControlReply{Value: set}
+	}
+	return ControlReply{Error: fmt.Sprintf("unknown op %q", req.Op)}
+}
+
+// ControlClient talks to a service's control socket. Not safe for concurrent
+// use.
+type ControlClient struct {
+	mu   sync.Mutex
+	conn net.Conn
+	r    *bufio.Reader
+}
+
+// DialControl connects to a control socket.
+func DialControl(path string) (*ControlClient, error) {
+	c, err := net.DialTimeout("unix", path, 5*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	return &ControlClient{conn: c, r: bufio.NewReader(c)}, nil
+}
+
+// Close closes the connection.
+func (c *ControlClient) Close() error { return c.conn.Close() }
+
+// Do sends one request and reads its answer (within timeout).
+func (c *ControlClient) Do(req ControlRequest, timeout time.Duration) (ControlReply, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_ = c.conn.SetDeadline(time.Now().Add(timeout))
+	b, _ := json.Marshal(req)
+	if _, err := c.conn.Write(append(b, '\n')); err != nil {
+		return ControlReply{}, err
+	}
+	line, err := c.r.ReadBytes('\n')
+	if err != nil {
+		return ControlReply{}, err
+	}
+	var rep ControlReply
+	if err := json.Unmarshal(line, &rep); err != nil {
+		return ControlReply{}, fmt.Errorf("control reply: %w", err)
+	}
+	if rep.Error != "" {
+		return rep, errors.New("service: " + rep.Error)
+	}
+	return rep, nil
+}
+
+// removeStaleControl removes a control socket nobody listens on (a killed
+// service's); anything else at the path is an error.
+func removeStaleControl(path string) error {
+	fi, err := os.Lstat(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("control: %w", err)
+	}
+	if fi.Mode()&os.ModeSocket == 0 {
+		return fmt.Errorf("control: %s exists and is not a socket", path)
+	}
+	if c, err := net.DialTimeout("unix", path, 100*time.Millisecond); err == nil {
+		c.Close()
+		return fmt.Errorf("control: a service already listens on %s", path)
+	}
+	return os.Remove(path)
+}

@@ -26,7 +26,7 @@ const (
 func TestMain(m *testing.M) {
 	if v := os.Getenv(enterEnv); v != "" {
 		os.Unsetenv(enterEnv)
-		err := EnterAndExec(strings.Split(v, "\n"), os.Args[1:])
+		err := EnterAndExec(strings.Split(v, "\n"), "", os.Args[1:])
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(2)
 	}

@@ -84,15 +84,17 @@ Example configuration:
 // service (see pool.EnterAndExec for why not start-then-move).
 func newPoolExecCmd() *cobra.Command {
 	var procs []string
+	var netns string
 	cmd := &cobra.Command{
-		Use:    "pool-exec --cgroup-procs FILE... -- CMD ARGS",
+		Use:    "pool-exec --cgroup-procs FILE... [--netns PATH] -- CMD ARGS",
 		Short:  "Enter cgroups, then exec a command (used by serve)",
 		Hidden: true,
 		Args:   cobra.MinimumNArgs(1),
 		RunE: func(_ *cobra.Command, args []string) error {
-			return pool.EnterAndExec(procs, args)
+			return pool.EnterAndExec(procs, netns, args)
 		},
 	}
 	cmd.Flags().StringArrayVar(&procs, "cgroup-procs", nil, "cgroup.procs file to write our pid to (repeatable)")
+	cmd.Flags().StringVar(&netns, "netns", "", "network namespace to run in (bind-mounted namespace file)")
 	return cmd
 }

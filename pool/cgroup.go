@@ -51,7 +51,8 @@ type Cgroup interface {
 const sysfsCgroup = "/sys/fs/cgroup"
 
 // v1Subsystems are the v1 controllers a pool uses.
-var v1Subsystems = []cgroup1.Name{cgroup1.Cpuset, cgroup1.Memory, cgroup1.Pids, cgroup1.Blkio}
+// Cpuacct limits nothing: it is there for the pool's CPU time (Status).
+var v1Subsystems = []cgroup1.Name{cgroup1.Cpuset, cgroup1.Cpuacct, cgroup1.Memory, cgroup1.Pids, cgroup1.Blkio}
 
 // NewCgroups manages pool cgroups named parent/POOL. It uses cgroup v2 when the
 // machine runs the unified hierarchy only, and v1 otherwise (legacy or hybrid
@@ -77,6 +78,7 @@ func (m *Cgroups) Version() int {
 func (m *Cgroups) v1Hierarchy() ([]cgroup1.Subsystem, error) {
 	return []cgroup1.Subsystem{
 		cgroup1.NewCpuset(sysfsCgroup),
+		cgroup1.NewCpuacct(sysfsCgroup),
 		cgroup1.NewMemory(sysfsCgroup),
 		cgroup1.NewPids(sysfsCgroup),
 		cgroup1.NewBlkio(sysfsCgroup),

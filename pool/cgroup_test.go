@@ -56,6 +56,7 @@ func hog() {
 func testCgroups(t *testing.T) *Cgroups {
 	t.Helper()
 	testenv.Root(t)
+	testenv.Cpusets(t, false)
 	cgs, err := NewCgroups(fmt.Sprintf("polytropon-test-%d-%s", os.Getpid(), strings.ReplaceAll(t.Name(), "/", "_")))
 	if err != nil {
 		testenv.SkipOrFail(t, err.Error())

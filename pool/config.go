@@ -30,6 +30,12 @@ type Config struct {
 	// RunDir holds serve's lock and its record of the pools it created (default
 	// /run/polytropon); a pool's state directory defaults to RunDir/NAME.
 	RunDir string `yaml:"run_dir"`
+	// ExclusiveCPUs makes the cpuset of each pool whose cpus no other pool
+	// shares exclusive (cgroup v1 cpuset.cpu_exclusive, v2 a partition root):
+	// then no other cgroup of the machine beside the pools' parent may use those
+	// CPUs, so it is opt-in. Where the kernel refuses (another cpuset beside the
+	// parent uses the CPUs), serve logs why and goes on without.
+	ExclusiveCPUs bool `yaml:"exclusive_cpus"`
 	// Pools are the tenants' pools.
 	Pools []Pool `yaml:"pools"`
 }

@@ -193,6 +193,11 @@ func Serve(cfg Config, opts Options, logger *zap.Logger) (_ *Server, err error) 
 	if err := s.reconcile(); err != nil {
 		return nil, err
 	}
+	// An exclusive parent a killed serve left would refuse pools with other
+	// CPUs.
+	if err := s.cgs.ResetParent(); err != nil {
+		s.log.Warn("reset the pools' parent cpuset", zap.Error(err))
+	}
 	if err := s.writeRecord(); err != nil {
 		return nil, err
 	}
@@ -204,6 +209,9 @@ func Serve(cfg Config, opts Options, logger *zap.Logger) (_ *Server, err error) 
 		s.mu.Lock()
 		s.pools = append(s.pools, r)
 		s.mu.Unlock()
+	}
+	if s.cfg.ExclusiveCPUs {
+		s.makeExclusive()
 	}
 	// Again, now with the cgroups: what Lookup reads.
 	if err := s.writeRecord(); err != nil {
@@ -221,6 +229,61 @@ func Serve(cfg Config, opts Options, logger *zap.Logger) (_ *Server, err error) 
 	}
 	s.log.Info("serve ready", zap.Int("pools", len(s.pools)), zap.Int("cgroup_version", s.cgs.Version()))
 	return s, nil
+}
+
+// makeExclusive makes exclusive the cpusets of the pools whose CPUs no other
+// pool shares, logging why for each pool it cannot.
+func (s *Server) makeExclusive() {
+	var union []int
+	var want []string
+	for i, p := range s.cfg.Pools {
+		union = append(union, p.cpuList...)
+		if p.CPUs == "" {
+			s.log.Warn("pool cpuset not exclusive: the pool has no cpus of its own (cpus is empty)", zap.String("pool", p.Name))
+			continue
+		}
+		shared := ""
+		for j, o := range s.cfg.Pools {
+			if j != i && overlaps(p.cpuList, o.cpuList) {
+				shared = o.Name
+				break
+			}
+		}
+		if shared != "" {
+			s.log.Warn("pool cpuset not exclusive: it shares CPUs with another pool", zap.String("pool", p.Name), zap.String("with", shared))
+			continue
+		}
+		want = append(want, p.Name)
+	}
+	if len(want) == 0 {
+		return
+	}
+	l, _ := ParseCPUList(FormatCPUList(union)) // sorted and distinct
+	done, why := s.cgs.MakeExclusive(FormatCPUList(l), want)
+	if why != nil {
+		s.log.Warn("pool cpusets not exclusive; going on without", zap.Strings("pools", want), zap.Strings("made_exclusive", done), zap.Error(why))
+	}
+	s.mu.Lock()
+	for _, r := range s.pools {
+		for _, n := range done {
+			if r.p.Name == n {
+				r.exclusive = true
+			}
+		}
+	}
+	s.mu.Unlock()
+	if len(done) > 0 {
+		s.log.Info("exclusive pool cpusets", zap.Strings("pools", done))
+	}
+}
+
+func overlaps(a, b []int) bool {
+	for _, x := range a {
+		if containsInt(b, x) {
+			return true
+		}
+	}
+	return false
 }
 
 // reconcile removes what a serve killed without its teardown left: the pools'

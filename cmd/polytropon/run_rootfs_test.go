@@ -1,8 +1,11 @@
 package main
 
 import (
+	"bufio"
+	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -55,10 +58,56 @@ func TestRunRootfs(t *testing.T) {
 	serve := startServe(t, e)
 	runDir := filepath.Join(e.dir, "run")
 
-	script := `cat /etc/marker; ls /; stat -c %d /; echo written >/etc/new; echo ok >/dev/null; grep -c container-init /proc/1/cmdline; grep -l 'container-fus[e]' /proc/[0-9]*/cmdline | grep -c cmdline; exit 5`
-	out, stderr, code := runIn(t, "", "--run-dir", runDir, "--pool", e.pool, "--rootfs", "root", "--",
+	ensureFusectl(t)
+	// The command stops before its exit for a line on stdin: meanwhile the
+	// test sees the FUSE connection of the container's root.
+	script := `cat /etc/marker; ls /; stat -c %d /; echo written >/etc/new; echo ok >/dev/null; grep -c container-init /proc/1/cmdline; grep -l 'container-fus[e]' /proc/[0-9]*/cmdline | grep -c cmdline; echo waiting; read x; exit 5`
+	cmd := exec.Command(os.Args[0], "run", "--run-dir", runDir, "--pool", e.pool, "--rootfs", "root", "--",
 		"/bin/busybox", "sh", "-c", "export PATH=/bin; for c in cat ls stat grep; do busybox ln -s busybox /bin/$c 2>/dev/null; done; "+script)
-	if code != 5 {
+	var errb strings.Builder
+	cmd.Stderr = &errb
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var ob strings.Builder
+	br := bufio.NewReader(stdout)
+	var conn string
+	for {
+		l, err := br.ReadString('\n')
+		if l == "waiting\n" {
+			// The line before the two counts is the root's device.
+			ls := strings.Split(strings.TrimSpace(ob.String()), "\n")
+			if dev, err := strconv.ParseUint(ls[len(ls)-3], 10, 64); err == nil {
+				conn = filepath.Join("/sys/fs/fuse/connections", strconv.Itoa(int(unix.Minor(dev))))
+				if _, err := os.Stat(conn); err != nil {
+					t.Errorf("while the container runs, its root's FUSE connection: %v", err)
+				}
+			}
+			stdin.Close()
+			continue
+		}
+		ob.WriteString(l)
+		if err != nil {
+			break
+		}
+	}
+	code := 0
+	var ee *exec.ExitError
+	if err := cmd.Wait(); errors.As(err, &ee) {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	out, stderr := ob.String(), errb.String()
+	if code != 5 || conn == "" {
 		t.Fatalf("exit status %d, want 5; stdout:\n%s\nstderr:\n%s", code, out, stderr)
 	}
 	t.Logf("in the container:\n%s", out)
@@ -93,7 +142,6 @@ func TestRunRootfs(t *testing.T) {
 	if err != nil {
 		t.Fatalf("stat -c %%d /: %q", lines[len(lines)-3])
 	}
-	conn := filepath.Join("/sys/fs/fuse/connections", strconv.Itoa(int(unix.Minor(dev))))
 	if unix.Major(dev) != 0 {
 		t.Errorf("the container's root is device %d:%d, not a FUSE (anonymous) device", unix.Major(dev), unix.Minor(dev))
 	}
@@ -121,5 +169,45 @@ func TestRunRootfs(t *testing.T) {
 	if pids := e.servicePids(t); len(pids) != 1 {
 		t.Errorf("pool cgroup holds %v after the containers exited", pids)
 	}
+
+	// SIGKILL of run, while the container reads from its root: the init dies
+	// (parent-death signal), the kernel kills the gateway and the command, and
+	// nothing stays behind waiting for a FUSE answer.
+	if err := os.Rename(filepath.Join(img, "nodev"), filepath.Join(img, "dev")); err != nil {
+		t.Fatal(err)
+	}
+	killed := exec.Command(os.Args[0], "run", "--run-dir", runDir, "--pool", e.pool, "--rootfs", "root", "--",
+		"/bin/busybox", "sh", "-c", "echo up; while :; do /bin/busybox cat /bin/busybox >/dev/null; done")
+	kout, err := killed.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := killed.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if l, err := bufio.NewReader(kout).ReadString('\n'); l != "up\n" {
+		t.Fatalf("%q %v", l, err)
+	}
+	if err := killed.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	_ = killed.Wait()
+	waitFor(t, "the killed container's processes to go", func() bool { return len(e.servicePids(t)) == 1 })
 	stopServe(t, e, serve)
+}
+
+// ensureFusectl mounts the FUSE control filesystem where it is not: the test
+// reads the container's connection there.
+func ensureFusectl(t *testing.T) {
+	t.Helper()
+	mounts, err := os.ReadFile("/proc/self/mounts")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(mounts), " /sys/fs/fuse/connections fusectl ") {
+		return
+	}
+	if err := unix.Mount("fusectl", "/sys/fs/fuse/connections", "fusectl", 0, ""); err != nil {
+		testenv.SkipOrFail(t, "the rootfs test reads FUSE connections in fusectl: "+err.Error())
+	}
 }

@@ -53,6 +53,7 @@ func newServeEnv(t *testing.T) *serveEnv {
 // by 4).
 func newServeEnvWith(t *testing.T, poolExtra, filesystems string) *serveEnv {
 	testenv.Root(t)
+	testenv.Cpusets(t, false)
 	dir := t.TempDir()
 	// Other uids must be able to reach the state directory's door (the security
 	// test), and run the test binary, copied here out of go's private build dir.

@@ -10,6 +10,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"sort"
 	"strings"
 	"sync"
 	"syscall"
@@ -89,7 +91,8 @@ type running struct {
 	p   *Pool
 	cg  Cgroup
 	net *netstack.Pool // nil: the pool has no network
-	// exclusive: the pool's cpuset is exclusive (set once by startPool).
+	// exclusive: the pool's cpuset is exclusive (set by makeExclusive, under
+	// Server.mu).
 	exclusive bool
 	s         *Server
 	stop      chan struct{}
@@ -258,8 +261,8 @@ func (s *Server) makeExclusive() {
 	if len(want) == 0 {
 		return
 	}
-	l, _ := ParseCPUList(FormatCPUList(union)) // sorted and distinct
-	done, why := s.cgs.MakeExclusive(FormatCPUList(l), want)
+	sort.Ints(union)
+	done, why := s.cgs.MakeExclusive(FormatCPUList(slices.Compact(union)), want)
 	if why != nil {
 		s.log.Warn("pool cpusets not exclusive; going on without", zap.Strings("pools", want), zap.Strings("made_exclusive", done), zap.Error(why))
 	}

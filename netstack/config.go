@@ -136,3 +136,21 @@ func parseCIDR(field, s string) (*net.IPNet, error) {
 func limit(rate uint64, burst uint32, latency time.Duration) uint64 {
 	return uint64(float64(rate)*latency.Seconds()) + uint64(burst)
 }
+
+// Validate checks c as Setup would, without touching the system; a
+// *ConfigError names the bad field.
+func (c Config) Validate() error {
+	_, err := c.resolve()
+	return err
+}
+
+// Names are the namespace's and the host interface's names that Setup would
+// give cfg's pool; they depend on Prefix and Pool only, so a record of them
+// finds a crashed pool's network again.
+func (c Config) Names() (netns, hostIf string) {
+	prefix := c.Prefix
+	if prefix == "" {
+		prefix = DefaultPrefix
+	}
+	return prefix + "-" + c.Pool, prefix + "-" + c.Pool + "-h"
+}

@@ -293,3 +293,9 @@ func Reconcile(prefix string) ([]string, error) {
 	}
 	return removed, errors.Join(errs...)
 }
+
+// Existing is the Pool named netns and hostIf, for tearing down what a crashed
+// process recorded (Teardown needs nothing else).
+func Existing(netns, hostIf string) *Pool {
+	return &Pool{Netns: netns, NetnsPath: filepath.Join(NetnsDir, netns), HostIf: hostIf}
+}

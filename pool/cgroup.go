@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -51,7 +52,8 @@ type Cgroup interface {
 const sysfsCgroup = "/sys/fs/cgroup"
 
 // v1Subsystems are the v1 controllers a pool uses.
-var v1Subsystems = []cgroup1.Name{cgroup1.Cpuset, cgroup1.Memory, cgroup1.Pids, cgroup1.Blkio}
+// Cpuacct limits nothing: it is there for the pool's CPU time (Status).
+var v1Subsystems = []cgroup1.Name{cgroup1.Cpuset, cgroup1.Cpuacct, cgroup1.Memory, cgroup1.Pids, cgroup1.Blkio}
 
 // NewCgroups manages pool cgroups named parent/POOL. It uses cgroup v2 when the
 // machine runs the unified hierarchy only, and v1 otherwise (legacy or hybrid
@@ -77,6 +79,7 @@ func (m *Cgroups) Version() int {
 func (m *Cgroups) v1Hierarchy() ([]cgroup1.Subsystem, error) {
 	return []cgroup1.Subsystem{
 		cgroup1.NewCpuset(sysfsCgroup),
+		cgroup1.NewCpuacct(sysfsCgroup),
 		cgroup1.NewMemory(sysfsCgroup),
 		cgroup1.NewPids(sysfsCgroup),
 		cgroup1.NewBlkio(sysfsCgroup),
@@ -395,3 +398,116 @@ func (c *cgroupV2) Delete() error {
 
 // pidString is a process id as cgroup.procs wants it.
 func pidString(pid int) []byte { return []byte(strconv.Itoa(pid)) }
+
+// ResetParent undoes what MakeExclusive did to the parent (a killed serve may
+// have left it exclusive, with the CPUs of its own pools only): not exclusive,
+// and every CPU of its own parent again, so that any pool fits under it. A
+// parent that does not exist is left alone (creating a pool creates it).
+func (m *Cgroups) ResetParent() error {
+	if m.v2 {
+		dir := filepath.Join(sysfsCgroup, m.parent)
+		if _, err := os.Stat(filepath.Join(dir, "cpuset.cpus.partition")); err != nil {
+			return nil
+		}
+		return writeCgroupFile(dir, "cpuset.cpus.partition", "member")
+	}
+	dir, err := m.v1CpusetDir("")
+	if err != nil {
+		return err
+	}
+	if _, err := os.Stat(dir); err != nil {
+		return nil
+	}
+	if err := writeCgroupFile(dir, "cpuset.cpu_exclusive", "0"); err != nil {
+		return err
+	}
+	all, err := os.ReadFile(filepath.Join(filepath.Dir(dir), "cpuset.cpus"))
+	if err != nil {
+		return err
+	}
+	return writeCgroupFile(dir, "cpuset.cpus", strings.TrimSpace(string(all)))
+}
+
+// v1CpusetDir is the cpuset directory of pool name ("" for the parent).
+func (m *Cgroups) v1CpusetDir(name string) (string, error) {
+	rel, err := cgroup1.NestedPath(filepath.Join(m.parent, name))(cgroup1.Cpuset)
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(sysfsCgroup, string(cgroup1.Cpuset), rel), nil
+}
+
+// MakeExclusive makes the cpusets of pools (names, each with CPUs no other pool
+// of the parent has) exclusive: no cpuset beside it, here or anywhere else
+// under the parent's parent, may use those CPUs. union is the CPUs of every
+// pool of the parent: the parent shrinks to them and becomes exclusive first,
+// as the kernel requires of an exclusive cpuset's parent. It returns the pools
+// it made exclusive, and for the rest why not (the kernel's refusal, e.g. a
+// cpuset beside the parent shares its CPUs).
+//
+// v1: cpuset.cpu_exclusive. v2: cpuset.cpus.partition = root (a partition
+// root, which also takes the CPUs out of the parent's load balancing); the v2
+// path is written but not exercised by the tests (see the package doc).
+func (m *Cgroups) MakeExclusive(union string, pools []string) (done []string, why error) {
+	if m.v2 {
+		parent := filepath.Join(sysfsCgroup, m.parent)
+		if err := writePartition(parent); err != nil {
+			return nil, fmt.Errorf("parent %s: %w", m.parent, err)
+		}
+		var errs []error
+		for _, p := range pools {
+			if err := writePartition(filepath.Join(parent, p)); err != nil {
+				errs = append(errs, fmt.Errorf("pool %s: %w", p, err))
+				continue
+			}
+			done = append(done, p)
+		}
+		return done, errors.Join(errs...)
+	}
+	parent, err := m.v1CpusetDir("")
+	if err != nil {
+		return nil, err
+	}
+	if err := writeCgroupFile(parent, "cpuset.cpus", union); err != nil {
+		return nil, fmt.Errorf("parent %s: %w", m.parent, err)
+	}
+	if err := writeCgroupFile(parent, "cpuset.cpu_exclusive", "1"); err != nil {
+		return nil, fmt.Errorf("parent %s: %w (another cpuset beside it uses some of CPUs %s)", m.parent, err, union)
+	}
+	var errs []error
+	for _, p := range pools {
+		dir, err := m.v1CpusetDir(p)
+		if err == nil {
+			err = writeCgroupFile(dir, "cpuset.cpu_exclusive", "1")
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("pool %s: %w", p, err))
+			continue
+		}
+		done = append(done, p)
+	}
+	return done, errors.Join(errs...)
+}
+
+// writePartition makes a v2 cgroup a partition root, and reads back whether
+// the kernel agreed ("root invalid (reason)" otherwise).
+func writePartition(dir string) error {
+	if err := writeCgroupFile(dir, "cpuset.cpus.partition", "root"); err != nil {
+		return err
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "cpuset.cpus.partition"))
+	if err != nil {
+		return err
+	}
+	if got := strings.TrimSpace(string(b)); got != "root" {
+		return fmt.Errorf("cpuset.cpus.partition is %q", got)
+	}
+	return nil
+}
+
+func writeCgroupFile(dir, file, value string) error {
+	if err := os.WriteFile(filepath.Join(dir, file), []byte(value), 0); err != nil {
+		return fmt.Errorf("write %q to %s: %w", value, filepath.Join(dir, file), err)
+	}
+	return nil
+}

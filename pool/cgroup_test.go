@@ -26,7 +26,7 @@ const (
 func TestMain(m *testing.M) {
 	if v := os.Getenv(enterEnv); v != "" {
 		os.Unsetenv(enterEnv)
-		err := EnterAndExec(strings.Split(v, "\n"), os.Args[1:])
+		err := EnterAndExec(strings.Split(v, "\n"), "", os.Args[1:])
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(2)
 	}
@@ -56,6 +56,7 @@ func hog() {
 func testCgroups(t *testing.T) *Cgroups {
 	t.Helper()
 	testenv.Root(t)
+	testenv.Cpusets(t, false)
 	cgs, err := NewCgroups(fmt.Sprintf("polytropon-test-%d-%s", os.Getpid(), strings.ReplaceAll(t.Name(), "/", "_")))
 	if err != nil {
 		testenv.SkipOrFail(t, err.Error())

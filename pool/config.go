@@ -4,17 +4,20 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"regexp"
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 	"gopkg.in/yaml.v3"
 
 	"github.com/polytropon/polytropon/libservices"
+	"github.com/polytropon/polytropon/netstack"
 	"github.com/polytropon/polytropon/service"
 )
 
@@ -27,6 +30,12 @@ type Config struct {
 	// RunDir holds serve's lock and its record of the pools it created (default
 	// /run/polytropon); a pool's state directory defaults to RunDir/NAME.
 	RunDir string `yaml:"run_dir"`
+	// ExclusiveCPUs makes the cpuset of each pool whose cpus no other pool
+	// shares exclusive (cgroup v1 cpuset.cpu_exclusive, v2 a partition root):
+	// then no other cgroup of the machine beside the pools' parent may use those
+	// CPUs, so it is opt-in. Where the kernel refuses (another cpuset beside the
+	// parent uses the CPUs), serve logs why and goes on without.
+	ExclusiveCPUs bool `yaml:"exclusive_cpus"`
 	// Pools are the tenants' pools.
 	Pools []Pool `yaml:"pools"`
 }
@@ -45,6 +54,9 @@ type Pool struct {
 	Pids int64 `yaml:"pids"`
 	// IO throttles the pool's I/O on one block device.
 	IO IO `yaml:"io"`
+	// Network, when set, gives the pool its own network namespace (the service
+	// and every container run in it) joined to the host by a rate-limited veth.
+	Network *Network `yaml:"network"`
 	// UID and GID own the pool's state directory and socket; only they (and root)
 	// may connect to the pool's service.
 	UID uint32 `yaml:"uid"`
@@ -72,6 +84,71 @@ type IO struct {
 	WriteBPS libservices.ByteSize `yaml:"write_bps"`
 
 	major, minor uint32
+}
+
+// Network is a pool's network (netstack): a namespace pt-NAME, a veth whose host
+// end is pt-NAME-h (so NAME may have at most 10 bytes: Linux interface names
+// have 15) and whose pool end is eth0, an address on each end in one subnet, a
+// default route through the host end, and a TBF rate limit in each direction.
+type Network struct {
+	// Address is eth0's in the pool, HostAddress the host end's; CIDRs in one
+	// subnet, e.g. 10.77.1.2/30 and 10.77.1.1/30.
+	Address     string `yaml:"address"`
+	HostAddress string `yaml:"host_address"`
+	// Rate is the bandwidth in bytes per second, each direction.
+	Rate libservices.ByteSize `yaml:"rate"`
+	// Burst is the token bucket (default 64KiB); Latency bounds a packet's wait
+	// in the queue (default 50ms).
+	Burst   libservices.ByteSize `yaml:"burst"`
+	Latency time.Duration        `yaml:"latency"`
+}
+
+// Network defaults.
+const (
+	DefaultNetBurst   = 64 << 10
+	DefaultNetLatency = 50 * time.Millisecond
+)
+
+// netConfig is the netstack configuration of pool name's network.
+func (n *Network) netConfig(name string) netstack.Config {
+	return netstack.Config{
+		Pool: name, HostAddr: n.HostAddress, PoolAddr: n.Address,
+		Rate: uint64(n.Rate), Burst: uint32(n.Burst), Latency: n.Latency,
+	}
+}
+
+// netKeys maps netstack's field names to the configuration's keys.
+var netKeys = map[string]string{
+	"Pool": "name", "Prefix": "name", "HostAddr": "network.host_address", "PoolAddr": "network.address",
+	"Rate": "network.rate", "Burst": "network.burst", "Latency": "network.latency",
+}
+
+func (n *Network) validate(key, name string) error {
+	if n.Burst == 0 {
+		n.Burst = DefaultNetBurst
+	}
+	if n.Latency == 0 {
+		n.Latency = DefaultNetLatency
+	}
+	if n.Rate < 0 || n.Burst < 0 {
+		return cfgErr(key+".network", "rate and burst must not be negative")
+	}
+	if n.Burst > 1<<31 {
+		return cfgErr(key+".network.burst", "%d bytes is too large", n.Burst)
+	}
+	err := n.netConfig(name).Validate()
+	var ce *netstack.ConfigError
+	if errors.As(err, &ce) {
+		k, ok := netKeys[ce.Field]
+		if !ok {
+			k = "network"
+		}
+		if k == "name" {
+			return cfgErr(key+".name", "%s (the pool has a network, whose interface names derive from it)", ce.Msg)
+		}
+		return cfgErr(key+"."+k, "%s", ce.Msg)
+	}
+	return err
 }
 
 // Filesystems keeps the YAML of a pool's filesystems as written, so that the
@@ -182,6 +259,32 @@ func (c *Config) Validate() error {
 		}
 		dirs[p.StateDir] = p.Name
 	}
+	return c.checkNetworksDisjoint()
+}
+
+// checkNetworksDisjoint refuses two pools whose subnets overlap: the host would
+// have two routes to the same addresses.
+func (c *Config) checkNetworksDisjoint() error {
+	type subnet struct {
+		pool string
+		n    *net.IPNet
+	}
+	var seen []subnet
+	for i, p := range c.Pools {
+		if p.Network == nil {
+			continue
+		}
+		_, n, err := net.ParseCIDR(p.Network.HostAddress)
+		if err != nil {
+			return cfgErr(fmt.Sprintf("pools[%d].network.host_address", i), "%v", err)
+		}
+		for _, o := range seen {
+			if o.n.Contains(n.IP) || n.Contains(o.n.IP) {
+				return cfgErr(fmt.Sprintf("pools[%d].network.host_address", i), "subnet %s overlaps pool %q's %s", n, o.pool, o.n)
+			}
+		}
+		seen = append(seen, subnet{p.Name, n})
+	}
 	return nil
 }
 
@@ -217,6 +320,11 @@ func (p *Pool) validate(key, runDir string, online []int) error {
 	}
 	if p.Elasticity != nil {
 		if err := p.Elasticity.validate(key+".elasticity", p.Workers); err != nil {
+			return err
+		}
+	}
+	if p.Network != nil {
+		if err := p.Network.validate(key, p.Name); err != nil {
 			return err
 		}
 	}
@@ -304,6 +412,19 @@ func (p *Pool) ServiceConfig() ([]byte, error) {
 		m["allow_uids"] = []uint32{p.UID}
 	}
 	return yaml.Marshal(m)
+}
+
+// reservation is what p reserves, for the record and `polytropon status`.
+func (p *Pool) reservation() Reservation {
+	r := Reservation{CPUs: FormatCPUList(p.cpuList), Memory: int64(p.Memory), Pids: p.Pids}
+	if p.IO.Device != "" {
+		r.IO = &IOLimit{Device: p.IO.Device, ReadBPS: int64(p.IO.ReadBPS), WriteBPS: int64(p.IO.WriteBPS)}
+	}
+	if p.Network != nil {
+		ns, hif := p.Network.netConfig(p.Name).Names()
+		r.Network = &NetRes{Netns: ns, HostIf: hif, Address: p.Network.Address, HostAddress: p.Network.HostAddress, RateBPS: int64(p.Network.Rate)}
+	}
+	return r
 }
 
 // limits are the pool's cgroup limits.

@@ -72,6 +72,17 @@ func TestParseConfigErrorsNameKeys(t *testing.T) {
 		{"pools:\n  - name: a\n    filesystems: [{name: d, stack: [{memfs: {}}], colour: 1}]", "field colour not found"},
 		{"pools:\n  - name: a\n    filesystems: [{stack: [{memfs: {}}]}]", "pools[0].filesystems[0].name: required"},
 		{pool0 + "  - name: b\n    state_dir: /run/polytropon/a" + fs, "pools[1].state_dir:"},
+		// Networks: interface names derive from the pool's name (pt-NAME-h, 15
+		// bytes at most).
+		{"pools:\n  - name: elevenbytes\n    network: {address: 10.9.0.2/30, host_address: 10.9.0.1/30, rate: 1MB}" + fs, `pools[0].name: "elevenbytes" too long: the host interface "pt-elevenbytes-h" is 16 bytes, Linux allows 15`},
+		{"pools:\n  - name: a\n    network: {address: x, host_address: 10.9.0.1/30, rate: 1MB}" + fs, "pools[0].network.address:"},
+		{"pools:\n  - name: a\n    network: {address: 10.9.0.2/30, host_address: 10.9.1.1/30, rate: 1MB}" + fs, "pools[0].network.address: 10.9.0.2/30 is not in HostAddr's subnet"},
+		{"pools:\n  - name: a\n    network: {address: 10.9.0.2/30, host_address: 10.9.0.1/30}" + fs, "pools[0].network.rate:"},
+		{"pools:\n  - name: a\n    network: {address: 10.9.0.2/30, host_address: 10.9.0.1/30, rate: 1MB, burst: 100}" + fs, "pools[0].network.burst:"},
+		{"pools:\n  - name: a\n    network: {address: 10.9.0.2/30, host_address: 10.9.0.1/30, rate: 1MB, latency: soon}" + fs, "line 3: cannot unmarshal !!str `soon` into time.Duration"},
+		{"pools:\n  - name: a\n    network: {colour: red}" + fs, "field colour not found"},
+		{"pools:\n  - name: a\n    network: {address: 10.9.0.2/30, host_address: 10.9.0.1/30, rate: 1MB}" + fs +
+			"\n  - name: b\n    network: {address: 10.9.0.3/29, host_address: 10.9.0.4/29, rate: 1MB}" + fs, `pools[1].network.host_address: subnet 10.9.0.0/29 overlaps pool "a"'s 10.9.0.0/30`},
 	} {
 		_, err := ParseConfig([]byte(tc.yaml))
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

@@ -2,9 +2,15 @@
 // pools: section of `polytropon serve`'s YAML), its cgroup (cpuset, memory, pids,
 // blkio throttle, through github.com/containerd/cgroups/v3: v1 in legacy and
 // hybrid mode, v2 in unified mode), and its filesystem service started inside the
-// cgroup and supervised (Serve); and containers in a pool (`polytropon run`:
-// Lookup, StartContainer, ContainerInit) with their own mount, PID, UTS and IPC
-// namespaces.
+// cgroup and supervised (Serve); its network (a `network:` block: netstack's
+// namespace, veth, addresses and rate limits, in which the service and the
+// containers run); exclusive cpusets for pools on disjoint cores (opt-in
+// exclusive_cpus); containers in a pool (`polytropon run`: Lookup,
+// StartContainer, ContainerInit) with their own mount, PID, UTS and IPC
+// namespaces, optionally with the pool's filesystem instance as their root
+// (ContainerFUSE, pivot_root) and the terminal's foreground; and the pools'
+// status (Status: reservations, cgroup usage, service state, and a Decisions
+// slot for the elasticity controller).
 //
 // Elasticity (pool/elastic, elastic.go): a pool's `elasticity:` block makes serve
 // run a driver that every interval samples the pool (its cgroup's CPU time and
@@ -13,11 +19,24 @@
 // size) within the block's bounds; Server.Decisions and
 // RunDir/decisions-POOL.json (elastic.ReadDecisions) hold the recent ones.
 //
-// Slices 1 and 2 of issue 11, and elasticity. Not here yet: run --rootfs
-// (pivot_root into the pool's instance through the FUSE gateway), per-pool
-// networks (netstack) and `polytropon status` of pools. The cgroup v2 code path is written but not
-// exercised by the tests (the development machines run hybrid mode, whose unified
-// hierarchy has no controllers).
+// The cgroup v2 code paths (limits, statistics, partition roots) are written
+// but not exercised by the tests (the development machines run hybrid mode,
+// whose unified hierarchy has no controllers).
+//
+// # Who serves a container's root
+//
+// With --rootfs, the FUSE gateway of the container's root is a process of the
+// container (`polytropon container-fuse`, ContainerFUSE), the init's child in
+// the container's namespaces and the pool's cgroups: it dials the service
+// before anything is mounted, mounts a tmpfs stage and the instance on it, and
+// the init pivot_roots into the mount. Not the init itself: a process the init
+// forks holds the init's descriptors until its execve has read the program from
+// the mount, so a gateway in the init that died then would leave /dev/fuse open
+// with nobody to answer, and the exec'ing child (and with it the init, its PID
+// namespace and run) hung for good. The gateway forks nothing. The mount is
+// only in the container's mount namespace, and goes with the container: the
+// init exits when the command does, the kernel kills the gateway with the PID
+// namespace, and the connection is gone.
 //
 // # Invariants
 //
@@ -38,6 +57,14 @@
 //     Close and by reconcile.
 //   - RunDir/pools.json names a pool's socket and cgroups only once they exist,
 //     and Lookup trusts it only while a serve holds RunDir/serve.lock.
+//   - A pool's network is named from the pool's name only (pt-NAME,
+//     pt-NAME-h), and recorded in RunDir/pools.json before it is created; a new
+//     serve tears down the recorded networks and those of its configured pools
+//     before it creates any. On Close it goes after the cgroup, when no process
+//     is left in it.
+//   - Exclusive cpusets: only for pools whose CPUs no other pool has; the
+//     parent holds exactly the pools' CPUs and is exclusive first; a serve
+//     starting resets a parent left exclusive (not exclusive, all CPUs).
 //   - A container's command is in the pool's cgroups from its first instruction:
 //     its init (ContainerInit, pid 1) joins them before it forks the command. The
 //     command is never pid 1, so default signal dispositions apply to it, and
@@ -45,8 +72,10 @@
 //
 // # Lock order
 //
-// running.mu guards the current service process and the restart count; it is
-// never held while waiting for a process. The elastic driver's locks (see
-// pool/elastic) are never held while it calls into the pool. Server has no lock: Serve and Close are
-// not called concurrently.
+// Server.mu (the pools list, the record's writes) before running.mu (the
+// current service process, its state and restart count). Neither is held while
+// waiting for a process; a supervisor takes running.mu alone, and Server.mu
+// (writeRecord, which takes running.mu inside) only without running.mu held.
+// The elastic driver's locks (see pool/elastic) are never held while it calls
+// into the pool. Serve and Close are not called concurrently.
 package pool

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"runtime"
 
 	"golang.org/x/sys/unix"
 )
@@ -18,9 +19,19 @@ import (
 // it afterwards would let its first threads (and their allocations) escape the
 // limits; CLONE_INTO_CGROUP would do the same in one step but exists for cgroup v2
 // only.
-func EnterAndExec(procsFiles []string, argv []string) error {
+//
+// With netns (a bind-mounted network namespace), the service runs in it: the
+// namespace is joined by this thread, locked to it, and execve keeps the
+// calling thread's namespaces.
+func EnterAndExec(procsFiles []string, netns string, argv []string) error {
 	if len(argv) == 0 {
 		return fmt.Errorf("pool-exec: no command")
+	}
+	if netns != "" {
+		runtime.LockOSThread()
+		if err := joinNetns(netns); err != nil {
+			return fmt.Errorf("pool-exec: %w", err)
+		}
 	}
 	for _, f := range procsFiles {
 		if err := os.WriteFile(f, pidString(os.Getpid()), 0); err != nil {
@@ -32,4 +43,18 @@ func EnterAndExec(procsFiles []string, argv []string) error {
 		return fmt.Errorf("pool-exec: %w", err)
 	}
 	return fmt.Errorf("pool-exec: exec %s: %w", path, unix.Exec(path, argv, os.Environ()))
+}
+
+// joinNetns moves the calling thread (which the caller has locked) into the
+// network namespace bind-mounted at path.
+func joinNetns(path string) error {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("network namespace: %w", err)
+	}
+	defer unix.Close(fd)
+	if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
+		return fmt.Errorf("join network namespace %s: %w", path, err)
+	}
+	return nil
 }

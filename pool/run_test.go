@@ -58,10 +58,10 @@ func TestLookup(t *testing.T) {
 }
 
 func TestContainerInitRefusesOutsideANamespace(t *testing.T) {
-	if err := ContainerInit(nil, "h", []string{"true"}); err == nil || !strings.Contains(err.Error(), "not the first process") {
+	if err := ContainerInit(InitOptions{Hostname: "h"}, []string{"true"}); err == nil || !strings.Contains(err.Error(), "not the first process") {
 		t.Fatalf("%v", err)
 	}
-	if err := ContainerInit(nil, "h", nil); err == nil {
+	if err := ContainerInit(InitOptions{Hostname: "h"}, nil); err == nil {
 		t.Fatal("no command accepted")
 	}
 }

@@ -6,9 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"sort"
 	"strings"
 	"sync"
 	"syscall"
@@ -18,6 +21,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/polytropon/polytropon/internal/logging"
+	"github.com/polytropon/polytropon/netstack"
 	"github.com/polytropon/polytropon/pool/elastic"
 )
 
@@ -77,6 +81,9 @@ type Server struct {
 	cgs  *Cgroups
 	lock *os.File
 
+	// mu guards pools (appended while earlier pools' supervisors already run)
+	// and serialises writes of the record.
+	mu    sync.Mutex
 	pools []*running
 
 	elastic     *elastic.Driver // nil without elasticity
@@ -85,22 +92,31 @@ type Server struct {
 
 // running is one pool's supervised service.
 type running struct {
-	p    *Pool
-	cg   Cgroup
-	s    *Server
-	stop chan struct{}
-	done chan struct{}
+	p   *Pool
+	cg  Cgroup
+	net *netstack.Pool // nil: the pool has no network
+	// exclusive: the pool's cpuset is exclusive (set by makeExclusive, under
+	// Server.mu).
+	exclusive bool
+	s         *Server
+	stop      chan struct{}
+	done      chan struct{}
 
 	mu       sync.Mutex
 	cmd      *exec.Cmd // the current service process; nil between restarts
 	restarts int
+	up       bool       // the service printed its ready line and has not exited since
 	ready    chan error // the first start's outcome; buffered, written once
 }
 
 // record is what serve leaves in RunDir so that the next serve can clean up after
 // a SIGKILL: the pools and state directories it created.
 type record struct {
-	Pools []recordPool `json:"pools"`
+	// Cgroup and CgroupVersion locate the pools' cgroups (Status reads their
+	// statistics).
+	Cgroup        string       `json:"cgroup,omitempty"`
+	CgroupVersion int          `json:"cgroup_version,omitempty"`
+	Pools         []recordPool `json:"pools"`
 }
 
 type recordPool struct {
@@ -110,6 +126,43 @@ type recordPool struct {
 	// reads them (Lookup) to start containers in the pool.
 	Socket      string   `json:"socket,omitempty"`
 	CgroupProcs []string `json:"cgroup_procs,omitempty"`
+	// Netns and HostIf name the pool's network; they are recorded before it
+	// is created, so that a serve killed while creating it leaves nothing the
+	// next one does not remove.
+	Netns  string `json:"netns,omitempty"`
+	HostIf string `json:"host_if,omitempty"`
+	// What `polytropon status` shows: the reservations, and the service's
+	// state as of the record's last write.
+	Reservation Reservation `json:"reservation"`
+	ServicePid  int         `json:"service_pid,omitempty"`
+	ServiceUp   bool        `json:"service_up,omitempty"`
+	Restarts    int         `json:"restarts,omitempty"`
+}
+
+// Reservation is what a pool reserves, as its configuration says.
+type Reservation struct {
+	CPUs          string   `json:"cpus"`
+	CPUsExclusive bool     `json:"cpus_exclusive,omitempty"`
+	Memory        int64    `json:"memory,omitempty"`
+	Pids          int64    `json:"pids,omitempty"`
+	IO            *IOLimit `json:"io,omitempty"`
+	Network       *NetRes  `json:"network,omitempty"`
+}
+
+// IOLimit is a pool's block I/O throttle.
+type IOLimit struct {
+	Device   string `json:"device"`
+	ReadBPS  int64  `json:"read_bps,omitempty"`
+	WriteBPS int64  `json:"write_bps,omitempty"`
+}
+
+// NetRes is a pool's network.
+type NetRes struct {
+	Netns       string `json:"netns"`
+	HostIf      string `json:"host_if"`
+	Address     string `json:"address"`
+	HostAddress string `json:"host_address"`
+	RateBPS     int64  `json:"rate_bps"`
 }
 
 // Serve reconciles what an earlier serve left behind, then creates every pool of
@@ -147,6 +200,11 @@ func Serve(cfg Config, opts Options, logger *zap.Logger) (_ *Server, err error) 
 	if err := s.reconcile(); err != nil {
 		return nil, err
 	}
+	// An exclusive parent a killed serve left would refuse pools with other
+	// CPUs.
+	if err := s.cgs.ResetParent(); err != nil {
+		s.log.Warn("reset the pools' parent cpuset", zap.Error(err))
+	}
 	if err := s.writeRecord(); err != nil {
 		return nil, err
 	}
@@ -155,7 +213,12 @@ func Serve(cfg Config, opts Options, logger *zap.Logger) (_ *Server, err error) 
 		if err != nil {
 			return nil, err
 		}
+		s.mu.Lock()
 		s.pools = append(s.pools, r)
+		s.mu.Unlock()
+	}
+	if s.cfg.ExclusiveCPUs {
+		s.makeExclusive()
 	}
 	// Again, now with the cgroups: what Lookup reads.
 	if err := s.writeRecord(); err != nil {
@@ -174,6 +237,61 @@ func Serve(cfg Config, opts Options, logger *zap.Logger) (_ *Server, err error) 
 	s.startElasticity()
 	s.log.Info("serve ready", zap.Int("pools", len(s.pools)), zap.Int("cgroup_version", s.cgs.Version()))
 	return s, nil
+}
+
+// makeExclusive makes exclusive the cpusets of the pools whose CPUs no other
+// pool shares, logging why for each pool it cannot.
+func (s *Server) makeExclusive() {
+	var union []int
+	var want []string
+	for i, p := range s.cfg.Pools {
+		union = append(union, p.cpuList...)
+		if p.CPUs == "" {
+			s.log.Warn("pool cpuset not exclusive: the pool has no cpus of its own (cpus is empty)", zap.String("pool", p.Name))
+			continue
+		}
+		shared := ""
+		for j, o := range s.cfg.Pools {
+			if j != i && overlaps(p.cpuList, o.cpuList) {
+				shared = o.Name
+				break
+			}
+		}
+		if shared != "" {
+			s.log.Warn("pool cpuset not exclusive: it shares CPUs with another pool", zap.String("pool", p.Name), zap.String("with", shared))
+			continue
+		}
+		want = append(want, p.Name)
+	}
+	if len(want) == 0 {
+		return
+	}
+	sort.Ints(union)
+	done, why := s.cgs.MakeExclusive(FormatCPUList(slices.Compact(union)), want)
+	if why != nil {
+		s.log.Warn("pool cpusets not exclusive; going on without", zap.Strings("pools", want), zap.Strings("made_exclusive", done), zap.Error(why))
+	}
+	s.mu.Lock()
+	for _, r := range s.pools {
+		for _, n := range done {
+			if r.p.Name == n {
+				r.exclusive = true
+			}
+		}
+	}
+	s.mu.Unlock()
+	if len(done) > 0 {
+		s.log.Info("exclusive pool cpusets", zap.Strings("pools", done))
+	}
+}
+
+func overlaps(a, b []int) bool {
+	for _, x := range a {
+		if containsInt(b, x) {
+			return true
+		}
+	}
+	return false
 }
 
 // reconcile removes what a serve killed without its teardown left: the pools'
@@ -202,8 +320,30 @@ func (s *Server) reconcile() error {
 		}
 	}
 	dirs := map[string]bool{}
+	nets := map[[2]string]bool{}
 	for _, p := range rec.Pools {
 		dirs[p.StateDir] = true
+		if p.Netns != "" && p.HostIf != "" {
+			nets[[2]string{p.Netns, p.HostIf}] = true
+		}
+	}
+	for _, p := range s.cfg.Pools {
+		if p.Network != nil {
+			ns, hif := p.Network.netConfig(p.Name).Names()
+			nets[[2]string{ns, hif}] = true
+		}
+	}
+	for n := range nets {
+		np := netstack.Existing(n[0], n[1])
+		_, nsErr := os.Lstat(np.NetnsPath)
+		_, ifErr := net.InterfaceByName(np.HostIf)
+		if nsErr != nil && ifErr != nil {
+			continue
+		}
+		if err := np.Teardown(); err != nil {
+			return fmt.Errorf("reconcile: %w", err)
+		}
+		s.log.Warn("reconcile: removed a leftover pool network", zap.String("netns", n[0]), zap.String("host_if", n[1]))
 	}
 	for _, p := range s.cfg.Pools {
 		dirs[p.StateDir] = true
@@ -223,14 +363,29 @@ func (s *Server) reconcile() error {
 
 func (s *Server) recordPath() string { return filepath.Join(s.cfg.RunDir, "pools.json") }
 
+// writeRecord writes RunDir/pools.json anew (atomically: Lookup and Status may
+// read it at any time).
 func (s *Server) writeRecord() error {
-	var rec record
-	for _, p := range s.cfg.Pools {
-		rp := recordPool{Name: p.Name, StateDir: p.StateDir}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	rec := record{Cgroup: s.cfg.Cgroup, CgroupVersion: s.cgs.Version()}
+	for i := range s.cfg.Pools {
+		p := &s.cfg.Pools[i]
+		rp := recordPool{Name: p.Name, StateDir: p.StateDir, Reservation: p.reservation()}
+		if p.Network != nil {
+			rp.Netns, rp.HostIf = p.Network.netConfig(p.Name).Names()
+		}
 		for _, r := range s.pools {
 			if r.p.Name == p.Name {
 				rp.Socket = p.Socket()
 				rp.CgroupProcs = r.cg.ProcsFiles()
+				rp.Reservation.CPUsExclusive = r.exclusive
+				r.mu.Lock()
+				if r.cmd != nil && r.cmd.Process != nil {
+					rp.ServicePid = r.cmd.Process.Pid
+				}
+				rp.ServiceUp, rp.Restarts = r.up, r.restarts
+				r.mu.Unlock()
 			}
 		}
 		rec.Pools = append(rec.Pools, rp)
@@ -292,6 +447,14 @@ func (s *Server) startPool(p *Pool) (*running, error) {
 		return nil, err
 	}
 	r := &running{p: p, cg: cg, s: s, stop: make(chan struct{}), done: make(chan struct{}), ready: make(chan error, 1)}
+	if p.Network != nil {
+		r.net, err = netstack.Setup(p.Network.netConfig(p.Name))
+		if err != nil {
+			_ = cg.Delete()
+			_ = removeStateDir(p.StateDir)
+			return nil, fmt.Errorf("pool %s: %w", p.Name, err)
+		}
+	}
 	go r.supervise()
 	return r, nil
 }
@@ -323,6 +486,12 @@ func (r *running) supervise() {
 					log.Error("service socket", zap.Error(err))
 				}
 				log.Info("service ready", zap.Int("pid", cmd.Process.Pid), zap.String("socket", r.p.Socket()))
+				r.mu.Lock()
+				r.up = true
+				r.mu.Unlock()
+				if err := r.s.writeRecord(); err != nil {
+					log.Warn("record", zap.Error(err))
+				}
 				if first {
 					r.ready <- nil
 					first = false
@@ -332,6 +501,7 @@ func (r *running) supervise() {
 			}
 			r.mu.Lock()
 			r.cmd = nil
+			r.up = false
 			r.mu.Unlock()
 			select {
 			case <-r.stop:
@@ -350,6 +520,9 @@ func (r *running) supervise() {
 			n := r.restarts
 			r.mu.Unlock()
 			log.Warn("service exited; restarting", zap.Error(werr), zap.Int("restart", n), zap.Duration("backoff", backoff))
+			if err := r.s.writeRecord(); err != nil {
+				log.Warn("record", zap.Error(err))
+			}
 		}
 		select {
 		case <-r.stop:
@@ -366,6 +539,9 @@ func (r *running) start() (*exec.Cmd, chan struct{}, error) {
 	args := []string{"pool-exec"}
 	for _, f := range r.cg.ProcsFiles() {
 		args = append(args, "--cgroup-procs", f)
+	}
+	if r.net != nil {
+		args = append(args, "--netns", r.net.NetnsPath)
 	}
 	args = append(args, "--", r.s.opts.Exe, "service", "--config", r.p.serviceConfigPath())
 	cmd := exec.Command(r.s.opts.Exe, args...)
@@ -416,6 +592,8 @@ func (r *running) readied() error {
 
 // ServicePid is the pid of the pool's current service process, 0 if none.
 func (s *Server) ServicePid(pool string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	for _, r := range s.pools {
 		if r.p.Name == pool {
 			r.mu.Lock()
@@ -473,6 +651,12 @@ func (s *Server) Close() error {
 		}
 		if err := removeStateDir(r.p.StateDir); err != nil {
 			errs = append(errs, err)
+		}
+		// After the cgroup: no process is left in the namespace.
+		if r.net != nil {
+			if err := r.net.Teardown(); err != nil {
+				errs = append(errs, err)
+			}
 		}
 	}
 	s.pools = nil

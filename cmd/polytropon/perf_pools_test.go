@@ -17,6 +17,7 @@ import (
 // the tenant's CPU only, from its first instruction; Close removes the pools.
 func TestPoolLauncher(t *testing.T) {
 	testenv.Root(t)
+	testenv.Cpusets(t, false) // creates cpusets: not beside an exclusive one
 	parent := fmt.Sprintf("polytropon-perftest-%d", os.Getpid())
 	pl, err := newPoolLauncher(os.Args[0], parent, nil)
 	if err != nil {
@@ -49,6 +50,7 @@ func TestPoolLauncher(t *testing.T) {
 // kernel and direct paths.
 func TestPerfRunPools(t *testing.T) {
 	testenv.Root(t)
+	testenv.Cpusets(t, false) // creates cpusets: not beside an exclusive one
 	out := filepath.Join(t.TempDir(), "report")
 	if s, err := runCLI(t, "perf", "run", "--pools", "--workload", "micro", "--ops", "stat", "--paths", "kernel,direct",
 		"--tenants", "2", "--duration", "300ms", "--warmup", "100ms", "--out", out); err != nil {
@@ -78,6 +80,7 @@ func TestPerfRunPools(t *testing.T) {
 // the noisy tenant wrote and fsynced, the pools are gone afterwards.
 func TestPerfIsolation(t *testing.T) {
 	testenv.Root(t)
+	testenv.Cpusets(t, false) // creates cpusets: not beside an exclusive one
 	out := filepath.Join(t.TempDir(), "iso")
 	s, err := runCLI(t, "perf", "isolation", "--duration", "300ms", "--warmup", "100ms", "--block", "65536", "--out", out)
 	if err != nil {

@@ -27,7 +27,13 @@ pool's cpuset, memory, pids and block I/O limits, a state directory owned by the
 pool's uid:gid (mode 0750) holding the service's socket (0660), and the pool's
 filesystem service started inside the cgroup, its workers pinned to the pool's
 CPUs. Services that exit are restarted with exponential backoff; fslib clients
-reconnect on their own.
+reconnect on their own. A pool with a network: block gets a network namespace
+pt-NAME (NAME at most 10 bytes: the host's veth end is pt-NAME-h, and Linux
+interface names have 15), eth0 there with address, the host end with
+host_address, a default route through it and a TBF rate limit (bytes/s) each
+way; the service and the pool's containers run in it. exclusive_cpus: true
+makes the cpusets of pools on cores no other pool has exclusive, where the
+kernel allows (the reason is logged where not).
 
 With an elasticity block, every interval serve reads the pool's CPU and memory
 use (its cgroup) and its service's status (request latency, queue, cache hit
@@ -36,19 +42,22 @@ workers and resizes its page caches within the bounds; each decision is logged
 and the recent ones are in RUN_DIR/decisions-POOL.json.
 
 SIGTERM or SIGINT stops the services (SIGTERM, then SIGKILL after a timeout) and
-removes the cgroups and state directories; exit 0. After a serve was killed, the
-next start removes what it left (processes, cgroups, sockets).
+removes the cgroups, networks and state directories; exit 0. After a serve was
+killed, the next start removes what it left (processes, cgroups, networks,
+sockets). polytropon status --pools shows the pools.
 
 Example configuration:
 
   cgroup: polytropon          # parent cgroup (default)
   run_dir: /run/polytropon    # lock, record, default state directories
+  exclusive_cpus: false       # true: exclusive cpusets for disjoint pools
   pools:
     - name: tenant-a
       cpus: "1"
       memory: 2GiB
       pids: 512
       io: {device: /dev/nvme0n1, read_bps: 400MB, write_bps: 200MB}
+      network: {address: 10.77.1.2/30, host_address: 10.77.1.1/30, rate: 100MB}
       uid: 1000
       gid: 1000
       workers: 1
@@ -98,15 +107,17 @@ Example configuration:
 // service (see pool.EnterAndExec for why not start-then-move).
 func newPoolExecCmd() *cobra.Command {
 	var procs []string
+	var netns string
 	cmd := &cobra.Command{
-		Use:    "pool-exec --cgroup-procs FILE... -- CMD ARGS",
+		Use:    "pool-exec --cgroup-procs FILE... [--netns PATH] -- CMD ARGS",
 		Short:  "Enter cgroups, then exec a command (used by serve)",
 		Hidden: true,
 		Args:   cobra.MinimumNArgs(1),
 		RunE: func(_ *cobra.Command, args []string) error {
-			return pool.EnterAndExec(procs, args)
+			return pool.EnterAndExec(procs, netns, args)
 		},
 	}
 	cmd.Flags().StringArrayVar(&procs, "cgroup-procs", nil, "cgroup.procs file to write our pid to (repeatable)")
+	cmd.Flags().StringVar(&netns, "netns", "", "network namespace to run in (bind-mounted namespace file)")
 	return cmd
 }

@@ -45,7 +45,15 @@ type serveEnv struct {
 }
 
 func newServeEnv(t *testing.T) *serveEnv {
+	return newServeEnvWith(t, "", "    filesystems:\n      - name: data\n        stack: [{memfs: {}}]\n")
+}
+
+// newServeEnvWith writes a one-pool configuration with poolExtra (keys of the
+// pool, indented by 4) and filesystems (the pool's filesystems key, indented
+// by 4).
+func newServeEnvWith(t *testing.T, poolExtra, filesystems string) *serveEnv {
 	testenv.Root(t)
+	testenv.Cpusets(t, false)
 	dir := t.TempDir()
 	// Other uids must be able to reach the state directory's door (the security
 	// test), and run the test binary, copied here out of go's private build dir.
@@ -67,10 +75,7 @@ pools:
     uid: %d
     gid: %d
     spin: 0
-    filesystems:
-      - name: data
-        stack: [{memfs: {}}]
-`, e.parent, filepath.Join(dir, "run"), e.pool, poolUID, poolGID)
+%s%s`, e.parent, filepath.Join(dir, "run"), e.pool, poolUID, poolGID, poolExtra, filesystems)
 	if err := os.WriteFile(e.cfg, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}

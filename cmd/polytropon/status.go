@@ -3,12 +3,17 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 
 	"github.com/polytropon/polytropon/fslib"
+	"github.com/polytropon/polytropon/pool"
 	"github.com/polytropon/polytropon/service"
 )
 
@@ -16,14 +21,45 @@ func init() { register(newStatusCmd) }
 
 func newStatusCmd() *cobra.Command {
 	var (
-		socket string
-		asJSON bool
+		socket, runDir, config string
+		asJSON, pools          bool
 	)
 	cmd := &cobra.Command{
-		Use:   "status [--socket S]",
-		Short: "Show a filesystem service's instances, clients and per-operation latency",
-		Args:  cobra.NoArgs,
+		Use:   "status [--socket S | --pools [--run-dir DIR | --config FILE]] [--json]",
+		Short: "Show a filesystem service's instances, clients and latency, or serve's pools",
+		Long: `status shows one filesystem service (--socket, default $POLYTROPON_SOCKET):
+its instances, clients, per-operation latency and counters.
+
+With --pools, or with neither --socket nor $POLYTROPON_SOCKET when a serve's
+record is found in its run directory (--run-dir, default /run/polytropon, or the
+run_dir of --config), it shows serve's pools instead: each pool's reservations
+(cpus, memory limit, pids, block I/O throttle, network), its usage from its
+cgroups (CPU time, memory now and at peak, tasks), its service (running,
+restarts) and socket. --json prints the document (pool.Report).`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if config != "" {
+				cfg, err := pool.LoadConfig(config)
+				if err != nil {
+					return err
+				}
+				runDir = cfg.RunDir
+				pools = true
+			}
+			if cmd.Flags().Changed("run-dir") {
+				pools = true
+			}
+			if !pools && socket == "" && os.Getenv(fslib.SocketEnv) == "" {
+				if _, err := os.Stat(filepath.Join(runDir, "pools.json")); err == nil {
+					pools = true
+				}
+			}
+			if pools {
+				if socket != "" {
+					return fmt.Errorf("--socket is a service's status; --pools, --run-dir and --config serve's")
+				}
+				return poolStatus(cmd.OutOrStdout(), runDir, asJSON)
+			}
 			raw, err := fslib.ServiceStatus(fslib.DialOptions{Socket: socket})
 			if err != nil {
 				return err
@@ -68,5 +104,81 @@ func newStatusCmd() *cobra.Command {
 	}
 	cmd.Flags().StringVar(&socket, "socket", "", "the service's socket (default $"+fslib.SocketEnv+")")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the status document as JSON")
+	cmd.Flags().BoolVar(&pools, "pools", false, "show serve's pools")
+	cmd.Flags().StringVar(&runDir, "run-dir", pool.DefaultRunDir, "serve's run directory (implies --pools)")
+	cmd.Flags().StringVar(&config, "config", "", "serve's configuration, for its run_dir (implies --pools)")
 	return cmd
+}
+
+func poolStatus(out io.Writer, runDir string, asJSON bool) error {
+	rep, err := pool.Status(runDir)
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		enc := json.NewEncoder(out)
+		enc.SetIndent("", "  ")
+		return enc.Encode(rep)
+	}
+	state := "running"
+	if !rep.ServeRunning {
+		state = "NOT running (a killed serve's leftovers; the next serve removes them)"
+	}
+	fmt.Fprintf(out, "serve of %s: %s; cgroup %s (v%d)\n", rep.RunDir, state, rep.Cgroup, rep.CgroupVersion)
+	tw := tabwriter.NewWriter(out, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "\nPOOL\tCPUS\tMEMORY\tPIDS\tIO\tNETWORK\tCPU TIME\tMEM NOW\tMEM PEAK\tTASKS\tSERVICE\tRESTARTS\tSOCKET")
+	for _, p := range rep.Pools {
+		r := p.Reservation
+		cpus := r.CPUs
+		if r.CPUsExclusive {
+			cpus += " (excl)"
+		}
+		io := "-"
+		if r.IO != nil {
+			io = fmt.Sprintf("%s r %s/s w %s/s", r.IO.Device, sizeOrDash(r.IO.ReadBPS), sizeOrDash(r.IO.WriteBPS))
+		}
+		nw := "-"
+		if r.Network != nil {
+			nw = fmt.Sprintf("%s via %s %s/s", r.Network.Address, r.Network.HostAddress, sizeOrDash(r.Network.RateBPS))
+		}
+		svc := "down"
+		if p.Service.Running {
+			svc = fmt.Sprintf("up pid %d", p.Service.Pid)
+		}
+		pids := "-"
+		if r.Pids > 0 {
+			pids = strconv.FormatInt(r.Pids, 10)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%.2fs\t%s\t%s\t%d\t%s\t%d\t%s\n", p.Name, cpus, sizeOrDash(r.Memory), pids, io, nw,
+			float64(p.Usage.CPUNanos)/1e9, sizeOrDash(p.Usage.Memory), sizeOrDash(p.Usage.MemoryPeak), p.Usage.Tasks, svc, p.Service.Restarts, p.Socket)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	for _, p := range rep.Pools {
+		if p.Usage.Unavailable != "" {
+			fmt.Fprintf(out, "pool %s: some statistics unavailable: %s\n", p.Name, p.Usage.Unavailable)
+		}
+		for _, d := range p.Decisions {
+			fmt.Fprintf(out, "pool %s: %s\n", p.Name, d)
+		}
+	}
+	return nil
+}
+
+// sizeOrDash prints a byte count in binary units, "-" for none.
+func sizeOrDash(n int64) string {
+	if n <= 0 {
+		return "-"
+	}
+	units := []string{"B", "KiB", "MiB", "GiB", "TiB"}
+	f, i := float64(n), 0
+	for f >= 1024 && i < len(units)-1 {
+		f /= 1024
+		i++
+	}
+	if i == 0 {
+		return fmt.Sprintf("%dB", n)
+	}
+	return fmt.Sprintf("%.1f%s", f, units[i])
 }

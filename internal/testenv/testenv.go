@@ -94,3 +94,33 @@ func LoopDevices(t testing.TB) {
 		SkipOrFail(t, "test needs loop devices: "+err.Error())
 	}
 }
+
+// cpusetLock serialises, across test processes, the tests that make cpusets
+// exclusive with those that create cpusets at all: an exclusive cpuset makes
+// the kernel refuse its CPUs to every cpuset beside it.
+const cpusetLock = "/run/polytropon-test-cpusets.lock"
+
+// Cpusets takes the cpuset lock for the rest of the test: shared for a test
+// that creates cpusets, exclusive for one that makes them exclusive.
+func Cpusets(t testing.TB, exclusive bool) {
+	t.Helper()
+	f, err := os.OpenFile(cpusetLock, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		t.Fatalf("cpuset test lock: %v", err)
+	}
+	how := unix.LOCK_SH
+	if exclusive {
+		how = unix.LOCK_EX
+	}
+	for {
+		err = unix.Flock(int(f.Fd()), how)
+		if err != unix.EINTR {
+			break
+		}
+	}
+	if err != nil {
+		f.Close()
+		t.Fatalf("cpuset test lock: %v", err)
+	}
+	t.Cleanup(func() { f.Close() })
+}

@@ -61,7 +61,7 @@ func TestServeExclusiveCpusets(t *testing.T) {
 		serve := startServe(t, e)
 		parentDir := filepath.Join("/sys/fs/cgroup/cpuset", e.parent)
 		if got := readTrim(t, filepath.Join(parentDir, "cpuset.cpu_exclusive")); got != "1" {
-			t.Errorf("parent cpuset.cpu_exclusive %s, want 1 (serve's log says why)", got)
+			t.Errorf("parent cpuset.cpu_exclusive %s, want 1 (serve's log says why); cpusets beside it: %v", got, siblingCpusets(e.parent))
 		}
 		rep, err := pool.Status(filepath.Join(dir, "run"))
 		if err != nil {
@@ -75,4 +75,20 @@ func TestServeExclusiveCpusets(t *testing.T) {
 		}
 		stopServe(t, e, serve)
 	}
+}
+
+// siblingCpusets lists the cpusets beside parent at the hierarchy's root with
+// their CPUs: one that overlaps makes the kernel refuse exclusivity, so a
+// failure names who held the CPUs (a test that leaked its cgroup, say).
+func siblingCpusets(parent string) []string {
+	var out []string
+	ents, _ := os.ReadDir("/sys/fs/cgroup/cpuset")
+	for _, e := range ents {
+		if !e.IsDir() || e.Name() == parent {
+			continue
+		}
+		b, _ := os.ReadFile(filepath.Join("/sys/fs/cgroup/cpuset", e.Name(), "cpuset.cpus"))
+		out = append(out, e.Name()+"="+strings.TrimSpace(string(b)))
+	}
+	return out
 }

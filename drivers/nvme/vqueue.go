@@ -84,14 +84,14 @@ func (v *VFIO) newQueue(depth int) (*vqueue, error) {
 	}
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	if v.closed.Load() || v.shutDown {
-		return nil, blockdev.ErrClosed
-	}
 	if v.gone.Load() {
 		return nil, ErrGone
 	}
 	if v.failed.Load() {
 		return nil, ErrControllerFailed
+	}
+	if v.closed.Load() || v.shutDown {
+		return nil, blockdev.ErrClosed
 	}
 	if len(v.freeQIDs) == 0 {
 		return nil, fmt.Errorf("nvme: all %d I/O queue pairs of %s are in use", v.nq, v.addr)

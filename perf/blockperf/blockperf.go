@@ -58,6 +58,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -69,6 +70,7 @@ import (
 	"github.com/polytropon/polytropon/blockdev"
 	"github.com/polytropon/polytropon/blockdev/alignedbuf"
 	"github.com/polytropon/polytropon/blockdev/file"
+	"github.com/polytropon/polytropon/drivers/nvme"
 )
 
 // Workloads.
@@ -137,6 +139,41 @@ func (c *Config) check() error {
 	return nil
 }
 
+// VFIOPrefix in Config.Path names an NVMe controller bound to vfio-pci by PCI
+// address ("nvme:0000:01:00.0"), driven by drivers/nvme's user-level driver.
+const VFIOPrefix = "nvme:"
+
+var genericNVMe = regexp.MustCompile(`^/dev/ng[0-9]+n[0-9]+$`)
+
+// OpenDevice opens the device cfg.Path names: "nvme:PCIADDR" (the VFIO driver),
+// /dev/ngXnY (NVMe passthrough over io_uring), or else a file or block device
+// (blockdev/file, created or grown to cfg.Size first). direct reports whether I/O
+// bypasses the page cache, which both NVMe paths always do.
+func OpenDevice(cfg Config) (d blockdev.Device, direct bool, err error) {
+	switch {
+	case strings.HasPrefix(cfg.Path, VFIOPrefix):
+		v, err := nvme.OpenVFIO(strings.TrimPrefix(cfg.Path, VFIOPrefix), nvme.VFIOOptions{MaxQueues: 4})
+		if err != nil {
+			return nil, false, err
+		}
+		return v, true, nil
+	case genericNVMe.MatchString(cfg.Path):
+		p, err := nvme.OpenPassthrough(cfg.Path)
+		if err != nil {
+			return nil, false, err
+		}
+		return p, true, nil
+	}
+	if err := Prepare(cfg.Path, cfg.Size); err != nil {
+		return nil, false, err
+	}
+	f, err := file.Open(cfg.Path, file.Options{Logger: cfg.Logger})
+	if err != nil {
+		return nil, false, err
+	}
+	return f, f.Direct(), nil
+}
+
 // Prepare makes sure a regular file at path holds at least size bytes of written
 // data; block devices are left alone.
 func Prepare(path string, size int64) error {
@@ -181,10 +218,7 @@ func Run(cfg Config) (Result, error) {
 	if err := cfg.check(); err != nil {
 		return Result{}, err
 	}
-	if err := Prepare(cfg.Path, cfg.Size); err != nil {
-		return Result{}, err
-	}
-	d, err := file.Open(cfg.Path, file.Options{Logger: cfg.Logger})
+	d, direct, err := OpenDevice(cfg)
 	if err != nil {
 		return Result{}, err
 	}
@@ -297,7 +331,7 @@ func Run(cfg Config) (Result, error) {
 		return Result{}, fmt.Errorf("blockperf: getrusage: %w", err)
 	}
 	workers1 := workerCPU()
-	res := Result{Engine: "polytropon", RW: cfg.RW, BlockSize: cfg.BlockSize, QueueDepth: qd, Direct: d.Direct(),
+	res := Result{Engine: "polytropon", RW: cfg.RW, BlockSize: cfg.BlockSize, QueueDepth: qd, Direct: direct,
 		IOs: ios, Seconds: elapsed.Seconds(),
 		CPUUserS: tv(ru1.Utime) - tv(ru0.Utime), CPUSysS: tv(ru1.Stime) - tv(ru0.Stime), KernelWorkerCPUs: -1}
 	if workers0 >= 0 && workers1 >= 0 {

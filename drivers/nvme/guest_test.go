@@ -255,6 +255,7 @@ func TestGuestPassthrough(t *testing.T) {
 	t.Logf("%d blocks of %d bytes, max transfer %d, ONCS %#x", d.Size()/int64(d.BlockSize()), d.BlockSize(), d.MaxTransfer(), d.Controller().ONCS)
 	t.Run("Integrity", func(t *testing.T) { integrity(t, d, d.MaxTransfer(), 1000) })
 	t.Run("Zeroes", func(t *testing.T) { zeroes(t, d, d.WriteZeroes, d.Deallocate) })
+	t.Run("NoAllocs", func(t *testing.T) { noAllocs(t, d) })
 	t.Run("Faults", func(t *testing.T) {
 		queueFaults(t, d, d.MaxTransfer())
 		// A command the blockdev checks would refuse, sent raw: the controller's
@@ -328,7 +329,27 @@ func TestGuestVFIO(t *testing.T) {
 		if _, err := v.ReadAt(got, markerOff); err != nil || !bytes.Equal(got, marker) {
 			t.Fatalf("data written through the kernel driver reads back differently through VFIO (%v)", err)
 		}
+		q, err := v.NewQueue(32)
+		if err != nil {
+			t.Fatal(err)
+		}
+		hp := readTrimT("/proc/sys/vm/nr_hugepages")
+		t.Logf("nr_hugepages %s; DMA memory from huge pages with a QD32 queue open: %d bytes", hp, v.HugePageBytes())
+		if hp != "0" && v.HugePageBytes() == 0 {
+			t.Fatal("huge pages are configured but the queue's DMA memory does not use them")
+		}
+		q.Close()
 		integrity(t, v, v.MaxTransfer(), 2000)
+	})
+	t.Run("NoAllocs", func(t *testing.T) {
+		// One process opens a VFIO group once: one device at a time.
+		for _, o := range []VFIOOptions{{}, {Interrupts: true}} {
+			v := open(t, o)
+			noAllocs(t, v)
+			if err := v.Close(); err != nil {
+				t.Fatal(err)
+			}
+		}
 	})
 	t.Run("IntegrityInterrupts", func(t *testing.T) {
 		v := open(t, VFIOOptions{Interrupts: true})
@@ -597,4 +618,35 @@ func hammer(t *testing.T, d blockdev.Device, disrupt func()) error {
 		}
 	}
 	return first
+}
+
+func readTrimT(p string) string { return readTrim(p) }
+
+// noAllocs checks that a queued read and write, submitted and reaped, allocate
+// nothing: the hot path's buffers and entries are all sized at NewQueue.
+func noAllocs(t *testing.T, d blockdev.Device) {
+	t.Helper()
+	q, err := d.NewQueue(4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	buf := blockdevtest.Buf(t, 8192)
+	reqs := []blockdev.Request{{Op: blockdev.OpWrite, Buf: buf[:4096], Off: 1 << 20}, {Op: blockdev.OpRead, Buf: buf[4096:], Off: 1 << 20}}
+	out := make([]blockdev.Completion, 4)
+	allocs := testing.AllocsPerRun(50, func() {
+		if n, err := q.Submit(reqs); n != 2 || err != nil {
+			t.Fatalf("Submit: %d, %v", n, err)
+		}
+		for got := 0; got < 2; {
+			n, err := q.Poll(1, out)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got += n
+		}
+	})
+	if allocs != 0 {
+		t.Fatalf("%v allocations per queued write+read, want 0", allocs)
+	}
 }

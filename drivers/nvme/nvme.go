@@ -37,7 +37,23 @@
 // it reaches the controller, so a controller only ever sees in-range, block-aligned
 // commands. Error statuses keep their NVMe status code type and code (*StatusError).
 //
-// Lock order (VFIO): VFIO.mu before ctrl.adminMu before ctrl.iovaMu. Queues have no
+// VFIO data path: a queue copies between the caller's buffer and a bounce buffer of
+// the maximum transfer per slot, mapped once at a fixed IOVA, so the controller never
+// sees caller memory and a request costs no system call (one doorbell store to
+// submit a batch, one to acknowledge completions; with Interrupts a wait is a poll(2)
+// on the queue's MSI-X eventfd). Commands past VFIOOptions.CommandTimeout are aborted
+// and then failed with ErrTimeout; their slots are reused only after the controller
+// completes them. A failed controller (CSTS.CFS, RDY dropped, all-ones reads) fails
+// everything in flight with ErrControllerFailed. When the kernel asks for the device
+// back (vfio-pci's request interrupt on unbind), a watcher goroutine marks the device
+// gone, waits until no queue is inside a call, detaches them all (an atomic
+// idle/busy/detached word per queue, so the hot path takes no lock), releases BAR0
+// and the VFIO descriptors, and every later call fails with ErrGone. Device.Close
+// shuts the controller down (CC.SHN, then CC.EN=0) when its last queue closes. DMA
+// memory comes from 2 MiB huge pages when the system has free ones, else from locked
+// small pages; IOVAs are handed out upwards from 4 GiB and never reused.
+//
+// Lock order (VFIO): VFIO.mu before VFIO.adminMu before VFIO.iovaMu. Queues have no
 // locks: a queue is owned by one goroutine, and its detach state is one atomic word.
 package nvme
 

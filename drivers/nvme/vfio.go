@@ -106,6 +106,7 @@ type VFIO struct {
 	syncN    atomic.Int32
 
 	aborts, timeouts atomic.Int64
+	hugeBytes        atomic.Int64 // DMA memory currently mapped from huge pages
 }
 
 var _ blockdev.Device = (*VFIO)(nil)
@@ -124,6 +125,7 @@ type adminQueue struct {
 type dmaMem struct {
 	mem  []byte
 	iova uint64
+	huge bool
 }
 
 // OpenVFIO opens the controller at PCI address addr (e.g. 0000:00:04.0), which must
@@ -486,6 +488,9 @@ func (v *VFIO) Aborts() int64 { return v.aborts.Load() }
 // Timeouts counts commands failed with ErrTimeout.
 func (v *VFIO) Timeouts() int64 { return v.timeouts.Load() }
 
+// HugePageBytes is how much of the DMA memory mapped now comes from huge pages.
+func (v *VFIO) HugePageBytes() int64 { return v.hugeBytes.Load() }
+
 // Controller returns the controller's identity.
 func (v *VFIO) Controller() ControllerInfo { return v.ctrl }
 
@@ -621,7 +626,11 @@ func (v *VFIO) allocDMA(size int) (*dmaMem, error) {
 		unix.Munmap(mem)
 		return nil, err
 	}
-	return &dmaMem{mem: mem, iova: iova}, nil
+	m := &dmaMem{mem: mem, iova: iova, huge: align == hugePage}
+	if m.huge {
+		v.hugeBytes.Add(int64(len(mem)))
+	}
+	return m, nil
 }
 
 // freeDMALocked unmaps m from the device (unless the container is already gone) and
@@ -632,6 +641,9 @@ func (v *VFIO) freeDMALocked(m *dmaMem) {
 	}
 	if !v.shutDown {
 		vfioUnmapDMA(v.cfd, m.iova, len(m.mem))
+	}
+	if m.huge {
+		v.hugeBytes.Add(-int64(len(m.mem)))
 	}
 	unix.Munmap(m.mem)
 }

@@ -6,7 +6,7 @@
 # panic or hang of the emulated machine, about 1 boot in 10-20 under TCG) is retried
 # once. Exits non-zero unless the guest ran the tests and they passed.
 #
-# Env: NVME_TEST_BOOT_TIMEOUT (s, default 900), NVME_TEST_RUN (go test -run pattern),
+# Env: NVME_TEST_BOOT_TIMEOUT (s, default 420), NVME_TEST_RUN (go test -run pattern),
 #      NVME_TEST_KEEP=1 keeps the work directory.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -30,6 +30,7 @@ echo "nvme-test: kernel $kver, work dir $work"
 
 GO=${GO:-go}
 CGO_ENABLED=0 $GO test -c -o "$work/nvme.test" ./drivers/nvme
+CGO_ENABLED=0 $GO build -ldflags "-s -w" -o "$work/polytropon" ./cmd/polytropon
 
 # initramfs: busybox, init, the test binary, and vfio-pci with its dependencies.
 ir=$work/root
@@ -38,6 +39,7 @@ cp "$busybox" "$ir/bin/busybox"
 cp scripts/nvme/init "$ir/init"
 chmod 755 "$ir/init"
 cp "$work/nvme.test" "$ir/nvme.test"
+cp "$work/polytropon" "$ir/polytropon"
 echo "${NVME_TEST_RUN:-^(TestGuestPassthrough|TestGuestVFIO)$}" > "$ir/tests.run"
 : > "$ir/modules.list"
 for m in vfio_iommu_type1 vfio-pci; do
@@ -64,7 +66,7 @@ truncate -s 256M "$work/nvme.img"
 
 boot() {
 	local log=$1
-	timeout --foreground -k 10 "${NVME_TEST_BOOT_TIMEOUT:-900}" \
+	timeout --foreground -k 10 "${NVME_TEST_BOOT_TIMEOUT:-420}" \
 		qemu-system-x86_64 -machine q35,accel=tcg -cpu max -smp 2 -m 1G \
 		-nographic -no-reboot -nic none \
 		-device intel-iommu,intremap=on \

@@ -251,11 +251,45 @@ func TestGuestPassthrough(t *testing.T) {
 		blockdevtest.Run(t, func(t *testing.T) blockdev.Device { return open(t) })
 	})
 	d := open(t)
-	defer d.Close()
+	defer func() { d.Close() }()
 	t.Logf("%d blocks of %d bytes, max transfer %d, ONCS %#x", d.Size()/int64(d.BlockSize()), d.BlockSize(), d.MaxTransfer(), d.Controller().ONCS)
 	t.Run("Integrity", func(t *testing.T) { integrity(t, d, d.MaxTransfer(), 1000) })
 	t.Run("Zeroes", func(t *testing.T) { zeroes(t, d, d.WriteZeroes, d.Deallocate) })
 	t.Run("NoAllocs", func(t *testing.T) { noAllocs(t, d) })
+	t.Run("UnbindDuringIO", func(t *testing.T) {
+		// The kernel's driver lets go of the controller while queues and ReadAt run on
+		// its namespace: they must fail, not hang; then it takes the controller back.
+		u := open(t)
+		errs := hammer(t, u, func() {
+			if err := os.WriteFile("/sys/bus/pci/drivers/nvme/unbind", []byte(c.Address), 0); err != nil {
+				t.Errorf("unbind: %v", err)
+			}
+		})
+		if errs == nil {
+			t.Fatal("I/O across an unbind of the kernel driver ended without an error")
+		}
+		// Close every descriptor first: an open one keeps the old namespace's
+		// instance number, and the rebound namespace would come back renamed.
+		u.Close()
+		d.Close()
+		if err := os.WriteFile("/sys/bus/pci/drivers/nvme/bind", []byte(c.Address), 0); err != nil {
+			t.Fatalf("rebind: %v", err)
+		}
+		for i := 0; i < 200; i++ {
+			if k := guestController(t); k.Driver == "nvme" && len(k.Namespaces) > 0 {
+				if _, err := os.Stat(genericPath(t, k)); err == nil {
+					path = genericPath(t, k)
+					break
+				}
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		d = open(t)
+		buf := blockdevtest.Buf(t, 4096)
+		if _, err := d.ReadAt(buf, 0); err != nil {
+			t.Fatalf("read after the kernel driver took the controller back: %v", err)
+		}
+	})
 	t.Run("Faults", func(t *testing.T) {
 		queueFaults(t, d, d.MaxTransfer())
 		// A command the blockdev checks would refuse, sent raw: the controller's

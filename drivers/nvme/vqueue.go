@@ -360,7 +360,9 @@ func (q *vqueue) wait(spins int) {
 		}
 		return
 	}
-	if spins < 64 {
+	// Spin (yielding to other goroutines) for roughly the latency of a fast SSD
+	// before sleeping: a sleep costs at least the timer slack, tens of microseconds.
+	if spins < 1024 {
 		runtime.Gosched()
 		return
 	}

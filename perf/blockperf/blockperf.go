@@ -2,7 +2,10 @@
 // depth of block-sized reads or writes (random or sequential) for a fixed time, with
 // IOPS, throughput, latency percentiles (HdrHistogram) and CPU per I/O; and it runs
 // fio's io_uring engine with the same parameters so the two can be compared as ratios
-// measured in one run. `polytropon perf blockdev` is its command-line face.
+// measured in one run. `polytropon perf blockdev` is its command-line face. Besides
+// files and block devices it measures NVMe namespaces through drivers/nvme: a generic
+// device /dev/ngXnY (passthrough; fio's io_uring_cmd engine on the fio side) and
+// nvme:PCIADDR (the user-level VFIO driver; fio cannot drive that).
 //
 // How it measures. One goroutine owns one blockdev.Queue (an io_uring with the file
 // and a page-aligned buffer pool registered), keeps QueueDepth requests in flight,

@@ -9,6 +9,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/polytropon/polytropon/blockdev"
+	"github.com/polytropon/polytropon/internal/invariants"
 )
 
 // Queue states: the owner moves idle<->busy around every call; the unbind watcher
@@ -276,6 +277,9 @@ func (q *vqueue) poll(min int, out []blockdev.Completion) int {
 		n = q.deliver(n, out)
 		n += q.reap(out[n:])
 		if n >= min || len(out) == n {
+			if invariants.Enabled {
+				q.checkAccounting()
+			}
 			return n
 		}
 		if spins%healthEvery == healthEvery-1 {
@@ -522,4 +526,21 @@ func (q *vqueue) lostCount() int {
 		}
 	}
 	return n
+}
+
+// checkAccounting verifies (invariants builds) that every request in flight is a
+// busy slot or a ready completion, and that every slot is busy, lost or free.
+func (q *vqueue) checkAccounting() {
+	busy, lost := 0, 0
+	for i := range q.slots {
+		s := &q.slots[i]
+		switch {
+		case s.busy && s.lost:
+			lost++
+		case s.busy:
+			busy++
+		}
+	}
+	invariants.Check(q.inflight == busy+len(q.ready), "nvme: queue %d has %d in flight but %d busy slots and %d ready completions", q.qid, q.inflight, busy, len(q.ready))
+	invariants.Check(busy+lost+len(q.free) == q.depth, "nvme: queue %d: %d busy + %d lost + %d free slots != depth %d", q.qid, busy, lost, len(q.free), q.depth)
 }

@@ -78,6 +78,12 @@ func kernelLog(t *testing.T) string {
 // transfer, so multi-page PRP lists) at queue depth 32, reads them back through the
 // queue and through ReadAt, and compares.
 func integrity(t *testing.T, d blockdev.Device, maxXfer int, seed uint64) {
+	integrityQ(t, d, maxXfer, seed, nil)
+}
+
+// integrityQ is integrity with a hook that sees the queue and its buffer memory
+// before any I/O (to register the buffers) and after all of it (nil is no hook).
+func integrityQ(t *testing.T, d blockdev.Device, maxXfer int, seed uint64, hook func(q blockdev.Queue, bufs []byte, done bool)) {
 	const depth, total = 32, 400
 	bs := d.BlockSize()
 	span := min(d.Size(), 64<<20)
@@ -104,6 +110,10 @@ func integrity(t *testing.T, d blockdev.Device, maxXfer int, seed uint64) {
 	defer q.Close()
 	bufs := blockdevtest.Buf(t, depth*maxXfer)
 	slotBuf := func(s int) []byte { return bufs[s*maxXfer : (s+1)*maxXfer] }
+	if hook != nil {
+		hook(q, bufs, false)
+		defer hook(q, bufs, true)
+	}
 	run := func(op blockdev.Op) {
 		free := make([]int, 0, depth)
 		for i := depth - 1; i >= 0; i-- {
@@ -392,6 +402,23 @@ func TestGuestVFIO(t *testing.T) {
 			t.Fatalf("interrupts requested but %d eventfds", len(v.efds))
 		}
 		integrity(t, v, v.MaxTransfer(), 3000)
+	})
+	t.Run("IntegrityRegisteredBuffers", func(t *testing.T) {
+		// Zero copy: the queue's buffers are mapped for the controller once.
+		v := open(t, VFIOOptions{})
+		defer v.Close()
+		integrityQ(t, v, v.MaxTransfer(), 4000, func(q blockdev.Queue, bufs []byte, done bool) {
+			vq := q.(*vqueue)
+			if !done {
+				if err := vq.RegisterBuffers([][]byte{bufs}); err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			if vq.zeroCopy != 800 {
+				t.Fatalf("%d of 800 queued requests went straight to the registered buffer", vq.zeroCopy)
+			}
+		})
 	})
 	t.Run("Zeroes", func(t *testing.T) {
 		v := open(t, VFIOOptions{})

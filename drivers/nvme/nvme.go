@@ -38,8 +38,9 @@
 // commands. Error statuses keep their NVMe status code type and code (*StatusError).
 //
 // VFIO data path: a queue copies between the caller's buffer and a bounce buffer of
-// the maximum transfer per slot, mapped once at a fixed IOVA, so the controller never
-// sees caller memory and a request costs no system call (one doorbell store to
+// the maximum transfer per slot, mapped once at a fixed IOVA, unless the buffer lies
+// in memory registered with the queue (blockdev.BufferRegistrar), which is mapped for
+// the controller once and used in place (zero copy). A request costs no system call (one doorbell store to
 // submit a batch, one to acknowledge completions; with Interrupts a wait is a poll(2)
 // on the queue's MSI-X eventfd). Commands past VFIOOptions.CommandTimeout are aborted
 // and then failed with ErrTimeout; their slots are reused only after the controller

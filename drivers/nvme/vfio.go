@@ -618,10 +618,7 @@ func (v *VFIO) allocDMA(size int) (*dmaMem, error) {
 		}
 		mem = m
 	}
-	v.iovaMu.Lock()
-	iova := (v.nextIOVA + align - 1) / align * align
-	v.nextIOVA = iova + uint64(len(mem))
-	v.iovaMu.Unlock()
+	iova := v.allocIOVA(len(mem), align)
 	if err := vfioMapDMA(v.cfd, mem, iova); err != nil {
 		unix.Munmap(mem)
 		return nil, err
@@ -631,6 +628,15 @@ func (v *VFIO) allocDMA(size int) (*dmaMem, error) {
 		v.hugeBytes.Add(int64(len(mem)))
 	}
 	return m, nil
+}
+
+// allocIOVA reserves size bytes of IOVA space aligned to align.
+func (v *VFIO) allocIOVA(size int, align uint64) uint64 {
+	v.iovaMu.Lock()
+	defer v.iovaMu.Unlock()
+	iova := (v.nextIOVA + align - 1) / align * align
+	v.nextIOVA = iova + uint64(size)
+	return iova
 }
 
 // freeDMALocked unmaps m from the device (unless the container is already gone) and

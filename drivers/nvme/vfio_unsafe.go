@@ -165,3 +165,18 @@ func u64s(b []byte) []uint64 {
 }
 
 func memAddr(b []byte) uintptr { return uintptr(unsafe.Pointer(unsafe.SliceData(b))) }
+
+// pageSpan returns the whole pages that hold b: their first address and length.
+func pageSpan(b []byte) (uintptr, int) {
+	base := memAddr(b)
+	pb := base &^ (pageSize - 1)
+	return pb, roundPage(int(base-pb) + len(b))
+}
+
+// vfioMapDMAPages maps the whole pages holding b (see pageSpan) at iova.
+func vfioMapDMAPages(cfd int, b []byte, iova uint64) error {
+	p := unsafe.Pointer(unsafe.SliceData(b))
+	off := int(uintptr(p) & (pageSize - 1))
+	_, size := pageSpan(b)
+	return vfioMapDMA(cfd, unsafe.Slice((*byte)(unsafe.Add(p, -off)), size), iova)
+}

@@ -48,11 +48,14 @@ type vqueue struct {
 	inflight int
 	// ready holds completions made without the controller (reads past the end,
 	// failures) until Poll hands them out.
-	ready     []blockdev.Completion
-	broken    error
-	closed    bool
-	state     atomic.Int32
-	epoch     time.Time
+	ready  []blockdev.Completion
+	broken error
+	closed bool
+	state  atomic.Int32
+	epoch  time.Time
+	// regions are caller buffers registered for zero-copy DMA (RegisterBuffers).
+	regions   []dmaRegion
+	zeroCopy  int64 // requests that used a registered region (tests read it)
 	one       [1]blockdev.Request
 	oneOut    [1]blockdev.Completion
 	scratch   []blockdev.Completion
@@ -74,6 +77,89 @@ type vslot struct {
 	prpIOVA  uint64
 	rawDone  bool
 	rawError error
+	direct   bool // data went straight to the caller's registered buffer
+}
+
+// dmaRegion is a registered caller buffer: [base, end) of process memory mapped at
+// iova (the enclosing whole pages are mapped; iova corresponds to base rounded down).
+type dmaRegion struct {
+	base, end uintptr
+	pageBase  uintptr
+	iova      uint64
+	size      int
+}
+
+// maxRegions bounds the buffers a queue registers.
+const maxRegions = 16
+
+var _ blockdev.BufferRegistrar = (*vqueue)(nil)
+
+// RegisterBuffers implements blockdev.BufferRegistrar: bufs are mapped into the
+// controller's address space once, and requests whose buffer lies inside one of them
+// transfer straight to and from it instead of through the bounce buffers. It
+// replaces earlier registrations. The memory must stay mapped until the queue closes
+// or registers again.
+func (q *vqueue) RegisterBuffers(bufs [][]byte) error {
+	if q.closed {
+		return blockdev.ErrClosed
+	}
+	if !q.enter() {
+		return ErrGone
+	}
+	defer q.exit()
+	if len(bufs) > maxRegions {
+		return fmt.Errorf("nvme: %d buffer regions, at most %d", len(bufs), maxRegions)
+	}
+	if q.inflight > 0 {
+		return fmt.Errorf("nvme: RegisterBuffers with %d requests in flight", q.inflight)
+	}
+	v := q.v
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.shutDown {
+		return ErrGone
+	}
+	q.unregisterLocked()
+	for i, b := range bufs {
+		if len(b) == 0 {
+			q.unregisterLocked()
+			return fmt.Errorf("nvme: RegisterBuffers: buffer %d is empty", i)
+		}
+		base := memAddr(b)
+		pb, size := pageSpan(b)
+		iova := v.allocIOVA(size, pageSize)
+		if err := vfioMapDMAPages(v.cfd, b, iova); err != nil {
+			q.unregisterLocked()
+			return err
+		}
+		q.regions = append(q.regions, dmaRegion{base: base, end: base + uintptr(len(b)), pageBase: pb, iova: iova, size: size})
+	}
+	return nil
+}
+
+// unregisterLocked unmaps the registered regions. v.mu is held.
+func (q *vqueue) unregisterLocked() {
+	if !q.v.shutDown {
+		for _, r := range q.regions {
+			vfioUnmapDMA(q.v.cfd, r.iova, r.size)
+		}
+	}
+	q.regions = q.regions[:0]
+}
+
+// regionIOVA returns the IOVA of b when it lies inside a registered region.
+func (q *vqueue) regionIOVA(b []byte) (uint64, bool) {
+	if len(q.regions) == 0 || len(b) == 0 {
+		return 0, false
+	}
+	a := memAddr(b)
+	for i := range q.regions {
+		r := &q.regions[i]
+		if a >= r.base && a+uintptr(len(b)) <= r.end {
+			return r.iova + uint64(a-r.pageBase), true
+		}
+	}
+	return 0, false
 }
 
 var _ blockdev.Queue = (*vqueue)(nil)
@@ -214,11 +300,18 @@ func (q *vqueue) Submit(reqs []blockdev.Request) (int, error) {
 		s := &q.slots[cid]
 		s.busy, s.aborted, s.op, s.cookie, s.n, s.buf, s.start = true, false, c.Opcode, r.Cookie, n, r.Buf[:n], q.now()
 		if n > 0 {
-			if r.Op == blockdev.OpWrite {
-				copy(s.bounce, r.Buf)
+			iova, direct := q.regionIOVA(r.Buf[:n])
+			s.direct = direct
+			if direct {
+				q.zeroCopy++
+			} else {
+				iova = s.bIOVA
+				if r.Op == blockdev.OpWrite {
+					copy(s.bounce, r.Buf)
+				}
 			}
-			prp, err := BuildPRP(s.bIOVA, n, s.prp, s.prpIOVA)
-			if err != nil { // cannot happen: bounce buffers are page aligned and maxXfer long
+			prp, err := BuildPRP(iova, n, s.prp, s.prpIOVA)
+			if err != nil { // cannot happen: n <= maxXfer and buffers are block aligned
 				panic(err)
 			}
 			c.PRP1, c.PRP2 = prp.PRP1, prp.PRP2
@@ -334,7 +427,7 @@ func (q *vqueue) reap(out []blockdev.Completion) int {
 			q.inflight--
 			continue
 		}
-		if err == nil && s.op == ioRead {
+		if err == nil && s.op == ioRead && !s.direct {
 			copy(s.buf, s.bounce[:s.n])
 		}
 		c := blockdev.Completion{Cookie: s.cookie, N: s.n, Err: err}
@@ -499,6 +592,7 @@ func (q *vqueue) Close() error {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	delete(v.queues, q)
+	q.unregisterLocked()
 	if attached && !v.shutDown && !v.gone.Load() && !v.failed.Load() && q.lostCount() == 0 {
 		v.adminCmd(&Command{Opcode: adminDeleteSQ, CDW10: uint32(q.qid)}, false)
 		v.adminCmd(&Command{Opcode: adminDeleteCQ, CDW10: uint32(q.qid)}, false)

@@ -184,13 +184,43 @@ func (v *VFIO) newQueue(depth int) (*vqueue, error) {
 		return nil, fmt.Errorf("nvme: all %d I/O queue pairs of %s are in use", v.nq, v.addr)
 	}
 	qid := v.freeQIDs[len(v.freeQIDs)-1]
-	sqBytes := roundPage(int(entries) * sqeSize)
-	cqBytes := roundPage(int(entries) * cqeSize)
-	size := sqBytes + cqBytes + depth*pageSize + depth*v.maxXfer
-	mem, err := v.allocDMA(size)
+	mem, err := v.allocDMA(queueBytes(depth, v.maxXfer))
 	if err != nil {
 		return nil, err
 	}
+	q := v.layoutQueue(qid, depth, mem)
+	sqBytes := len(q.sq)
+	cqFlags := uint32(1) // physically contiguous
+	if int(qid) < len(v.efds) {
+		q.efd = v.efds[qid]
+		cqFlags |= 2 | uint32(qid)<<16 // interrupts enabled, vector qid
+	}
+	if _, err := v.adminCmd(&Command{Opcode: adminCreateCQ, PRP1: mem.iova + uint64(sqBytes), CDW10: (entries-1)<<16 | uint32(qid), CDW11: cqFlags}, false); err != nil {
+		v.freeDMALocked(mem)
+		return nil, fmt.Errorf("nvme: create I/O completion queue %d: %w", qid, err)
+	}
+	if _, err := v.adminCmd(&Command{Opcode: adminCreateSQ, PRP1: mem.iova, CDW10: (entries-1)<<16 | uint32(qid), CDW11: 1 | uint32(qid)<<16}, false); err != nil {
+		v.adminCmd(&Command{Opcode: adminDeleteCQ, CDW10: uint32(qid)}, false)
+		v.freeDMALocked(mem)
+		return nil, fmt.Errorf("nvme: create I/O submission queue %d: %w", qid, err)
+	}
+	v.freeQIDs = v.freeQIDs[:len(v.freeQIDs)-1]
+	v.queues[q] = struct{}{}
+	return q, nil
+}
+
+// queueBytes is the DMA memory of a queue: rings, PRP list pages, bounce buffers.
+func queueBytes(depth, maxXfer int) int {
+	entries := depth + 1
+	return roundPage(entries*sqeSize) + roundPage(entries*cqeSize) + depth*pageSize + depth*maxXfer
+}
+
+// layoutQueue carves a queue's rings, PRP lists and bounce buffers out of mem (of
+// queueBytes) and points it at its doorbells; it touches no hardware.
+func (v *VFIO) layoutQueue(qid uint16, depth int, mem *dmaMem) *vqueue {
+	entries := uint32(depth + 1)
+	sqBytes := roundPage(int(entries) * sqeSize)
+	cqBytes := roundPage(int(entries) * cqeSize)
 	q := &vqueue{v: v, qid: qid, depth: depth, entries: entries, mem: mem, efd: -1, phase: 1,
 		sq: mem.mem[:sqBytes], cq: mem.mem[sqBytes : sqBytes+cqBytes],
 		slots: make([]vslot, depth), free: make([]uint16, depth), ready: make([]blockdev.Completion, 0, depth),
@@ -211,23 +241,7 @@ func (v *VFIO) newQueue(depth int) (*vqueue, error) {
 	}
 	sqOff, cqOff := DoorbellOffsets(int(qid), v.dstrd)
 	q.sqDB, q.cqDB = barReg(v.bar, sqOff), barReg(v.bar, cqOff)
-	cqFlags := uint32(1) // physically contiguous
-	if int(qid) < len(v.efds) {
-		q.efd = v.efds[qid]
-		cqFlags |= 2 | uint32(qid)<<16 // interrupts enabled, vector qid
-	}
-	if _, err := v.adminCmd(&Command{Opcode: adminCreateCQ, PRP1: mem.iova + uint64(sqBytes), CDW10: (entries-1)<<16 | uint32(qid), CDW11: cqFlags}, false); err != nil {
-		v.freeDMALocked(mem)
-		return nil, fmt.Errorf("nvme: create I/O completion queue %d: %w", qid, err)
-	}
-	if _, err := v.adminCmd(&Command{Opcode: adminCreateSQ, PRP1: mem.iova, CDW10: (entries-1)<<16 | uint32(qid), CDW11: 1 | uint32(qid)<<16}, false); err != nil {
-		v.adminCmd(&Command{Opcode: adminDeleteCQ, CDW10: uint32(qid)}, false)
-		v.freeDMALocked(mem)
-		return nil, fmt.Errorf("nvme: create I/O submission queue %d: %w", qid, err)
-	}
-	v.freeQIDs = v.freeQIDs[:len(v.freeQIDs)-1]
-	v.queues[q] = struct{}{}
-	return q, nil
+	return q
 }
 
 func roundPage(n int) int { return (n + pageSize - 1) / pageSize * pageSize }

@@ -7,7 +7,7 @@ LDFLAGS := -X main.commit=$(COMMIT)
 # overloading a 2-core machine.
 TESTFLAGS ?= -p 2 -timeout 20m
 
-.PHONY: all build demo test deps lint vet test-race test-invariants bench clean
+.PHONY: all build demo test deps lint vet test-race test-invariants bench clean nvme-test
 
 all: build
 
@@ -35,7 +35,12 @@ test-race:
 test-invariants:
 	$(GO) test -tags invariants $(TESTFLAGS) ./...
 
-test: deps lint vet test-race test-invariants
+test: deps lint vet test-race test-invariants nvme-test
+
+# drivers/nvme's passthrough and VFIO drivers on QEMU's emulated NVMe controller
+# behind an emulated IOMMU (installs the guest kernel, busybox and QEMU with apt).
+nvme-test:
+	GO=$(GO) bash scripts/nvme/test.sh
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./...

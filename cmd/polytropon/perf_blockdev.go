@@ -30,7 +30,9 @@ func newPerfBlockdevCmd() *cobra.Command {
 time and prints IOPS, MB/s, p50/p99/p99.9 latency and CPU per I/O. With --vs-fio it runs
 fio's io_uring engine on the same file with the same parameters, alternating with
 polytropon's runs, and prints ours/fio ratios. A missing or too small regular file is
-created at --size with real data.`,
+created at --size with real data. --dev /dev/ngXnY measures NVMe passthrough
+(io_uring URING_CMD; fio then uses its io_uring_cmd engine) and --dev nvme:PCIADDR
+the user-level VFIO driver (see polytropon nvme bind; no fio comparison).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			bsBytes, err := blockperf.ParseSize(bs)
@@ -117,7 +119,7 @@ created at --size with real data.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&dev, "dev", "", "file or block device to measure (required)")
+	f.StringVar(&dev, "dev", "", "file, block device, NVMe generic device /dev/ngXnY, or nvme:PCIADDR for a controller bound to vfio-pci (required)")
 	f.StringVar(&rw, "rw", blockperf.RandRead, "workload: randread, randwrite, read or write")
 	f.StringVar(&bs, "bs", "4k", "block size per I/O")
 	f.StringVar(&qds, "qd", "1,32", "queue depths, comma-separated")

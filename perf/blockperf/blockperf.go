@@ -2,7 +2,10 @@
 // depth of block-sized reads or writes (random or sequential) for a fixed time, with
 // IOPS, throughput, latency percentiles (HdrHistogram) and CPU per I/O; and it runs
 // fio's io_uring engine with the same parameters so the two can be compared as ratios
-// measured in one run. `polytropon perf blockdev` is its command-line face.
+// measured in one run. `polytropon perf blockdev` is its command-line face. Besides
+// files and block devices it measures NVMe namespaces through drivers/nvme: a generic
+// device /dev/ngXnY (passthrough; fio's io_uring_cmd engine on the fio side) and
+// nvme:PCIADDR (the user-level VFIO driver; fio cannot drive that).
 //
 // How it measures. One goroutine owns one blockdev.Queue (an io_uring with the file
 // and a page-aligned buffer pool registered), keeps QueueDepth requests in flight,
@@ -58,6 +61,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -69,6 +73,7 @@ import (
 	"github.com/polytropon/polytropon/blockdev"
 	"github.com/polytropon/polytropon/blockdev/alignedbuf"
 	"github.com/polytropon/polytropon/blockdev/file"
+	"github.com/polytropon/polytropon/drivers/nvme"
 )
 
 // Workloads.
@@ -137,6 +142,41 @@ func (c *Config) check() error {
 	return nil
 }
 
+// VFIOPrefix in Config.Path names an NVMe controller bound to vfio-pci by PCI
+// address ("nvme:0000:01:00.0"), driven by drivers/nvme's user-level driver.
+const VFIOPrefix = "nvme:"
+
+var genericNVMe = regexp.MustCompile(`^/dev/ng[0-9]+n[0-9]+$`)
+
+// OpenDevice opens the device cfg.Path names: "nvme:PCIADDR" (the VFIO driver),
+// /dev/ngXnY (NVMe passthrough over io_uring), or else a file or block device
+// (blockdev/file, created or grown to cfg.Size first). direct reports whether I/O
+// bypasses the page cache, which both NVMe paths always do.
+func OpenDevice(cfg Config) (d blockdev.Device, direct bool, err error) {
+	switch {
+	case strings.HasPrefix(cfg.Path, VFIOPrefix):
+		v, err := nvme.OpenVFIO(strings.TrimPrefix(cfg.Path, VFIOPrefix), nvme.VFIOOptions{MaxQueues: 4})
+		if err != nil {
+			return nil, false, err
+		}
+		return v, true, nil
+	case genericNVMe.MatchString(cfg.Path):
+		p, err := nvme.OpenPassthrough(cfg.Path)
+		if err != nil {
+			return nil, false, err
+		}
+		return p, true, nil
+	}
+	if err := Prepare(cfg.Path, cfg.Size); err != nil {
+		return nil, false, err
+	}
+	f, err := file.Open(cfg.Path, file.Options{Logger: cfg.Logger})
+	if err != nil {
+		return nil, false, err
+	}
+	return f, f.Direct(), nil
+}
+
 // Prepare makes sure a regular file at path holds at least size bytes of written
 // data; block devices are left alone.
 func Prepare(path string, size int64) error {
@@ -181,10 +221,7 @@ func Run(cfg Config) (Result, error) {
 	if err := cfg.check(); err != nil {
 		return Result{}, err
 	}
-	if err := Prepare(cfg.Path, cfg.Size); err != nil {
-		return Result{}, err
-	}
-	d, err := file.Open(cfg.Path, file.Options{Logger: cfg.Logger})
+	d, direct, err := OpenDevice(cfg)
 	if err != nil {
 		return Result{}, err
 	}
@@ -297,7 +334,7 @@ func Run(cfg Config) (Result, error) {
 		return Result{}, fmt.Errorf("blockperf: getrusage: %w", err)
 	}
 	workers1 := workerCPU()
-	res := Result{Engine: "polytropon", RW: cfg.RW, BlockSize: cfg.BlockSize, QueueDepth: qd, Direct: d.Direct(),
+	res := Result{Engine: "polytropon", RW: cfg.RW, BlockSize: cfg.BlockSize, QueueDepth: qd, Direct: direct,
 		IOs: ios, Seconds: elapsed.Seconds(),
 		CPUUserS: tv(ru1.Utime) - tv(ru0.Utime), CPUSysS: tv(ru1.Stime) - tv(ru0.Stime), KernelWorkerCPUs: -1}
 	if workers0 >= 0 && workers1 >= 0 {

@@ -1,6 +1,7 @@
 package blockperf
 
 import (
+	"errors"
 	"math"
 	"os"
 	"path/filepath"
@@ -93,5 +94,22 @@ func TestRunShort(t *testing.T) {
 	}
 	if _, err := Run(Config{Path: filepath.Join(dir, "missing"), RW: RandRead, BlockSize: 4096, QueueDepth: 1, Duration: time.Millisecond}); err == nil || !strings.Contains(err.Error(), "--size") {
 		t.Fatalf("missing file without size: %v", err)
+	}
+}
+
+func TestOpenDeviceNVMeNames(t *testing.T) {
+	_, _, err := OpenDevice(Config{Path: "nvme:0000:00:1f.7"})
+	if err == nil || !strings.Contains(err.Error(), "polytropon nvme bind 0000:00:1f.7") {
+		t.Fatalf("nvme: of a controller not bound to vfio-pci: %v", err)
+	}
+	if _, _, err := OpenDevice(Config{Path: "/dev/ng97n3"}); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("missing /dev/ngXnY: %v", err)
+	}
+	if _, err := RunFio(Config{Path: "nvme:0000:00:1f.7", RW: RandRead, BlockSize: 4096, QueueDepth: 1, Duration: time.Second}); err == nil {
+		t.Fatal("fio accepted a VFIO controller")
+	}
+	args := strings.Join(FioArgs(Config{Path: "/dev/ng0n1", RW: RandRead, BlockSize: 4096, QueueDepth: 8, Duration: time.Second}, 1<<20), " ")
+	if !strings.Contains(args, "--ioengine=io_uring_cmd --cmd_type=nvme") || strings.Contains(args, "--direct") {
+		t.Fatalf("fio on a generic NVMe device: %s", args)
 	}
 }

@@ -7,6 +7,9 @@ import (
 	"fmt"
 	"os/exec"
 	"strconv"
+	"strings"
+
+	"github.com/polytropon/polytropon/drivers/nvme"
 )
 
 // ErrNoFio is returned when fio is not installed.
@@ -14,17 +17,22 @@ var ErrNoFio = errors.New("blockperf: fio is not installed (Debian/Ubuntu: apt-g
 
 // FioArgs returns fio's command line for cfg: the io_uring engine with O_DIRECT,
 // registered files and fixed buffers, as Run uses them.
+// On an NVMe generic device (/dev/ngXnY) it is fio's io_uring_cmd engine, the same
+// passthrough polytropon's queue uses.
 func FioArgs(cfg Config, size int64) []string {
-	return []string{
+	engine := []string{"--ioengine=io_uring", "--direct=1"}
+	if genericNVMe.MatchString(cfg.Path) {
+		engine = []string{"--ioengine=io_uring_cmd", "--cmd_type=nvme"}
+	}
+	return append([]string{
 		"--name=polytropon-vs-fio",
 		"--filename=" + cfg.Path,
-		"--ioengine=io_uring",
-		"--direct=1",
-		"--rw=" + cfg.RW,
-		"--bs=" + strconv.Itoa(cfg.BlockSize),
-		"--iodepth=" + strconv.Itoa(cfg.QueueDepth),
-		"--size=" + strconv.FormatInt(size, 10),
-		"--runtime=" + strconv.FormatInt(max(cfg.Duration.Milliseconds(), 1), 10) + "ms",
+	}, append(engine,
+		"--rw="+cfg.RW,
+		"--bs="+strconv.Itoa(cfg.BlockSize),
+		"--iodepth="+strconv.Itoa(cfg.QueueDepth),
+		"--size="+strconv.FormatInt(size, 10),
+		"--runtime="+strconv.FormatInt(max(cfg.Duration.Milliseconds(), 1), 10)+"ms",
 		"--time_based=1",
 		"--norandommap=1",
 		"--randrepeat=0",
@@ -33,7 +41,7 @@ func FioArgs(cfg Config, size int64) []string {
 		"--lat_percentiles=1",
 		"--percentile_list=50:99:99.9",
 		"--output-format=json",
-	}
+	)...)
 }
 
 // RunFio runs fio with cfg's parameters on the same file and parses its JSON report.
@@ -45,10 +53,20 @@ func RunFio(cfg Config) (Result, error) {
 	if err != nil {
 		return Result{}, ErrNoFio
 	}
-	if err := Prepare(cfg.Path, cfg.Size); err != nil {
-		return Result{}, err
+	if strings.HasPrefix(cfg.Path, VFIOPrefix) {
+		return Result{}, fmt.Errorf("blockperf: fio cannot drive %s (a controller bound to vfio-pci needs SPDK's fio plugin): drop --vs-fio", cfg.Path)
 	}
 	size := cfg.Size
+	if genericNVMe.MatchString(cfg.Path) && size <= 0 {
+		d, err := nvme.OpenPassthrough(cfg.Path)
+		if err != nil {
+			return Result{}, err
+		}
+		size = d.Size()
+		d.Close()
+	} else if err := Prepare(cfg.Path, cfg.Size); err != nil {
+		return Result{}, err
+	}
 	if size <= 0 {
 		d, err := sizeOf(cfg.Path)
 		if err != nil {

@@ -35,7 +35,12 @@ test-race:
 test-invariants:
 	$(GO) test -tags invariants $(TESTFLAGS) ./...
 
-test: deps lint vet test-race test-invariants
+# Ceph client tests against a one-node cluster started and stopped here.
+.PHONY: ceph-test
+ceph-test:
+	GO=$(GO) bash scripts/ceph-test.sh
+
+test: deps lint vet test-race test-invariants ceph-test
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./...

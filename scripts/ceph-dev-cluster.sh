@@ -83,6 +83,12 @@ EOT
 }
 
 up() {
+	# stdout carries only the env lines (for eval); the daemons' chatter goes to stderr
+	start_fresh >&2
+	print_env
+}
+
+start_fresh() {
 	down
 	rm -rf "$BASE"
 	mkdir -p "$BASE"/{run,log,crash,mon,mgr/x,osd/0,mds/a}
@@ -187,7 +193,6 @@ EOT
 		osd 'allow rw tag cephfs data=cephfs, allow rwx pool=cephfs_data, allow rwx pool=rbd' \
 		-o "$BASE/ceph.client.$CLIENT.keyring"
 	wait_healthy
-	print_env
 }
 
 restart() { # daemon type, id

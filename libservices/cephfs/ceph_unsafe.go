@@ -60,6 +60,18 @@ func fillAttr(stx *C.struct_ceph_statx, a *libservices.Attr) {
 
 // statx fills a for path; nofollow is Lstat.
 func statx(m *gocephfs.MountInfo, path string, nofollow bool, a *libservices.Attr) error {
+	return statxMask(m, path, nofollow, a, statxWant)
+}
+
+// statType fills only a.Mode (and Ino): what path resolution needs. Asking
+// libcephfs for less lets it answer from the capabilities it holds (the
+// directory's mtime and size need Fs caps the MDS rarely grants on
+// directories, so a full statx of a directory is an MDS round trip).
+func statType(m *gocephfs.MountInfo, path string, a *libservices.Attr) error {
+	return statxMask(m, path, true, a, C.CEPH_STATX_MODE|C.CEPH_STATX_INO)
+}
+
+func statxMask(m *gocephfs.MountInfo, path string, nofollow bool, a *libservices.Attr, want C.uint) error {
 	cp := C.CString(path)
 	defer C.free(unsafe.Pointer(cp))
 	var stx C.struct_ceph_statx
@@ -67,7 +79,7 @@ func statx(m *gocephfs.MountInfo, path string, nofollow bool, a *libservices.Att
 	if nofollow {
 		flags = C.AT_SYMLINK_NOFOLLOW
 	}
-	if err := errnoOf(C.ceph_statx(rawMount(m), cp, &stx, statxWant, flags)); err != nil {
+	if err := errnoOf(C.ceph_statx(rawMount(m), cp, &stx, want, flags)); err != nil {
 		return err
 	}
 	fillAttr(&stx, a)
@@ -162,4 +174,11 @@ func linkNoFollow(m *gocephfs.MountInfo, oldpath, newdir, newname string) error 
 	}
 	defer C.ceph_ll_put(cm, dir)
 	return errnoOf(C.ceph_ll_link(cm, in, dir, cn, perms))
+}
+
+func statxMaskFor(full bool) C.uint {
+	if full {
+		return statxWant
+	}
+	return C.CEPH_STATX_MODE | C.CEPH_STATX_INO
 }

@@ -224,7 +224,7 @@ func (f *FS) Lstat(name string, a *libservices.Attr) error {
 
 // Stat implements libservices.FS.
 func (f *FS) Stat(name string, a *libservices.Attr) error {
-	_, ok, err := f.resolve(name, true, a)
+	_, ok, err := f.resolveAttr(name, true, a, true)
 	if err == nil && !ok {
 		err = syscall.ENOENT
 	}

@@ -443,3 +443,50 @@ func fillRec(b []byte, i int) {
 		b[j] = byte(i*31 + j)
 	}
 }
+
+// BenchmarkStat: Stat of a file two directories down, caches warm.
+func BenchmarkStat(b *testing.B) {
+	o, _ := scratch(b)
+	f, err := New(o, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.CloseFS()
+	for _, d := range []string{"a", "a/b"} {
+		if err := f.Mkdir(d, 0o755); err != nil {
+			b.Fatal(err)
+		}
+	}
+	writeAll(b, f, "a/b/f", []byte("x"))
+	var a libservices.Attr
+	for b.Loop() {
+		if err := f.Stat("a/b/f", &a); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkReadAt: 4 KiB reads of a cached file.
+func BenchmarkReadAt(b *testing.B) {
+	o, _ := scratch(b)
+	f, err := New(o, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.CloseFS()
+	writeAll(b, f, "f", make([]byte, 1<<20))
+	h, err := f.Open("f", libservices.O_RDONLY, 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close(h)
+	buf := make([]byte, 4096)
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		if _, err := f.ReadAt(h, buf, int64(i%256)*4096); err != nil {
+			b.Fatal(err)
+		}
+		i++
+	}
+}

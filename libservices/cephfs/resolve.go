@@ -25,13 +25,19 @@ import (
 // into a symlink between resolve and the operation is not detected (the tenant
 // owns the whole FS, so it can only confuse itself).
 func (f *FS) resolve(name string, follow bool, a *libservices.Attr) (p string, exists bool, err error) {
+	return f.resolveAttr(name, follow, a, false)
+}
+
+// resolveAttr is resolve; with full, a gets every attribute of the final file
+// (Stat), not only its type.
+func (f *FS) resolveAttr(name string, follow bool, a *libservices.Attr, full bool) (p string, exists bool, err error) {
 	clean, err := libservices.Clean(name)
 	if err != nil {
 		return "", false, err
 	}
 	if clean == "." {
 		if follow {
-			if err := statx(f.m, "/", false, a); err != nil {
+			if err := statxMask(f.m, "/", false, a, statxMaskFor(full)); err != nil {
 				return "", false, err
 			}
 			return "/", true, nil
@@ -61,7 +67,13 @@ func (f *FS) resolve(name string, follow bool, a *libservices.Attr) (p string, e
 		if last && !follow {
 			return cur, false, nil
 		}
-		if err := statx(f.m, cur, true, a); err != nil {
+		var err error
+		if last && full {
+			err = statx(f.m, cur, true, a)
+		} else {
+			err = statType(f.m, cur, a)
+		}
+		if err != nil {
 			if err == syscall.ENOENT && last {
 				return cur, false, nil
 			}
@@ -90,7 +102,7 @@ func (f *FS) resolve(name string, follow bool, a *libservices.Attr) (p string, e
 	// The path ended on ".." or a link to a directory: the final file is a
 	// directory already looked at, or the root.
 	p = join(done, "")
-	if err := statx(f.m, p, false, a); err != nil {
+	if err := statxMask(f.m, p, false, a, statxMaskFor(full)); err != nil {
 		return "", false, err
 	}
 	return p, true, nil

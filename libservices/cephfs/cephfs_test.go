@@ -490,3 +490,34 @@ func BenchmarkReadAt(b *testing.B) {
 		i++
 	}
 }
+
+// BenchmarkWriteAt: 4 KiB writes at random block offsets of a 4 MiB file that
+// was written and fsynced before, as perf paths' write4k.
+func BenchmarkWriteAt(b *testing.B) {
+	o, _ := scratch(b)
+	f, err := New(o, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.CloseFS()
+	h, err := f.Open("f", libservices.O_RDWR|libservices.O_CREAT, 0o644)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close(h)
+	if _, err := f.WriteAt(h, make([]byte, 4<<20), 0); err != nil {
+		b.Fatal(err)
+	}
+	if err := f.Fsync(h); err != nil {
+		b.Fatal(err)
+	}
+	buf := make([]byte, 4096)
+	b.ReportAllocs()
+	x := uint64(1)
+	for b.Loop() {
+		x = x*6364136223846793005 + 1442695040888963407
+		if _, err := f.WriteAt(h, buf, int64(x>>54)*4096); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

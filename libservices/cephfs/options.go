@@ -31,7 +31,7 @@
 // libcephfs retries operations across monitor and OSD restarts (an operation
 // blocks until the daemon is back); Fsync and Fdatasync return only once the OSDs
 // have the data, so what they acknowledged survives a restart
-// (TestOSDRestartKeepsSyncedData).
+// (TestOSDRestartKeepsSyncedData, TestMonRestartKeepsSyncedData).
 //
 // Errors are syscall.Errno (libcephfs returns negative errnos). The data path
 // (ReadAt, WriteAt) calls libcephfs on the caller's buffer and allocates nothing.

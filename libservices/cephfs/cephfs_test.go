@@ -80,7 +80,7 @@ func newScratchFS(t *testing.T) libservices.FS {
 // deviations are the conformance cases CephFS cannot pass, with why.
 var deviations = map[string]string{
 	"Sparse":     "CephFS keeps no allocation map: st_blocks is derived from the size (the kernel's ceph client reports the same), so a hole counts as allocated",
-	"Timestamps": "a directory's mtime lives in CephFS's lazily propagated dirstat: after a setattr of the directory, an entry created in it does not move the mtime the client sees",
+	"Timestamps": "after a directory's mtime was set back (utimes), creating an entry in it did not move the mtime the client reports (seen with mkdir after the file cases); CephFS keeps a directory's mtime in its lazily propagated dirstat, which is the likely cause (not confirmed)",
 }
 
 // TestConformance runs the libservices conformance suite on a CephFS subtree.

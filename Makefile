@@ -35,12 +35,17 @@ test-race:
 test-invariants:
 	$(GO) test -tags invariants $(TESTFLAGS) ./...
 
-test: deps lint vet test-race test-invariants nvme-test
+test: deps lint vet test-race test-invariants nvme-test ceph-test
 
 # drivers/nvme's passthrough and VFIO drivers on QEMU's emulated NVMe controller
 # behind an emulated IOMMU (installs the guest kernel, busybox and QEMU with apt).
 nvme-test:
 	GO=$(GO) bash scripts/nvme/test.sh
+
+# Ceph client tests against a one-node cluster started and stopped here.
+.PHONY: ceph-test
+ceph-test:
+	GO=$(GO) bash scripts/ceph-test.sh
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./...

@@ -29,6 +29,8 @@ func newPerfPathsCmd() *cobra.Command {
 		dir        string
 		asJSON     bool
 		svcProfile string
+		backend    string
+		ceph       pathperf.CephOptions
 	)
 	cmd := &cobra.Command{
 		Use:   "paths",
@@ -50,7 +52,13 @@ write4k (4 KiB pwrite), open-close, create-unlink, pebble-put (random-key puts
 without sync into a fresh Pebble store: Pebble's default vfs for kernel and fuse,
 fslib/pebblevfs for direct). Prints p50 and p99 per path and the p50 ratios of
 each path over direct (above 1: the direct path is faster). Needs FUSE (root, or
-fusermount3) for the fuse paths.`,
+fusermount3) for the fuse paths.
+
+With --backend cephfs the instance's stack is the cephfs libservice alone, on the
+cluster given by --ceph-conf/--ceph-id/--ceph-keyring (defaults from
+POLYTROPON_CEPH_CONF, _ID, _KEYRING, as scripts/ceph-dev-cluster.sh env prints
+them); there is no kernel path then, and this binary must be built with
+-tags ceph,pacific.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			exe, err := os.Executable()
@@ -63,6 +71,7 @@ fusermount3) for the fuse paths.`,
 			defer stop()
 			rep, err := pathperf.Run(pathperf.Options{Dir: dir, Paths: paths, Ops: ops, Duration: dur, Cancel: ctx.Done(),
 				Iterations: iterations, PebbleKeys: keys, Seed: uint64(time.Now().UnixNano()),
+				Backend: backend, Ceph: ceph,
 				ServiceCommand: func(cfg string) *exec.Cmd {
 					args := []string{"--log-level", logLevel, "--log-format", logFormat, "service", "--config", cfg}
 					if svcProfile != "" {
@@ -88,6 +97,11 @@ fusermount3) for the fuse paths.`,
 	cmd.Flags().IntVar(&keys, "pebble-keys", pathperf.DefaultPebbleKeys, "puts of pebble-put")
 	cmd.Flags().StringVar(&dir, "dir", "", "where the temporary directory (backing directory, mountpoint, socket) is made (default $TMPDIR or /tmp)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the whole report as JSON")
+	cmd.Flags().StringVar(&backend, "backend", pathperf.BackendHost, "what the instance stores on: host (cache over union of host directories) or cephfs")
+	cmd.Flags().StringVar(&ceph.Conf, "ceph-conf", os.Getenv("POLYTROPON_CEPH_CONF"), "ceph.conf of the cluster, for --backend cephfs")
+	cmd.Flags().StringVar(&ceph.ClientID, "ceph-id", os.Getenv("POLYTROPON_CEPH_ID"), "cephx client id (without client.), for --backend cephfs")
+	cmd.Flags().StringVar(&ceph.Keyring, "ceph-keyring", os.Getenv("POLYTROPON_CEPH_KEYRING"), "keyring of that client, for --backend cephfs")
+	cmd.Flags().StringVar(&ceph.FSName, "ceph-fs", "", "CephFS name (default: the cluster's default filesystem), for --backend cephfs")
 	cmd.Flags().StringVar(&svcProfile, "service-cpuprofile", "", "have the service write a CPU profile to this file")
 	_ = cmd.Flags().MarkHidden("service-cpuprofile")
 	return cmd

@@ -43,6 +43,22 @@ func Run(t *testing.T, newFS NewFS) {
 	}
 }
 
+// RunExcept is Run for an FS with documented deviations from Linux: each case
+// named in except is reported as skipped with its reason (the deviation), and
+// every other case runs. Use it only for a behaviour the FS below cannot give
+// (CephFS derives st_blocks from the size, as the kernel's ceph client does),
+// never to hide a bug.
+func RunExcept(t *testing.T, newFS NewFS, except map[string]string) {
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			if why, ok := except[c.name]; ok {
+				t.Skip("documented deviation: " + why)
+			}
+			c.fn(t, newFS)
+		})
+	}
+}
+
 type testCase struct {
 	name string
 	fn   func(t *testing.T, newFS NewFS)

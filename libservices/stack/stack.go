@@ -1,5 +1,5 @@
 // Package stack builds a tenant filesystem from its configuration with every
-// libservice of this module registered (memfs, passthrough, union, cache): import
+// libservice of this module registered (memfs, passthrough, union, cache, cephfs): import
 // it, not the registry alone, where stacks are built from YAML.
 //
 // It holds no state and no locks; the registry it fills is libservices'.
@@ -10,6 +10,7 @@ import (
 
 	// Registered for Build.
 	_ "github.com/polytropon/polytropon/libservices/cache"
+	_ "github.com/polytropon/polytropon/libservices/cephfs"
 	_ "github.com/polytropon/polytropon/libservices/memfs"
 	_ "github.com/polytropon/polytropon/libservices/passthrough"
 	_ "github.com/polytropon/polytropon/libservices/union"

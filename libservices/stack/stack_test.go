@@ -94,7 +94,7 @@ func TestSharedCacheStore(t *testing.T) {
 	if c.(*cache.FS).Store() == a.(*cache.FS).Store() {
 		t.Fatal("a cache without shared: got the shared store")
 	}
-	if got := libservices.Registered(); !slices.Equal(got, []string{"cache", "memfs", "passthrough", "union"}) {
+	if got := libservices.Registered(); !slices.Equal(got, []string{"cache", "cephfs", "memfs", "passthrough", "union"}) {
 		t.Fatalf("registered: %q", got)
 	}
 }
@@ -163,8 +163,8 @@ func FuzzBuildYAML(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
-		if strings.Contains(s, "passthrough") {
-			return // keep the fuzzer away from host directories
+		if strings.Contains(s, "passthrough") || strings.Contains(s, "cephfs") {
+			return // keep the fuzzer away from host directories and clusters
 		}
 		fs, err := BuildYAML([]byte(s), "fs", nil)
 		if err == nil {

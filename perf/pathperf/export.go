@@ -33,7 +33,7 @@ func (s *Service) Output() string { return s.p.out.String() }
 // passthrough branch), its instance at the root of the service namespace and,
 // when fuse is not empty, mounted there.
 func ServiceConfig(socket, upper, lower, fuse string) string {
-	return serviceConfig(socket, upper, lower, fuse, "")
+	return serviceConfig(socket, upper, lower, fuse, "", &Options{Backend: BackendHost})
 }
 
 // MaxSocketPath is the longest Unix socket path plus one (sun_path's size).

@@ -162,6 +162,28 @@ type Options struct {
 	// operations): Run then tears down as after any error and returns
 	// ErrCanceled.
 	Cancel <-chan struct{}
+	// Backend is what the service's instance stores its files on: BackendHost
+	// (default: the cache-over-union stack on host directories) or BackendCephFS
+	// (the stack is the cephfs libservice alone, on Ceph; the service must be
+	// built with -tags ceph,pacific). With CephFS there is no kernel path (this
+	// kernel has no Ceph client), so Paths defaults to the fuse and direct paths.
+	Backend string
+	// Ceph says how the cephfs backend reaches the cluster.
+	Ceph CephOptions
+}
+
+// Backends of Options.Backend.
+const (
+	BackendHost   = "host"
+	BackendCephFS = "cephfs"
+)
+
+// CephOptions are the cephfs libservice's connection keys for BackendCephFS.
+type CephOptions struct {
+	Conf     string `json:"conf"`
+	ClientID string `json:"client_id,omitempty"`
+	Keyring  string `json:"keyring,omitempty"`
+	FSName   string `json:"fs_name,omitempty"`
 }
 
 // ErrCanceled is returned by Run when Options.Cancel was closed.
@@ -219,6 +241,7 @@ type Settings struct {
 	Iterations int      `json:"iterations"`
 	PebbleKeys int      `json:"pebble_keys"`
 	Seed       uint64   `json:"seed"`
+	Backend    string   `json:"backend"`
 	// ServiceConfig is the configuration the service ran ("" for a kernel-only run).
 	ServiceConfig string `json:"service_config,omitempty"`
 }
@@ -281,6 +304,22 @@ func pick(kind string, list, known []string) ([]string, error) {
 // normalize checks o and fills in its defaults.
 func (o *Options) normalize() error {
 	var err error
+	switch o.Backend {
+	case "", BackendHost:
+		o.Backend = BackendHost
+	case BackendCephFS:
+		if o.Ceph.Conf == "" {
+			return errors.New("pathperf: the cephfs backend needs the cluster's ceph.conf (--ceph-conf or POLYTROPON_CEPH_CONF)")
+		}
+		if len(o.Paths) == 0 {
+			o.Paths = []string{PathFUSE, PathFUSEUncached, PathDirect}
+		}
+		if slices.Contains(o.Paths, PathKernel) {
+			return errors.New("pathperf: the cephfs backend has no kernel path (no kernel Ceph client here): measure fuse, fuse-uncached and direct")
+		}
+	default:
+		return fmt.Errorf("pathperf: unknown backend %q (known: %s, %s)", o.Backend, BackendHost, BackendCephFS)
+	}
 	if o.Paths, err = pick("path", o.Paths, Paths); err != nil {
 		return err
 	}
@@ -392,7 +431,7 @@ func Run(opts Options) (rep *Report, err error) {
 	rep = &Report{
 		Machine: machineInfo(upper),
 		Settings: Settings{Paths: opts.Paths, Ops: opts.Ops, DurationNs: int64(opts.Duration),
-			Iterations: opts.Iterations, PebbleKeys: opts.PebbleKeys, Seed: opts.Seed},
+			Iterations: opts.Iterations, PebbleKeys: opts.PebbleKeys, Seed: opts.Seed, Backend: opts.Backend},
 	}
 
 	targets := map[string]*target{}
@@ -408,7 +447,7 @@ func Run(opts Options) (rep *Report, err error) {
 		if opts.wants(PathFUSEUncached) {
 			uncached = mntUncached
 		}
-		cfg := serviceConfig(sock, upper, lower, fuse, uncached)
+		cfg := serviceConfig(sock, upper, lower, fuse, uncached, &opts)
 		rep.Settings.ServiceConfig = cfg
 		cfgPath := filepath.Join(work, "service.yaml")
 		if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
@@ -435,18 +474,40 @@ func Run(opts Options) (rep *Report, err error) {
 			}
 		}
 	}()
+	// On CephFS the instance is shared with every earlier run: this run's files
+	// go to a directory of its own there, removed at the end.
+	sub := ""
+	if opts.Backend == BackendCephFS {
+		sub = filepath.Base(work)
+		defer func() {
+			for _, p := range opts.Paths {
+				if t := targets[p]; t != nil {
+					if rerr := t.fs.RemoveAll(filepath.Dir(t.dir)); rerr != nil && err == nil {
+						rep, err = nil, fmt.Errorf("pathperf: removing the run's directory on CephFS: %w", rerr)
+					}
+					return
+				}
+			}
+		}()
+	}
 	for _, p := range opts.Paths {
 		var t *target
 		switch p {
 		case PathKernel:
 			t = newOSTarget(filepath.Join(upper, p))
 		case PathFUSE:
-			t = newOSTarget(filepath.Join(mnt, p))
+			t = newOSTarget(filepath.Join(mnt, sub, p))
 		case PathFUSEUncached:
-			t = newOSTarget(filepath.Join(mntUncached, p))
+			t = newOSTarget(filepath.Join(mntUncached, sub, p))
 		case PathDirect:
-			if t, err = dialDirect(sock, "/"+p); err != nil {
+			if t, err = dialDirect(sock, filepath.Join("/", sub, p)); err != nil {
 				return nil, err
+			}
+		}
+		if sub != "" {
+			if err := t.fs.MkdirAll(filepath.Dir(t.dir), 0o755); err != nil {
+				t.close()
+				return nil, fmt.Errorf("pathperf: the run's directory on CephFS: %w", err)
 			}
 		}
 		targets[p] = t
@@ -524,7 +585,7 @@ func fill(rng *rand.Rand, b []byte) {
 // serviceConfig is the run's service: the default stack of the design, its
 // instance at the root of the service namespace and, when fuse is not empty, also
 // mounted there. Workers and spin are the service's defaults.
-func serviceConfig(socket, upper, lower, fuse, uncached string) string {
+func serviceConfig(socket, upper, lower, fuse, uncached string, o *Options) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "socket: %q\n", socket)
 	b.WriteString("filesystems:\n  - name: root\n    mount: /\n")
@@ -533,6 +594,17 @@ func serviceConfig(socket, upper, lower, fuse, uncached string) string {
 	}
 	if uncached != "" {
 		fmt.Fprintf(&b, "    fuse_mounts:\n      - {path: %q, attr_timeout: -1s, entry_timeout: -1s, direct_io: true}\n", uncached)
+	}
+	if o.Backend == BackendCephFS {
+		c := o.Ceph
+		fmt.Fprintf(&b, "    stack:\n      - cephfs: {conf: %q", c.Conf)
+		for _, kv := range [][2]string{{"client_id", c.ClientID}, {"keyring", c.Keyring}, {"fs_name", c.FSName}} {
+			if kv[1] != "" {
+				fmt.Fprintf(&b, ", %s: %q", kv[0], kv[1])
+			}
+		}
+		b.WriteString("}\n")
+		return b.String()
 	}
 	fmt.Fprintf(&b, `    stack:
       - cache: {size: 256MiB, policy: writeback}

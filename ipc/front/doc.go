@@ -13,7 +13,12 @@
 // iterations and then for up to Config.SpinTime (50 µs by default: an open or a
 // create answered within it costs no futex wake on either side); then it announces that it sleeps (CAS StateSubmitted -> StateSleeping)
 // and FUTEX_WAITs on the word for at most Config.WaitSlice, so the service makes a
-// wake system call only for a client that really sleeps. After each slice that ends
+// wake system call only for a client that really sleeps. A client left with the
+// default waiting whose process and service may run on one and the same CPU only
+// (a pool with one reserved core; checked at Dial through SO_PEERCRED's pid and
+// both affinity masks) sleeps at once instead: its polling would hold the CPU the
+// answer needs (round trip 22 us polling, 8 us sleeping, on one CPU of the Zen 3
+// VM, 2026-11-21; SleepsAtOnce reports the choice). After each slice that ends
 // without an answer the call polls the socket: a service that died (its socket end
 // closed by the kernel) makes the call return ENOTCONN within about one WaitSlice,
 // and every later call on the Client fails at once. A full ring is handled the same

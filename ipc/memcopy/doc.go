@@ -85,15 +85,21 @@
 // shuffled order, and the median of the per-round ratios gets a 95 %
 // distribution-free interval (order statistics; 6 rounds at least, --reps 31
 // gives [x(10), x(22)]). A cell "holds" when the whole interval is at or above
-// 0.98, "fails" when it is below, and is "unclear" otherwise. On this VM with
-// other builds running (2026-11-21, --reps 31, 64 B to 1 MiB, 28 cells) it
-// was 4 holds, 0 fails, 24 unclear: intervals like 0.80-1.19 at 4 KiB, where
-// both run the same memmove, are the machine's noise, not the copier's; the
-// bound can only be shown on a quiet machine. An earlier version of the run
-// rotated candidates in a fixed order, so copy() always followed the tuned
-// copier and the tuned copier a non-temporal kernel; the likely cause of two
-// "fails" (medians 7 % and 12 % slower) in a run before the fix, where the
-// same code ran in both; the runs since showed none.
+// 0.98, "fails" when it is below, and is "unclear" otherwise.
+//
+// Results, same VM, 2026-11-21. With other builds running (--reps 31, 64 B to
+// 1 MiB, 28 cells): 4 holds, 0 fails, 24 unclear. Quiet (06:24 UTC, profile
+// tuned just before, same sizes): 5 holds (the avx2-nt4 class at 256 KiB,
+// 1.21x-1.54x, and one copy() cell), 2 fails, 21 unclear; 64 B to 1 KiB with
+// --reps 61: 1 holds, 3 fails, 16 unclear. The fails are all at 64-128 B,
+// medians 0.90x-0.96x: there the Copier's load and compare (0.2-0.5 ns) are a
+// visible share of a 4 ns copy, and no dispatch at run time can hide them, so the
+// 2 % goal does not hold for the smallest classes. From 256 B the intervals
+// straddle 0.98 (typically 0.93-1.05): where both run the same memmove the VM's
+// noise is wider than the bound. An earlier version of the run rotated
+// candidates in a fixed order, so copy() always followed the tuned copier and the
+// tuned copier a non-temporal kernel; the likely cause of two "fails" (medians 7 %
+// and 12 % slower, at 4 KiB warm and 64 B cold) in a run before the fix.
 //
 // # Locking
 //

@@ -38,14 +38,26 @@
 // init exits when the command does, the kernel kills the gateway with the PID
 // namespace, and the connection is gone.
 //
+// The image is the tenant's, so its programs are confined: until pivot_root
+// /proc and /dev are mounted only through O_PATH|O_NOFOLLOW descriptors of the
+// instance's directories and /dev is built in the private stage (a symlink in
+// the image cannot point a mount or a file creation at a host path); /dev is
+// nodev (its nodes are bind mounts); /proc/sys, sysrq-trigger, irq and bus are
+// read-only; the command runs with the capability bounding set cut to Docker's
+// default set without CAP_MKNOD, and no_new_privs. It is still uid 0 without a
+// user namespace: a pool that must not trust its image should also run it as an
+// unprivileged user (not done yet).
+//
 // # Invariants
 //
 //   - A pool's service never runs a thread outside the pool's cgroup: it is started
 //     by EnterAndExec (`polytropon pool-exec`), which joins the cgroup before it
 //     execs the service.
-//   - The state directory is created 0700 by root and only then given to the
-//     pool's uid:gid with mode 0750; the socket is 0660 uid:gid once the service is
-//     ready. The service itself admits only root, its own uid and the pool's uid
+//   - The state directory is created 0700 by root and stays root's (group the
+//     pool's gid, mode 0751: traversable, not listable, writable by root only),
+//     because root reads the service's config there and chowns the socket: a
+//     tenant that could rename in it could swap in a symlink or its own config.
+//     The socket is 0660 uid:gid once the service is ready. The service itself admits only root, its own uid and the pool's uid
 //     (SO_PEERCRED).
 //   - Pool cgroups live under one parent (Config.Cgroup) nested in serve's own
 //     cgroup; everything under it belongs to the serve holding RunDir/serve.lock,

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 
@@ -108,16 +109,32 @@ func enterRootfs(exe, inst string) error {
 	if line != "ready\n" {
 		return errors.New("the FUSE gateway failed (its error is above)")
 	}
-	for _, d := range []string{"proc", "dev"} {
-		if st, err := os.Stat(filepath.Join(root, d)); err != nil || !st.IsDir() {
-			return fmt.Errorf("the instance has no /%s directory to mount on", d)
+	// Until pivot_root the host's tree is visible here, and the instance is the
+	// tenant's: a /proc or /dev that is (or becomes, between two lookups) a
+	// symlink would point our mounts and file creations at host paths. So
+	// /dev is built in the private stage, never through the instance, and
+	// both are mounted on the instance's directories through O_PATH|O_NOFOLLOW
+	// descriptors, which pin the directories the checks saw.
+	var pins [2]int
+	for i, d := range []string{"proc", "dev"} {
+		fd, err := unix.Open(filepath.Join(root, d), unix.O_PATH|unix.O_NOFOLLOW|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return fmt.Errorf("the instance has no /%s directory to mount on (%w)", d, err)
 		}
+		defer unix.Close(fd)
+		pins[i] = fd
 	}
-	if err := unix.Mount("proc", filepath.Join(root, "proc"), "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
+	pinned := func(fd int) string { return fmt.Sprintf("/proc/self/fd/%d", fd) }
+	if err := unix.Mount("proc", pinned(pins[0]), "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
 		return fmt.Errorf("mount /proc: %w", err)
 	}
-	dev := filepath.Join(root, "dev")
-	if err := unix.Mount("tmpfs", dev, "tmpfs", unix.MS_NOSUID|unix.MS_NOEXEC, "size=64k,mode=0755"); err != nil {
+	dev := filepath.Join(rootfsStage, "dev")
+	if err := os.Mkdir(dev, 0o755); err != nil {
+		return err
+	}
+	// nodev: the device nodes below are bind mounts, each its own mount; no
+	// node made in this tmpfs (mknod) opens a device.
+	if err := unix.Mount("tmpfs", dev, "tmpfs", unix.MS_NOSUID|unix.MS_NOEXEC|unix.MS_NODEV, "size=64k,mode=0755"); err != nil {
 		return fmt.Errorf("tmpfs at /dev: %w", err)
 	}
 	for _, n := range devNodes {
@@ -134,6 +151,9 @@ func enterRootfs(exe, inst string) error {
 			return err
 		}
 	}
+	if err := unix.Mount(dev, pinned(pins[1]), "", unix.MS_MOVE, ""); err != nil {
+		return fmt.Errorf("move /dev into the root: %w", err)
+	}
 	// pivot_root(".", "."): the old root ends up stacked on the new one, and is
 	// detached at once, so no directory for it is needed in the instance.
 	if err := unix.Chdir(root); err != nil {
@@ -145,5 +165,66 @@ func enterRootfs(exe, inst string) error {
 	if err := unix.Unmount(".", unix.MNT_DETACH); err != nil {
 		return fmt.Errorf("detach the old root: %w", err)
 	}
-	return unix.Chdir("/")
+	if err := unix.Chdir("/"); err != nil {
+		return err
+	}
+	// The container shares the host's kernel: its root may read /proc/sys but
+	// not set the host's sysctls (core_pattern would run a program as root on
+	// the host), nor trigger sysrq.
+	for _, p := range []string{"/proc/sys", "/proc/sysrq-trigger", "/proc/irq", "/proc/bus"} {
+		if _, err := os.Lstat(p); err != nil {
+			continue
+		}
+		if err := unix.Mount(p, p, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+			return fmt.Errorf("bind %s: %w", p, err)
+		}
+		if err := unix.Mount("", p, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
+			return fmt.Errorf("make %s read-only: %w", p, err)
+		}
+	}
+	return nil
+}
+
+// containerCaps are the capabilities a --rootfs container's command keeps:
+// Docker's default set without CAP_MKNOD (there is no device cgroup here to
+// make a node useless). Without CAP_SYS_ADMIN it cannot mount (over its /proc
+// read-only parts, or a cgroup hierarchy to leave the pool's), nor load
+// modules, reach raw I/O, trace, or reconfigure the network.
+var containerCaps = []uintptr{
+	unix.CAP_CHOWN, unix.CAP_DAC_OVERRIDE, unix.CAP_FOWNER, unix.CAP_FSETID, unix.CAP_KILL,
+	unix.CAP_SETGID, unix.CAP_SETUID, unix.CAP_SETPCAP, unix.CAP_NET_BIND_SERVICE,
+	unix.CAP_NET_RAW, unix.CAP_SYS_CHROOT, unix.CAP_AUDIT_WRITE, unix.CAP_SETFCAP,
+}
+
+// confineCommand limits what the calling thread's next exec may do: the
+// capability bounding set cut to containerCaps (for root the exec'd program's
+// permitted set is its bounding set) and no_new_privs (no set-uid or file
+// capability gains). Both are per thread and inherited over fork: call it on
+// the locked thread that forks the command, after the mounts that need
+// CAP_SYS_ADMIN.
+func confineCommand() error {
+	b, err := os.ReadFile("/proc/sys/kernel/cap_last_cap")
+	if err != nil {
+		return err
+	}
+	last, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		return fmt.Errorf("cap_last_cap: %w", err)
+	}
+	keep := map[uintptr]bool{}
+	for _, c := range containerCaps {
+		keep[c] = true
+	}
+	for c := uintptr(0); c <= uintptr(last); c++ {
+		if keep[c] {
+			continue
+		}
+		if err := unix.Prctl(unix.PR_CAPBSET_DROP, c, 0, 0, 0); err != nil {
+			return fmt.Errorf("drop capability %d: %w", c, err)
+		}
+	}
+	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
+		return fmt.Errorf("no_new_privs: %w", err)
+	}
+	return nil
 }

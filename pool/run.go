@@ -276,6 +276,13 @@ func ContainerInit(o InitOptions, argv []string) error {
 	if err := unix.Sethostname([]byte(o.Hostname)); err != nil {
 		return fmt.Errorf("container-init: hostname: %w", err)
 	}
+	if o.Rootfs != "" {
+		// The command is the tenant's image's: confine it (the init keeps
+		// its capabilities; the thread that forks the command does not).
+		if err := confineCommand(); err != nil {
+			return fmt.Errorf("container-init: %w", err)
+		}
+	}
 	path, err := exec.LookPath(argv[0])
 	if err != nil {
 		return fmt.Errorf("container-init: %w", err)

@@ -424,13 +424,20 @@ func (s *Server) startPool(p *Pool) (*running, error) {
 		return nil, err
 	}
 	// Mkdir then Chown/Chmod: the directory is never open to anyone but root
-	// before it has its owner.
+	// before it has its group. It stays root's: root reads the service's
+	// config from it, the root service binds its sockets in it and serve
+	// chowns the socket, so a tenant that could rename or unlink in it could
+	// swap a symlink to any host file in (root would chown it to the tenant)
+	// or its own config (the service would run it as root at its next
+	// restart). The pool's uid and gid reach the socket through the mode:
+	// 0751 lets anyone traverse but not list; the socket's own mode (0660
+	// uid:gid) and SO_PEERCRED keep everyone else out.
 	if err := os.Mkdir(p.StateDir, 0o700); err != nil {
 		_ = cg.Delete()
 		return nil, err
 	}
-	if err := os.Chown(p.StateDir, int(p.UID), int(p.GID)); err == nil {
-		err = os.Chmod(p.StateDir, 0o750)
+	if err := os.Chown(p.StateDir, 0, int(p.GID)); err == nil {
+		err = os.Chmod(p.StateDir, 0o751)
 	}
 	if err != nil {
 		_ = cg.Delete()
@@ -581,10 +588,21 @@ func (r *running) start() (*exec.Cmd, chan struct{}, error) {
 	return cmd, readyc, nil
 }
 
-// readied gives the socket to the pool's owner; the state directory (0750) keeps
-// everyone else away in the meantime.
+// readied gives the socket to the pool's owner. Until then the socket has the
+// service's default mode, which lets nobody but root connect, and the service
+// admits only root, itself and the pool's uid anyway (SO_PEERCRED).
 func (r *running) readied() error {
-	if err := os.Chown(r.p.Socket(), int(r.p.UID), int(r.p.GID)); err != nil {
+	// The directory is root's, so nobody can swap the socket for a symlink;
+	// still, never follow one here (defence in depth: root chowning through
+	// a symlink gives its target away).
+	fi, err := os.Lstat(r.p.Socket())
+	if err != nil {
+		return err
+	}
+	if fi.Mode().Type() != os.ModeSocket {
+		return fmt.Errorf("%s is not the service's socket (%v)", r.p.Socket(), fi.Mode().Type())
+	}
+	if err := os.Lchown(r.p.Socket(), int(r.p.UID), int(r.p.GID)); err != nil {
 		return err
 	}
 	return os.Chmod(r.p.Socket(), 0o660)

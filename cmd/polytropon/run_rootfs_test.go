@@ -23,40 +23,7 @@ const busybox = "/bin/busybox"
 func TestRunRootfs(t *testing.T) {
 	testenv.Root(t)
 	testenv.FUSE(t)
-	bb, err := os.ReadFile(busybox)
-	if err != nil {
-		testenv.SkipOrFail(t, "the rootfs test needs a static busybox (busybox-static): "+err.Error())
-	}
-	// An image layer (read-only) under an empty upper layer: the container
-	// boots from their union, served at user level.
-	img := t.TempDir()
-	upper := t.TempDir()
-	marker := fmt.Sprintf("only-in-the-image-%d\n", os.Getpid())
-	for _, d := range []string{"bin", "proc", "dev", "etc"} {
-		if err := os.Mkdir(filepath.Join(img, d), 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := os.WriteFile(filepath.Join(img, "bin", "busybox"), bb, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(img, "etc", "marker"), []byte(marker), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	for _, d := range []string{img, upper} {
-		if err := os.Chmod(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	e := newServeEnvWith(t, "", fmt.Sprintf(`    filesystems:
-      - name: root
-        stack: [{union: {}}]
-        branches:
-          - passthrough: {dir: %s}
-          - passthrough: {dir: %s, readonly: true}
-`, upper, img))
-	serve := startServe(t, e)
-	runDir := filepath.Join(e.dir, "run")
+	e, serve, runDir, upper, img, marker := newRootfsEnv(t)
 
 	ensureFusectl(t)
 	// The command stops before its exit for a line on stdin: meanwhile the
@@ -209,5 +176,82 @@ func ensureFusectl(t *testing.T) {
 	}
 	if err := unix.Mount("fusectl", "/sys/fs/fuse/connections", "fusectl", 0, ""); err != nil {
 		testenv.SkipOrFail(t, "the rootfs test reads FUSE connections in fusectl: "+err.Error())
+	}
+}
+
+// newRootfsEnv starts serve with one pool whose instance "root" is a union of
+// an empty upper layer over a read-only image layer holding a static busybox
+// and /etc/marker.
+func newRootfsEnv(t *testing.T) (e *serveEnv, serve *exec.Cmd, runDir, upper, img, marker string) {
+	t.Helper()
+	bb, err := os.ReadFile(busybox)
+	if err != nil {
+		testenv.SkipOrFail(t, "the rootfs test needs a static busybox (busybox-static): "+err.Error())
+	}
+	// An image layer (read-only) under an empty upper layer: the container
+	// boots from their union, served at user level.
+	img = t.TempDir()
+	upper = t.TempDir()
+	marker = fmt.Sprintf("only-in-the-image-%d\n", os.Getpid())
+	for _, d := range []string{"bin", "proc", "dev", "etc"} {
+		if err := os.Mkdir(filepath.Join(img, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(img, "bin", "busybox"), bb, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(img, "etc", "marker"), []byte(marker), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []string{img, upper} {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e = newServeEnvWith(t, "", fmt.Sprintf(`    filesystems:
+      - name: root
+        stack: [{union: {}}]
+        branches:
+          - passthrough: {dir: %s}
+          - passthrough: {dir: %s, readonly: true}
+`, upper, img))
+	serve = startServe(t, e)
+	runDir = filepath.Join(e.dir, "run")
+	return e, serve, runDir, upper, img, marker
+}
+
+// TestRunRootfsConfined: the command of a --rootfs container (the tenant's
+// image's) runs as root without the capabilities that would let it out: no
+// mount, no mknod of a device, /proc/sys read-only, a bounding set cut to the
+// container set, no_new_privs.
+func TestRunRootfsConfined(t *testing.T) {
+	testenv.Root(t)
+	testenv.FUSE(t)
+	e, serve, runDir, _, _, _ := newRootfsEnv(t)
+	defer stopServe(t, e, serve)
+	script := `grep -E '^(CapBnd|CapEff|NoNewPrivs):' /proc/self/status; ` +
+		`mount -t tmpfs none /etc 2>/dev/null && echo mount:ok || echo mount:refused; ` +
+		`mknod /etc/sda b 8 0 2>/dev/null && echo mknod:ok || echo mknod:refused; ` +
+		`echo x 2>/dev/null >/proc/sys/kernel/domainname && echo sysctl:ok || echo sysctl:refused; ` +
+		`echo x >/dev/null && echo devnull:ok`
+	out, err := exec.Command(os.Args[0], "run", "--run-dir", runDir, "--pool", e.pool, "--rootfs", "root", "--",
+		"/bin/busybox", "sh", "-c", "export PATH=/bin; for c in grep mount mknod; do busybox ln -s busybox /bin/$c 2>/dev/null; done; "+script).CombinedOutput()
+	if err != nil {
+		t.Fatalf("run: %v\n%s", err, out)
+	}
+	got := string(out)
+	for _, want := range []string{"mount:refused", "mknod:refused", "sysctl:refused", "devnull:ok", "NoNewPrivs:\t1"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("in the container: no %q in:\n%s", want, got)
+		}
+	}
+	for _, l := range strings.Split(got, "\n") {
+		if f := strings.Fields(l); len(f) == 2 && (f[0] == "CapBnd:" || f[0] == "CapEff:") {
+			v, err := strconv.ParseUint(f[1], 16, 64)
+			if err != nil || v&(1<<unix.CAP_SYS_ADMIN) != 0 || v&(1<<unix.CAP_MKNOD) != 0 || v&(1<<unix.CAP_CHOWN) == 0 {
+				t.Errorf("%s %s: want CAP_CHOWN kept, CAP_SYS_ADMIN and CAP_MKNOD gone", f[0], f[1])
+			}
+		}
 	}
 }

@@ -23,8 +23,8 @@ func newServeCmd() *cobra.Command {
 		Use:   "serve --config FILE",
 		Short: "Create the tenants' pools (cgroups, state directories) and run their filesystem services",
 		Long: `serve creates each pool of its configuration: a cgroup PARENT/POOL with the
-pool's cpuset, memory, pids and block I/O limits, a state directory owned by the
-pool's uid:gid (mode 0750) holding the service's socket (0660), and the pool's
+pool's cpuset, memory, pids and block I/O limits, a state directory (root's,
+group the pool's gid, mode 0751) holding the service's socket (0660 uid:gid), and the pool's
 filesystem service started inside the cgroup, its workers pinned to the pool's
 CPUs. Services that exit are restarted with exponential backoff; fslib clients
 reconnect on their own. A pool with a network: block gets a network namespace

@@ -131,3 +131,46 @@ func TestCallTimeoutHungService(t *testing.T) {
 	}
 	h.hang.Unlock()
 }
+
+// TestCallTimeoutFullRing: with the handler hung and the shared ring full of
+// references nobody dequeues, a call waiting to enqueue also gives up after
+// CallTimeout (ETIMEDOUT) instead of waiting for a slot for ever; and once the
+// service answers again everything is usable.
+func TestCallTimeoutFullRing(t *testing.T) {
+	h := &hungStore{memStore: newMemStore()}
+	s, _ := startService(t, Config{Handler: h, Workers: 1, RingCap: 8, DescsPerClient: 32})
+	const timeout = 100 * time.Millisecond
+	c, err := front.Dial(front.Config{SocketPath: s.Addr(), SpinIters: helperSpins, CallTimeout: timeout, WaitSlice: 10 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	h.hang.Lock()
+	n := c.Descriptors()
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	done := make(chan struct{})
+	for i := range errs {
+		wg.Add(1)
+		go func() { defer wg.Done(); _, errs[i] = c.Stat(hangPath) }()
+	}
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		h.hang.Unlock()
+		t.Fatal("calls blocked on a full ring did not time out")
+	}
+	for i, err := range errs {
+		if !errors.Is(err, syscall.ETIMEDOUT) {
+			t.Errorf("call %d: %v, want ETIMEDOUT", i, err)
+		}
+	}
+	h.hang.Unlock()
+	waitFor(t, "orphans back", func() bool { return c.Orphans() == 0 })
+	for range 2 * n {
+		if _, err := c.Stat("/"); err != nil {
+			t.Fatalf("after the service answered: %v", err)
+		}
+	}
+}

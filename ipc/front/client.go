@@ -459,6 +459,7 @@ func (c *Client) submit(idx uint32, d *wire.Desc) (int32, uint64, error) {
 	d.EncodeRequest(b)
 	atomic.StoreUint32(st, wire.StateSubmitted)
 	if err := c.enqueue(wire.Ref(c.slot, c.gen, idx)); err != nil {
+		// Never enqueued: the service cannot hold the descriptor.
 		atomic.StoreUint32(st, wire.StateFree)
 		return 0, 0, err
 	}
@@ -482,6 +483,12 @@ func (c *Client) enqueue(ref uint64) error {
 		return nil
 	}
 	last := time.Now()
+	var deadline time.Time
+	if c.cfg.CallTimeout > 0 {
+		// A hung service leaves the references of timed-out calls in the
+		// shared ring: a full ring must time out too.
+		deadline = last.Add(c.cfg.CallTimeout)
+	}
 	pause := time.Microsecond
 	for i := 0; ; i++ {
 		if i < 64 {
@@ -499,6 +506,9 @@ func (c *Client) enqueue(ref uint64) error {
 				c.broken.Store(true)
 				return syscall.ENOTCONN
 			}
+		}
+		if !deadline.IsZero() && !time.Now().Before(deadline) {
+			return syscall.ETIMEDOUT
 		}
 	}
 }

@@ -240,7 +240,7 @@ func cgroupStats(cg Cgroup) cgStats {
 		dir := filepath.Dir(f)
 		if _, err := os.Stat(filepath.Join(dir, "cgroup.controllers")); err == nil {
 			v2 = true
-			st.memBytes = readInt(filepath.Join(dir, "memory.current"))
+			st.memBytes = workingSet(readInt(filepath.Join(dir, "memory.current")), filepath.Join(dir, "memory.stat"), "inactive_file")
 			st.memLimit = readInt(filepath.Join(dir, "memory.max"))
 			if b, err := os.ReadFile(filepath.Join(dir, "cpu.stat")); err == nil {
 				sc := bufio.NewScanner(bytes.NewReader(b))
@@ -252,7 +252,7 @@ func cgroupStats(cg Cgroup) cgStats {
 				}
 			}
 		} else if strings.Contains(dir, "/memory/") {
-			st.memBytes = readInt(filepath.Join(dir, "memory.usage_in_bytes"))
+			st.memBytes = workingSet(readInt(filepath.Join(dir, "memory.usage_in_bytes")), filepath.Join(dir, "memory.stat"), "total_inactive_file")
 			st.memLimit = readInt(filepath.Join(dir, "memory.limit_in_bytes"))
 			// v1 reports "no limit" as a huge number.
 			if st.memLimit >= 1<<60 {
@@ -290,4 +290,25 @@ func procCPUSeconds(pid int) float64 {
 	ut, _ := strconv.ParseFloat(f[11], 64)
 	stt, _ := strconv.ParseFloat(f[12], 64)
 	return (ut + stt) / clockTicks
+}
+
+// workingSet is a cgroup's memory use less its inactive file pages, as the
+// kubelet counts it: the kernel's page cache of a pool doing buffered I/O
+// fills its limit without any pressure (it is reclaimed first), and counting
+// it would make the policy shrink the service's cache for nothing.
+func workingSet(usage int64, statFile, key string) int64 {
+	b, err := os.ReadFile(statFile)
+	if err != nil {
+		return usage
+	}
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), key+" "); ok {
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err == nil && n <= usage {
+				return usage - n
+			}
+		}
+	}
+	return usage
 }

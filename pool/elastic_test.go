@@ -1,6 +1,8 @@
 package pool
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -55,5 +57,29 @@ func TestElasticityConfig(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: error %v, want %q", tc.block, err, tc.want)
 		}
+	}
+}
+
+func TestWorkingSet(t *testing.T) {
+	stat := filepath.Join(t.TempDir(), "memory.stat")
+	if err := os.WriteFile(stat, []byte("cache 900\ntotal_inactive_file 600\ninactive_file 100\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		usage int64
+		key   string
+		want  int64
+	}{
+		{1000, "total_inactive_file", 400}, // v1
+		{1000, "inactive_file", 900},       // v2
+		{500, "total_inactive_file", 500},  // a stat above usage (raced): keep usage
+		{1000, "nope", 1000},
+	} {
+		if got := workingSet(tc.usage, stat, tc.key); got != tc.want {
+			t.Errorf("workingSet(%d, %s) = %d, want %d", tc.usage, tc.key, got, tc.want)
+		}
+	}
+	if got := workingSet(7, filepath.Join(t.TempDir(), "missing"), "inactive_file"); got != 7 {
+		t.Errorf("without memory.stat: %d, want 7", got)
 	}
 }

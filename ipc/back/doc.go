@@ -45,9 +45,11 @@
 // in the ring (slot 0xffff, never a client's) makes whichever worker takes it exit
 // between two requests, while more workers run than the target.
 //
-// Lock order: Service.workersMu (SetWorkers) is a leaf. Service.mu (client slots, accept bookkeeping) before ClientCtx.handlesMu
-// (that client's handle table). Workers take no Service-wide lock; they take only the
-// handle table lock of the client they serve.
+// Lock order: Service.workersMu (SetWorkers, and a worker retiring) is a leaf.
+// Service.mu (client slots, accept bookkeeping) before ClientCtx.handlesMu (that
+// client's handle table). Serving a request, workers take no Service-wide lock,
+// only the handle table lock of the client they serve; workersMu only when a
+// retire reference reaches them.
 //
 // # Performance
 //

@@ -202,8 +202,13 @@ type Service struct {
 
 	// workersMu serialises SetWorkers with itself and with Close: a worker must
 	// not be added to the WaitGroup once Close waits on it.
-	workersMu      sync.Mutex
-	nextWorker     int  // the next worker's index (its CPU); guarded by workersMu
+	workersMu  sync.Mutex
+	nextWorker int // the next worker's index; guarded by workersMu
+	// cpuWorkers[j] counts live workers pinned to CPUs[j]; guarded by
+	// workersMu. A new worker takes the least loaded CPU: any worker may be
+	// the one a retire reference reaches, so index modulo CPUs would pile
+	// workers onto one CPU after a shrink and a grow.
+	cpuWorkers     []int
 	workersClosed  bool // guarded by workersMu
 	liveWorkers    atomic.Int32
 	targetWorkers  atomic.Int32
@@ -270,9 +275,22 @@ func Listen(cfg Config) (*Service, error) {
 func (s *Service) spawnWorkerLocked() {
 	i := s.nextWorker
 	s.nextWorker++
+	cpu := -1
+	if n := len(s.cfg.CPUs); n > 0 {
+		if s.cpuWorkers == nil {
+			s.cpuWorkers = make([]int, n)
+		}
+		cpu = 0
+		for j := range s.cpuWorkers {
+			if s.cpuWorkers[j] < s.cpuWorkers[cpu] {
+				cpu = j
+			}
+		}
+		s.cpuWorkers[cpu]++
+	}
 	s.liveWorkers.Add(1)
 	s.workers.Add(1)
-	go s.worker(i)
+	go s.worker(i, cpu)
 }
 
 // QueueLen estimates the requests waiting in the ring.
@@ -319,18 +337,20 @@ func (s *Service) SetWorkers(n int) (int, error) {
 
 // retire is a worker's answer to a retire reference: it exits (true) only while
 // more workers run than the target, so that stale or forged references retire
-// nobody.
-func (s *Service) retire() bool {
-	for {
-		l := s.liveWorkers.Load()
-		if l <= s.targetWorkers.Load() {
-			return false
-		}
-		if s.liveWorkers.CompareAndSwap(l, l-1) {
-			s.retiredWorkers.Add(1)
-			return true
-		}
+// nobody. Under workersMu, so that a SetWorkers growing meanwhile sees either
+// the worker live (and the target met) or gone (and starts another).
+func (s *Service) retire(cpu int) bool {
+	s.workersMu.Lock()
+	defer s.workersMu.Unlock()
+	if s.liveWorkers.Load() <= s.targetWorkers.Load() {
+		return false
 	}
+	s.liveWorkers.Add(-1)
+	s.retiredWorkers.Add(1)
+	if cpu >= 0 {
+		s.cpuWorkers[cpu]--
+	}
+	return true
 }
 
 // removeStaleSocket removes a socket file nobody listens on, so that a restarted

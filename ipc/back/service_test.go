@@ -716,3 +716,53 @@ func TestSetWorkers(t *testing.T) {
 		t.Fatal("SetWorkers after Close accepted")
 	}
 }
+
+// TestWorkersSpreadAfterShrinkAndGrow: a worker started after a retirement goes
+// to the CPU that lost one, whichever worker the retire reference reached, so
+// a shrink and a grow never pile the pool's workers onto one CPU. (The
+// kernel's view of the pinning is TestPinnedWorkers'; a retired worker that
+// ran on the main thread leaves it parked with its mask, which would blur
+// thread counts here.)
+func TestWorkersSpreadAfterShrinkAndGrow(t *testing.T) {
+	var set unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &set); err != nil {
+		t.Fatal(err)
+	}
+	var cpus []int
+	for i := 0; i < 1024 && len(cpus) < 2; i++ {
+		if set.IsSet(i) {
+			cpus = append(cpus, i)
+		}
+	}
+	if len(cpus) < 2 {
+		t.Skip("needs two CPUs to spread workers over")
+	}
+	s, _ := startService(t, Config{Workers: 2, CPUs: cpus})
+	c := dial(t, s)
+	perCPU := func() []int {
+		s.workersMu.Lock()
+		defer s.workersMu.Unlock()
+		return slices.Clone(s.cpuWorkers)
+	}
+	if got := perCPU(); !slices.Equal(got, []int{1, 1}) {
+		t.Fatalf("workers per CPU at start %v, want [1 1]", got)
+	}
+	for round := 0; round < 6; round++ {
+		if _, err := s.SetWorkers(1); err != nil {
+			t.Fatal(err)
+		}
+		if err := clientRounds(c, 3, 2, nil); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "a worker retired", func() bool { return s.Workers() == 1 })
+		if got := perCPU(); got[0]+got[1] != 1 {
+			t.Fatalf("round %d: workers per CPU after the shrink %v", round, got)
+		}
+		if _, err := s.SetWorkers(2); err != nil {
+			t.Fatal(err)
+		}
+		if got := perCPU(); !slices.Equal(got, []int{1, 1}) {
+			t.Fatalf("round %d: workers per CPU after shrink and grow %v, want [1 1]", round, got)
+		}
+	}
+}

@@ -17,7 +17,7 @@ import (
 
 // worker serves the ring on its own OS thread: it polls up to SpinBudget times, then
 // sleeps in the ring (futex) until a request or Close arrives.
-func (s *Service) worker(i int) {
+func (s *Service) worker(i, cpu int) {
 	defer s.workers.Done()
 	runtime.LockOSThread()
 	// A pinned thread is never handed back to the scheduler: the goroutine exits
@@ -27,11 +27,11 @@ func (s *Service) worker(i int) {
 	if len(s.cfg.CPUs) == 0 {
 		defer runtime.UnlockOSThread()
 	}
-	if len(s.cfg.CPUs) > 0 {
+	if cpu >= 0 {
 		var set unix.CPUSet
-		set.Set(s.cfg.CPUs[i%len(s.cfg.CPUs)])
+		set.Set(s.cfg.CPUs[cpu])
 		if err := unix.SchedSetaffinity(0, &set); err != nil {
-			s.log.Warn("ipc worker: pin to CPU", zap.Int("worker", i), zap.Int("cpu", s.cfg.CPUs[i%len(s.cfg.CPUs)]), zap.Error(err))
+			s.log.Warn("ipc worker: pin to CPU", zap.Int("worker", i), zap.Int("cpu", s.cfg.CPUs[cpu]), zap.Error(err))
 		}
 	}
 	spin, spinTime := s.cfg.SpinBudget, s.cfg.SpinTime
@@ -66,7 +66,7 @@ func (s *Service) worker(i int) {
 			}
 		}
 		if v == retireRef {
-			if s.retire() {
+			if s.retire(cpu) {
 				return
 			}
 			continue

@@ -747,7 +747,7 @@ func TestWorkersSpreadAfterShrinkAndGrow(t *testing.T) {
 	if got := perCPU(); !slices.Equal(got, []int{1, 1}) {
 		t.Fatalf("workers per CPU at start %v, want [1 1]", got)
 	}
-	for round := 0; round < 6; round++ {
+	for round := 0; round < 40; round++ {
 		if _, err := s.SetWorkers(1); err != nil {
 			t.Fatal(err)
 		}

@@ -22,7 +22,7 @@ type hungStore struct {
 const hangPath = "/hang"
 
 func (h *hungStore) Handle(c *ClientCtx, d *wire.Desc, data []byte) int32 {
-	if d.Op == wire.OpStat && strings.HasPrefix(string(data[:min(int(d.Aux), len(data))]), hangPath) {
+	if (d.Op == wire.OpStat || d.Op == wire.OpOpen) && strings.HasPrefix(string(data[:min(int(d.Aux), len(data))]), hangPath) {
 		h.hang.RLock()
 		h.hang.RUnlock() // waiting for the lock was the point
 	}
@@ -173,4 +173,34 @@ func TestCallTimeoutFullRing(t *testing.T) {
 			t.Fatalf("after the service answered: %v", err)
 		}
 	}
+}
+
+// TestCallTimeoutClosesLateHandles: an open that timed out but that the
+// service granted later is closed by the reaper, so the handle does not live
+// until the client disconnects. (Locks take the same path; this test store
+// has no locks; service's tests have.)
+func TestCallTimeoutClosesLateHandles(t *testing.T) {
+	h := &hungStore{memStore: newMemStore()}
+	s, _ := startService(t, Config{Handler: h, Workers: 2})
+	m := h.memStore
+	const timeout = 100 * time.Millisecond
+	c, err := front.Dial(front.Config{SocketPath: s.Addr(), SpinIters: helperSpins, CallTimeout: timeout, WaitSlice: 10 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	f, err := c.Create(hangPath+"-file", 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.CloseHandle(f); err != nil {
+		t.Fatal(err)
+	}
+	base := m.open.Load()
+	h.hang.Lock()
+	if _, err := c.Open(hangPath+"-file", 0, 0); !errors.Is(err, syscall.ETIMEDOUT) {
+		t.Fatalf("open of a hung service: %v, want ETIMEDOUT", err)
+	}
+	h.hang.Unlock()
+	waitFor(t, "late handles closed", func() bool { return c.Orphans() == 0 && m.open.Load() == base })
 }

@@ -426,9 +426,23 @@ func (c *Client) reap(idx uint32) {
 			return
 		}
 	}
+	b := c.desc(idx)
+	var req wire.Desc
+	req.Decode(b)
+	status, result := wire.Reply(b)
 	atomic.StoreUint32(st, wire.StateFree)
 	c.orphans.Add(-1)
 	c.orphan[idx].Store(false)
+	if status >= 0 && (req.Op == wire.OpOpen || req.Op == wire.OpCreate || req.Op == wire.OpLock) {
+		// The service granted a handle (or a lock) to a call that gave up:
+		// nobody else will ever close it, and a lock would stay held until
+		// the client disconnects. Close it with this descriptor; if that
+		// times out too, the release hands the descriptor to a new reaper.
+		d := wire.Desc{Op: wire.OpClose, Handle: result}
+		_, _, _ = c.roundTrip(idx, &d)
+		c.releaseDesc(idx)
+		return
+	}
 	c.free <- idx
 }
 

@@ -48,7 +48,10 @@
 // may write its buffer whenever it answers, so it is never handed out again until
 // it does: the call marks it orphaned, and at its release a reaper goroutine waits
 // for the answer (futex slices, liveness checks), then frees it. A write whose
-// call timed out may still be applied later; a read's data is dropped.
+// call timed out may still be applied later; a read's data is dropped; a handle
+// or lock the service grants to an open, create or lock that timed out is closed
+// by the reaper. CallTimeout bounds each request: a ReadAt or WriteAt split into
+// k requests may take up to k times as long, and returns what completed.
 //
 // Lock order: reapMu (Close against the start of a reaper, only on the timeout
 // path) is the one lock and is never held with another; the rest is channels

@@ -557,6 +557,25 @@ func ServiceMounts(o DialOptions) ([]front.Mount, error) {
 	return r.Mounts()
 }
 
+// ForInstance returns o scoped to the service's filesystem instance name (its
+// Prefix set from the service's mount table), for DialFS; an unknown name is an
+// error that lists the instances the service has.
+func ForInstance(o DialOptions, name string) (DialOptions, error) {
+	mounts, err := ServiceMounts(o)
+	if err != nil {
+		return o, err
+	}
+	names := make([]string, 0, len(mounts))
+	for _, m := range mounts {
+		if m.Name == name {
+			o.Prefix = m.Prefix
+			return o, nil
+		}
+		names = append(names, m.Name)
+	}
+	return o, fmt.Errorf("the service has no filesystem %q (it has: %s)", name, strings.Join(names, ", "))
+}
+
 // Mounts returns the service's mount table (name and prefix of each instance).
 func (r *remote) Mounts() ([]front.Mount, error) {
 	c, err := r.client()

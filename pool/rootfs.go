@@ -43,20 +43,9 @@ var devNodes = []string{"null", "zero", "full", "random", "urandom", "tty"}
 // forks nothing, so when it dies the connection is aborted and every waiter gets
 // an error.
 func ContainerFUSE(inst, stage string, ready *os.File) error {
-	o := fslib.DialOptions{Socket: os.Getenv(SocketEnv)}
-	mounts, err := fslib.ServiceMounts(o)
+	o, err := fslib.ForInstance(fslib.DialOptions{Socket: os.Getenv(SocketEnv)}, inst)
 	if err != nil {
-		return err
-	}
-	var names []string
-	for _, m := range mounts {
-		names = append(names, m.Name)
-		if m.Name == inst {
-			o.Prefix = m.Prefix
-		}
-	}
-	if o.Prefix == "" {
-		return fmt.Errorf("the pool's service has no filesystem %q (it has: %s)", inst, strings.Join(names, ", "))
+		return fmt.Errorf("the pool's service: %w", err)
 	}
 	fsys, err := fslib.DialFS(o)
 	if err != nil {

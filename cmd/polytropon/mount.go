@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -36,20 +35,9 @@ exit; a stale mount left at MOUNTPOINT by a killed gateway is cleaned up first.`
 			if fsName == "" {
 				return fmt.Errorf("--fs is required (the instance to mount)")
 			}
-			o := fslib.DialOptions{Socket: socket, Logger: log}
-			mounts, err := fslib.ServiceMounts(o)
+			o, err := fslib.ForInstance(fslib.DialOptions{Socket: socket, Logger: log}, fsName)
 			if err != nil {
 				return err
-			}
-			var names []string
-			for _, m := range mounts {
-				names = append(names, m.Name)
-				if m.Name == fsName {
-					o.Prefix = m.Prefix
-				}
-			}
-			if o.Prefix == "" {
-				return fmt.Errorf("the service has no filesystem %q (it has: %s)", fsName, strings.Join(names, ", "))
 			}
 			fsys, err := fslib.DialFS(o)
 			if err != nil {

@@ -160,3 +160,53 @@ func TestMaxSizeValidate(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// TestResizeWithPinnedPages: pages being filled while the store shrinks stay
+// (they are pinned), and go at the next insert once unpinned: the store does
+// not stay over its budget for good.
+func TestResizeWithPinnedPages(t *testing.T) {
+	inner := memfs.New(memfs.Options{})
+	st := NewResizableStore(32*PageSize, 32*PageSize)
+	c := New(inner, st, Options{})
+	h, err := c.Open("f", libservices.O_RDWR|libservices.O_CREAT, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(h)
+	data := bytes.Repeat([]byte("x"), 64*PageSize)
+	if _, err := c.WriteAt(h, data, 0); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 32*PageSize)
+	if _, err := c.ReadAt(h, buf, 0); err != nil {
+		t.Fatal(err)
+	}
+	if got := mappedPages(st); got != 32 {
+		t.Fatalf("%d pages mapped, want 32", got)
+	}
+	// Pin every page, as fills in flight would be, then shrink.
+	st.allocMu.Lock()
+	for i := range st.policy.used {
+		if st.policy.used[i] {
+			st.policy.Pin(int32(i))
+		}
+	}
+	st.allocMu.Unlock()
+	st.Resize(16 * PageSize)
+	if got := mappedPages(st); got != 32 {
+		t.Fatalf("shrinking evicted pinned pages: %d mapped", got)
+	}
+	st.allocMu.Lock()
+	for i := range st.policy.used {
+		st.policy.Unpin(int32(i))
+	}
+	st.allocMu.Unlock()
+	// One more miss: the insert brings the store back within its budget.
+	if _, err := c.ReadAt(h, buf[:PageSize], 40*PageSize); err != nil {
+		t.Fatal(err)
+	}
+	if got := mappedPages(st); got > 16 {
+		t.Fatalf("after the fills ended and a new page came in, %d pages mapped over a 16-page budget", got)
+	}
+	st.checkInvariants()
+}

@@ -63,7 +63,8 @@ func (s *Store) MaxSize() int64 { return int64(len(s.keys)) * PageSize }
 // clamped to [16 pages, MaxSize], and returns the budget it set. Shrinking evicts
 // pages (CLOCK order) down to the new budget before it returns and drops their
 // memory; pages being filled at that moment (pinned) are left and go at the next
-// evictions, so the store may exceed its budget by the fills in flight. Safe
+// insert once unpinned, so the store may exceed its budget by the fills in flight
+// until then. Safe
 // concurrently with reads, inserts and updates: it takes allocMu, then the shard
 // of each evicted page, the order insert uses; hits take no new lock.
 func (s *Store) Resize(sizeBytes int64) int64 {
@@ -71,10 +72,21 @@ func (s *Store) Resize(sizeBytes int64) int64 {
 	s.allocMu.Lock()
 	defer s.allocMu.Unlock()
 	s.policy.SetLimit(slots)
+	s.shrinkLocked()
+	return int64(s.policy.limit) * PageSize
+}
+
+// shrinkLocked evicts pages (CLOCK order) and drops their memory while the store
+// holds more than its budget, stopping early when every remaining page is
+// pinned; allocMu is held. Resize calls it, and so does every insert, so that
+// pages pinned during a shrink go as soon as they are unpinned instead of
+// keeping the store over budget (an insert alone only swaps one page for
+// another).
+func (s *Store) shrinkLocked() {
 	for s.policy.Over() {
 		slot, ok := s.policy.victim()
 		if !ok {
-			break // every page in use is being filled
+			return // every page in use is being filled
 		}
 		old := s.keys[slot]
 		sh := s.shard(&old)
@@ -86,7 +98,6 @@ func (s *Store) Resize(sizeBytes int64) int64 {
 		sh.mu.Unlock()
 		s.policy.Release(slot)
 	}
-	return int64(s.policy.limit) * PageSize
 }
 
 // MaxStoreSize bounds a store: its per-page bookkeeping (about 80 bytes a page)
@@ -140,6 +151,7 @@ func (s *Store) insert(k *pageKey, page []byte) {
 		return
 	}
 	s.allocMu.Lock()
+	s.shrinkLocked()
 	slot, evicted, ok := s.policy.Admit()
 	if !ok {
 		s.allocMu.Unlock()

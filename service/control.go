@@ -89,10 +89,26 @@ func (s *Service) serveControl(ln *net.UnixListener) {
 		if err != nil {
 			return
 		}
+		s.ctlMu.Lock()
+		if s.ctlClosed {
+			s.ctlMu.Unlock()
+			conn.Close()
+			return
+		}
+		if s.ctlConns == nil {
+			s.ctlConns = map[*net.UnixConn]struct{}{}
+		}
+		s.ctlConns[conn] = struct{}{}
+		s.ctlMu.Unlock()
 		s.ctlWG.Add(1)
 		go func() {
 			defer s.ctlWG.Done()
-			defer conn.Close()
+			defer func() {
+				s.ctlMu.Lock()
+				delete(s.ctlConns, conn)
+				s.ctlMu.Unlock()
+				conn.Close()
+			}()
 			if err := s.controlPeer(conn); err != nil {
 				s.log.Warn("control socket: refused", zap.Error(err))
 				return

@@ -145,3 +145,43 @@ func TestControlSocketOtherUID(t *testing.T) {
 		}
 	}
 }
+
+// TestCloseWithIdleControlConnection: a control connection that sends nothing
+// does not hold Close up for its one-minute read deadline.
+func TestCloseWithIdleControlConnection(t *testing.T) {
+	dir := t.TempDir()
+	cfg, err := service.ParseConfig([]byte(`
+socket: ` + filepath.Join(dir, "s.sock") + `
+control: ` + filepath.Join(dir, "c.sock") + `
+spin: 0
+filesystems:
+  - name: m
+    stack: [{memfs: {}}]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := service.Start(*cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := service.DialControl(cfg.Control)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	// One request first, so the connection is surely being served.
+	if _, err := c.Do(service.ControlRequest{Op: service.ControlStatus}, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.Close() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("Close waited on an idle control connection")
+	}
+}

@@ -179,6 +179,11 @@ type Service struct {
 	started time.Time
 	ctlLn   *net.UnixListener
 	ctlWG   sync.WaitGroup
+	// ctlMu guards ctlConns and ctlClosed: Close closes the open control
+	// connections rather than wait for their one-minute read deadline.
+	ctlMu     sync.Mutex
+	ctlConns  map[*net.UnixConn]struct{}
+	ctlClosed bool
 
 	closeOnce sync.Once
 	closeErr  error
@@ -303,6 +308,12 @@ func (s *Service) teardown() error {
 	var errs []error
 	if s.ctlLn != nil {
 		s.ctlLn.Close()
+		s.ctlMu.Lock()
+		s.ctlClosed = true
+		for c := range s.ctlConns {
+			c.Close()
+		}
+		s.ctlMu.Unlock()
 		s.ctlWG.Wait()
 	}
 	if s.back != nil {

@@ -43,10 +43,11 @@
 // instance's directories and /dev is built in the private stage (a symlink in
 // the image cannot point a mount or a file creation at a host path); /dev is
 // nodev (its nodes are bind mounts); /proc/sys, sysrq-trigger, irq and bus are
-// read-only; the command runs with the capability bounding set cut to Docker's
-// default set without CAP_MKNOD, and no_new_privs. It is still uid 0 without a
-// user namespace: a pool that must not trust its image should also run it as an
-// unprivileged user (not done yet).
+// read-only; the command runs as the pool's uid and gid (the root mount allows
+// other users; the kernel checks permission bits), or with `run --root` as uid 0,
+// either way with the capability bounding set cut to Docker's default set
+// without CAP_MKNOD, and no_new_privs. There is no user namespace: uid 0 in a
+// --root container is the host's root, confined by capabilities only.
 //
 // # Invariants
 //

@@ -61,7 +61,9 @@ func ContainerFUSE(inst, stage string, ready *os.File) error {
 	// The kernel's page cache stays on: a root filesystem is mostly executables
 	// and libraries, mapped and re-read; nothing else writes this instance's
 	// files while the container runs unless the pool shares it on purpose.
-	srv, err := fusegw.Mount(mountpoint, fsys, fusegw.Options{Name: "polytropon:" + inst})
+	// AllowOther: the command may run as the pool's user, not the mounter;
+	// the kernel still checks permission bits.
+	srv, err := fusegw.Mount(mountpoint, fsys, fusegw.Options{Name: "polytropon:" + inst, AllowOther: true})
 	if err != nil {
 		return err
 	}

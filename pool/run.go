@@ -30,6 +30,7 @@ type Running struct {
 	Socket      string
 	CgroupProcs []string // cgroup.procs files to write a pid to, to join the pool
 	Netns       string   // the pool's network namespace file; empty: no network
+	UID, GID    uint32   // the pool's user
 }
 
 // Lookup finds pool name of the serve running with runDir. It fails, naming the
@@ -63,7 +64,7 @@ func Lookup(runDir, name string) (*Running, error) {
 		if p.Socket == "" || len(p.CgroupProcs) == 0 {
 			return nil, fmt.Errorf("pool %q is not started yet (serve is still starting)", name)
 		}
-		r := &Running{Name: p.Name, StateDir: p.StateDir, Socket: p.Socket, CgroupProcs: p.CgroupProcs}
+		r := &Running{Name: p.Name, StateDir: p.StateDir, Socket: p.Socket, CgroupProcs: p.CgroupProcs, UID: p.UID, GID: p.GID}
 		if p.Netns != "" {
 			r.Netns = netstack.Existing(p.Netns, p.HostIf).NetnsPath
 		}
@@ -92,6 +93,9 @@ type ContainerOptions struct {
 	// TTY gives the command the foreground of the terminal on standard input
 	// (see ContainerInit); WaitContainer takes it back.
 	TTY bool
+	// AsRoot keeps a --rootfs container's command uid 0 (with the confined
+	// capabilities); by default it runs as the pool's uid and gid.
+	AsRoot bool
 }
 
 // StartContainer starts `exe container-init` (which must call ContainerInit) in
@@ -110,6 +114,9 @@ func StartContainer(exe string, p *Running, o ContainerOptions, argv []string, s
 	}
 	if o.Rootfs != "" {
 		args = append(args, "--rootfs", o.Rootfs)
+		if !o.AsRoot {
+			args = append(args, "--uid", fmt.Sprint(p.UID), "--gid", fmt.Sprint(p.GID))
+		}
 	}
 	if o.TTY {
 		args = append(args, "--tty")
@@ -200,6 +207,9 @@ type InitOptions struct {
 	Netns      string // network namespace file to join; empty: the host's
 	Rootfs     string // filesystem instance to use as root; empty: the host's root
 	TTY        bool   // put the command in its own process group, in the terminal's foreground
+	// User, when set, is the uid and gid the command runs as (no
+	// supplementary groups).
+	User *syscall.Credential
 }
 
 // ContainerInit is the first process of a container (pid 1 of its PID
@@ -291,11 +301,14 @@ func ContainerInit(o InitOptions, argv []string) error {
 	// missed.
 	sigs := make(chan os.Signal, 16)
 	signal.Notify(sigs, append([]os.Signal{syscall.SIGCHLD}, forwarded...)...)
-	attr := &syscall.ProcAttr{Env: os.Environ(), Files: []uintptr{0, 1, 2}}
+	attr := &syscall.ProcAttr{Env: os.Environ(), Files: []uintptr{0, 1, 2}, Sys: &syscall.SysProcAttr{}}
 	if o.TTY {
 		// The child makes its group the terminal's foreground (Ctty is fd 0)
 		// between fork and exec.
-		attr.Sys = &syscall.SysProcAttr{Setpgid: true, Foreground: true, Ctty: 0}
+		attr.Sys.Setpgid, attr.Sys.Foreground, attr.Sys.Ctty = true, true, 0
+	}
+	if o.User != nil {
+		attr.Sys.Credential = &syscall.Credential{Uid: o.User.Uid, Gid: o.User.Gid, Groups: []uint32{}}
 	}
 	// Raw fork/exec rather than os/exec: we reap with wait4(-1), which would race
 	// with exec.Cmd.Wait on the same pid.

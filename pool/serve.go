@@ -137,6 +137,10 @@ type recordPool struct {
 	ServicePid  int         `json:"service_pid,omitempty"`
 	ServiceUp   bool        `json:"service_up,omitempty"`
 	Restarts    int         `json:"restarts,omitempty"`
+	// UID and GID are the pool's user: `run --rootfs` runs the image's
+	// command as them.
+	UID uint32 `json:"uid"`
+	GID uint32 `json:"gid"`
 }
 
 // Reservation is what a pool reserves, as its configuration says.
@@ -371,7 +375,7 @@ func (s *Server) writeRecord() error {
 	rec := record{Cgroup: s.cfg.Cgroup, CgroupVersion: s.cgs.Version()}
 	for i := range s.cfg.Pools {
 		p := &s.cfg.Pools[i]
-		rp := recordPool{Name: p.Name, StateDir: p.StateDir, Reservation: p.reservation()}
+		rp := recordPool{Name: p.Name, StateDir: p.StateDir, Reservation: p.reservation(), UID: p.UID, GID: p.GID}
 		if p.Network != nil {
 			rp.Netns, rp.HostIf = p.Network.netConfig(p.Name).Names()
 		}

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"syscall"
 
 	"github.com/spf13/cobra"
 
@@ -35,6 +36,7 @@ func newContainerFUSECmd() *cobra.Command {
 
 func newRunCmd() *cobra.Command {
 	var poolName, config, runDir, rootfs string
+	var asRoot bool
 	cmd := &cobra.Command{
 		Use:   "run --pool NAME [--config FILE | --run-dir DIR] [--rootfs INSTANCE] -- CMD ARGS",
 		Short: "Run a command as a container in a pool of a running serve",
@@ -51,11 +53,14 @@ with --run-dir (default /run/polytropon). In the container:
     signals; CMD is its child, and CMD's exit ends the container.
 
 With --rootfs INSTANCE, the container's root is that filesystem instance of the
-pool's service, mounted through the FUSE gateway (served by the container's
-init, over the direct path) and pivot_root'ed into; it gets its own /proc and a
+pool's service, mounted through the FUSE gateway (served over the direct path by
+a gateway process of the container) and pivot_root'ed into; it gets its own /proc and a
 minimal /dev (null, zero, full, random, urandom, tty). The instance must have
 /proc and /dev directories; CMD is looked up in it. The mount exists only in the
-container's mount namespace and is gone when the container ends.
+container's mount namespace and is gone when the container ends. The image is
+the tenant's, so CMD runs as the pool's uid and gid (--root: as uid 0), with
+the capability bounding set cut to Docker's default set without CAP_MKNOD,
+no_new_privs, a nodev /dev and a read-only /proc/sys.
 
 Standard input, output and error are CMD's. When standard input is the
 terminal run has in the foreground, CMD gets its own process group and the
@@ -76,6 +81,9 @@ Needs root (CAP_SYS_ADMIN).`,
 			if config != "" && cmd.Flags().Changed("run-dir") {
 				return fmt.Errorf("--config and --run-dir are exclusive")
 			}
+			if asRoot && rootfs == "" {
+				return fmt.Errorf("--root goes with --rootfs (without it CMD runs as root on the host's files)")
+			}
 			if config != "" {
 				cfg, err := pool.LoadConfig(config)
 				if err != nil {
@@ -91,7 +99,7 @@ Needs root (CAP_SYS_ADMIN).`,
 			if err != nil {
 				return err
 			}
-			o := pool.ContainerOptions{Rootfs: rootfs, TTY: pool.ForegroundTerminal(cmd.InOrStdin())}
+			o := pool.ContainerOptions{Rootfs: rootfs, TTY: pool.ForegroundTerminal(cmd.InOrStdin()), AsRoot: asRoot}
 			c, err := pool.StartContainer(exe, p, o, args, cmd.InOrStdin(), cmd.OutOrStdout(), cmd.ErrOrStderr())
 			if err != nil {
 				return err
@@ -107,6 +115,7 @@ Needs root (CAP_SYS_ADMIN).`,
 		},
 	}
 	cmd.Flags().StringVar(&poolName, "pool", "", "pool to run in")
+	cmd.Flags().BoolVar(&asRoot, "root", false, "with --rootfs: run CMD as uid 0 (capabilities still confined) instead of the pool's uid and gid")
 	cmd.Flags().StringVar(&config, "config", "", "serve's configuration (for its run_dir)")
 	cmd.Flags().StringVar(&runDir, "run-dir", pool.DefaultRunDir, "serve's run directory")
 	cmd.Flags().StringVar(&rootfs, "rootfs", "", "filesystem instance of the pool's service to use as the container's root")
@@ -115,16 +124,27 @@ Needs root (CAP_SYS_ADMIN).`,
 
 // newContainerInitCmd is run's pid 1 inside the container (pool.ContainerInit).
 func newContainerInitCmd() *cobra.Command {
-	var o pool.InitOptions
+	var (
+		o        pool.InitOptions
+		uid, gid uint32
+	)
 	cmd := &cobra.Command{
 		Use:    "container-init --hostname NAME --cgroup-procs FILE... [--netns F] [--rootfs I] [--tty] -- CMD ARGS",
 		Short:  "A container's init (used by run)",
 		Hidden: true,
 		Args:   cobra.MinimumNArgs(1),
-		RunE: func(_ *cobra.Command, args []string) error {
+		RunE: func(c *cobra.Command, args []string) error {
+			if c.Flags().Changed("uid") != c.Flags().Changed("gid") {
+				return fmt.Errorf("--uid and --gid go together")
+			}
+			if c.Flags().Changed("uid") {
+				o.User = &syscall.Credential{Uid: uid, Gid: gid}
+			}
 			return pool.ContainerInit(o, args)
 		},
 	}
+	cmd.Flags().Uint32Var(&uid, "uid", 0, "run the command as this uid (with --gid)")
+	cmd.Flags().Uint32Var(&gid, "gid", 0, "run the command as this gid (with --uid)")
 	cmd.Flags().StringArrayVar(&o.ProcsFiles, "cgroup-procs", nil, "cgroup.procs file to write our pid to (repeatable)")
 	cmd.Flags().StringVar(&o.Hostname, "hostname", "", "the container's hostname")
 	cmd.Flags().StringVar(&o.Netns, "netns", "", "network namespace file to join")

@@ -29,7 +29,7 @@ func TestRunRootfs(t *testing.T) {
 	// The command stops before its exit for a line on stdin: meanwhile the
 	// test sees the FUSE connection of the container's root.
 	script := `cat /etc/marker; ls /; stat -c %d /; echo written >/etc/new; echo ok >/dev/null; grep -c container-init /proc/1/cmdline; grep -l 'container-fus[e]' /proc/[0-9]*/cmdline | grep -c cmdline; echo waiting; read x; exit 5`
-	cmd := exec.Command(os.Args[0], "run", "--run-dir", runDir, "--pool", e.pool, "--rootfs", "root", "--",
+	cmd := exec.Command(os.Args[0], "run", "--run-dir", runDir, "--pool", e.pool, "--rootfs", "root", "--root", "--",
 		"/bin/busybox", "sh", "-c", "export PATH=/bin; for c in cat ls stat grep; do busybox ln -s busybox /bin/$c 2>/dev/null; done; "+script)
 	var errb strings.Builder
 	cmd.Stderr = &errb
@@ -143,7 +143,7 @@ func TestRunRootfs(t *testing.T) {
 	if err := os.Rename(filepath.Join(img, "nodev"), filepath.Join(img, "dev")); err != nil {
 		t.Fatal(err)
 	}
-	killed := exec.Command(os.Args[0], "run", "--run-dir", runDir, "--pool", e.pool, "--rootfs", "root", "--",
+	killed := exec.Command(os.Args[0], "run", "--run-dir", runDir, "--pool", e.pool, "--rootfs", "root", "--root", "--",
 		"/bin/busybox", "sh", "-c", "echo up; while :; do /bin/busybox cat /bin/busybox >/dev/null; done")
 	kout, err := killed.StdoutPipe()
 	if err != nil {
@@ -222,35 +222,66 @@ func newRootfsEnv(t *testing.T) (e *serveEnv, serve *exec.Cmd, runDir, upper, im
 }
 
 // TestRunRootfsConfined: the command of a --rootfs container (the tenant's
-// image's) runs as root without the capabilities that would let it out: no
-// mount, no mknod of a device, /proc/sys read-only, a bounding set cut to the
-// container set, no_new_privs.
+// image's) runs as the pool's uid and gid by default, and with --root as uid 0
+// without the capabilities that would let it out; either way no mount, no
+// mknod of a device, /proc/sys read-only, the bounding set cut to the container
+// set, no_new_privs.
 func TestRunRootfsConfined(t *testing.T) {
 	testenv.Root(t)
 	testenv.FUSE(t)
 	e, serve, runDir, _, _, _ := newRootfsEnv(t)
 	defer stopServe(t, e, serve)
-	script := `grep -E '^(CapBnd|CapEff|NoNewPrivs):' /proc/self/status; ` +
-		`mount -t tmpfs none /etc 2>/dev/null && echo mount:ok || echo mount:refused; ` +
-		`mknod /etc/sda b 8 0 2>/dev/null && echo mknod:ok || echo mknod:refused; ` +
+	// Applets called through busybox: the pool's user cannot add links to
+	// the image's /bin.
+	script := `busybox id -u; busybox id -g; busybox grep -E '^(CapBnd|CapEff|NoNewPrivs):' /proc/self/status; ` +
+		`busybox mount -t tmpfs none /etc 2>/dev/null && echo mount:ok || echo mount:refused; ` +
+		`busybox mknod /etc/sda b 8 0 2>/dev/null && echo mknod:ok || echo mknod:refused; ` +
 		`echo x 2>/dev/null >/proc/sys/kernel/domainname && echo sysctl:ok || echo sysctl:refused; ` +
-		`echo x >/dev/null && echo devnull:ok`
-	out, err := exec.Command(os.Args[0], "run", "--run-dir", runDir, "--pool", e.pool, "--rootfs", "root", "--",
-		"/bin/busybox", "sh", "-c", "export PATH=/bin; for c in grep mount mknod; do busybox ln -s busybox /bin/$c 2>/dev/null; done; "+script).CombinedOutput()
-	if err != nil {
-		t.Fatalf("run: %v\n%s", err, out)
-	}
-	got := string(out)
-	for _, want := range []string{"mount:refused", "mknod:refused", "sysctl:refused", "devnull:ok", "NoNewPrivs:\t1"} {
-		if !strings.Contains(got, want) {
-			t.Errorf("in the container: no %q in:\n%s", want, got)
+		`echo x 2>/dev/null >/etc/written && echo etc:ok || echo etc:refused; ` +
+		`echo x >/dev/null && echo devnull:ok; busybox cat /etc/marker >/dev/null && echo read:ok`
+	for _, tc := range []struct {
+		root     bool
+		uid, gid int
+	}{{false, poolUID, poolGID}, {true, 0, 0}} {
+		args := []string{"run", "--run-dir", runDir, "--pool", e.pool, "--rootfs", "root"}
+		if tc.root {
+			args = append(args, "--root")
 		}
-	}
-	for _, l := range strings.Split(got, "\n") {
-		if f := strings.Fields(l); len(f) == 2 && (f[0] == "CapBnd:" || f[0] == "CapEff:") {
+		args = append(args, "--", "/bin/busybox", "sh", "-c", script)
+		out, err := exec.Command(os.Args[0], args...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("run %v: %v\n%s", args, err, out)
+		}
+		got := string(out)
+		lines := strings.Split(got, "\n")
+		if len(lines) < 2 || lines[0] != strconv.Itoa(tc.uid) || lines[1] != strconv.Itoa(tc.gid) {
+			t.Errorf("--root %v: uid and gid %q, want %d %d", tc.root, lines[:min(2, len(lines))], tc.uid, tc.gid)
+		}
+		want := []string{"mount:refused", "mknod:refused", "sysctl:refused", "devnull:ok", "read:ok", "NoNewPrivs:\t1"}
+		if tc.root {
+			want = append(want, "etc:ok") // root owns the image's /etc
+		} else {
+			want = append(want, "etc:refused") // the pool's user does not
+		}
+		for _, w := range want {
+			if !strings.Contains(got, w) {
+				t.Errorf("--root %v: no %q in:\n%s", tc.root, w, got)
+			}
+		}
+		for _, l := range lines {
+			f := strings.Fields(l)
+			if len(f) != 2 || (f[0] != "CapBnd:" && f[0] != "CapEff:") {
+				continue
+			}
 			v, err := strconv.ParseUint(f[1], 16, 64)
-			if err != nil || v&(1<<unix.CAP_SYS_ADMIN) != 0 || v&(1<<unix.CAP_MKNOD) != 0 || v&(1<<unix.CAP_CHOWN) == 0 {
-				t.Errorf("%s %s: want CAP_CHOWN kept, CAP_SYS_ADMIN and CAP_MKNOD gone", f[0], f[1])
+			if err != nil || v&(1<<unix.CAP_SYS_ADMIN) != 0 || v&(1<<unix.CAP_MKNOD) != 0 {
+				t.Errorf("--root %v: %s %s has CAP_SYS_ADMIN or CAP_MKNOD", tc.root, f[0], f[1])
+			}
+			if f[0] == "CapBnd:" && v&(1<<unix.CAP_CHOWN) == 0 {
+				t.Errorf("--root %v: %s %s lost CAP_CHOWN, which the container set keeps", tc.root, f[0], f[1])
+			}
+			if f[0] == "CapEff:" && (v != 0) != tc.root {
+				t.Errorf("--root %v: CapEff %s", tc.root, f[1])
 			}
 		}
 	}

@@ -125,3 +125,19 @@ func TestRunContainer(t *testing.T) {
 		t.Errorf("after serve stopped: %d %q", code, stderr)
 	}
 }
+
+// TestRunFlagErrors: flag mistakes are named before anything starts.
+func TestRunFlagErrors(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"run", "--", "true"}, "--pool is required"},
+		{[]string{"run", "--pool", "p", "--config", "c.yaml", "--run-dir", "/x", "--", "true"}, "exclusive"},
+		{[]string{"run", "--pool", "p", "--root", "--", "true"}, "--root goes with --rootfs"},
+	} {
+		if _, err := runCLI(t, tc.args...); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v: %v, want an error with %q", tc.args, err, tc.want)
+		}
+	}
+}

@@ -153,4 +153,13 @@
 // vyukov 37.5. The goals stay unmet; closing the gap needs the dequeuer to take
 // another ready slot when its own ticket's enqueuer is descheduled, which the
 // published protocol's strict ticket-to-slot binding does not allow.
+//
+// Quiet again, 2026-11-21 06:48 UTC, `polytropon perf ipc --queue-ops 1000000`:
+// 1P1C rcqb 7.4, chan 13.0 (0.57x), vyukov 24.6; 2P2C rcqb 17.1, vyukov 48.5
+// (0.35x); 4P4C rcqb 13.9, vyukov 57.0. `go test -bench Throughput` the same
+// hour: rcqb 1P1C 12-18, chan 12-16, vyukov 31-40. A CPU profile of 1P1C
+// spends 53 % in the slot CASes: each value moves the slot's line between the
+// cores twice, and a locked CAS stalls until the line arrives, where Vyukov's
+// cells are published with plain stores that retire into the store buffer.
+// The 1P1C goal is further off than the earlier runs suggested.
 package rcqb

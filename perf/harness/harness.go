@@ -36,7 +36,7 @@
 // what was measured is still written, marked Partial.
 //
 // Invariants: a Run owns its work area, its services, workers and mounts; none
-// outlives Run. Lock order: externalMu and tailBuffer.mu are leaves, never held
+// outlives Run. Lock order: externalMu and tailbuf.Buffer's mutex are leaves, never held
 // together.
 package harness
 
@@ -57,6 +57,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/polytropon/polytropon/internal/tailbuf"
 	"github.com/polytropon/polytropon/perf/pathperf"
 	"github.com/polytropon/polytropon/perf/results"
 )
@@ -488,7 +489,7 @@ type worker struct {
 	cmd    *exec.Cmd
 	in     io.WriteCloser
 	out    *bufio.Reader
-	errOut *tailBuffer
+	errOut *tailbuf.Buffer
 	once   sync.Once
 	done   chan struct{} // closed when Wait returned; werr is set then
 	werr   error
@@ -503,7 +504,7 @@ func startWorker(o *Options, tenant int, spec *Spec) (*worker, error) {
 	if cmd == nil {
 		return nil, errors.New("harness: Launcher.Worker returned no command")
 	}
-	w := &worker{cmd: cmd, errOut: &tailBuffer{}, done: make(chan struct{})}
+	w := &worker{cmd: cmd, errOut: &tailbuf.Buffer{}, done: make(chan struct{})}
 	cmd.Stderr = w.errOut
 	if cmd.SysProcAttr == nil {
 		// Its own process group keeps a terminal's ^C away from it (the run
@@ -788,32 +789,4 @@ func procCPU(pid int) (float64, error) {
 		return 0, fmt.Errorf("harness: /proc/%d/stat: %w", pid, err)
 	}
 	return float64(u+s) / userHZ, nil
-}
-
-// tailBuffer keeps the last tailSize bytes written to it.
-type tailBuffer struct {
-	mu  sync.Mutex
-	buf []byte
-}
-
-const tailSize = 16 << 10
-
-func (b *tailBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.buf = append(b.buf, p...)
-	if over := len(b.buf) - tailSize; over > 0 {
-		b.buf = append(b.buf[:0], b.buf[over:]...)
-	}
-	return len(p), nil
-}
-
-func (b *tailBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	s := strings.TrimSpace(string(b.buf))
-	if s == "" {
-		return "(no output)"
-	}
-	return s
 }

@@ -69,7 +69,7 @@
 // of 14 measurements, against none of 12 at load average 1.2-2.6.
 //
 // Invariants: a Run owns its work directory, its service process and its mount;
-// none outlives Run. Lock order: tailBuffer.mu is the package's only lock, a leaf.
+// none outlives Run. Lock order: the package has no lock of its own (tailbuf.Buffer's is a leaf).
 package pathperf
 
 import (

@@ -9,11 +9,12 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/polytropon/polytropon/internal/tailbuf"
 )
 
 const (
@@ -22,43 +23,15 @@ const (
 	// stopTimeout bounds its graceful stop after SIGTERM, which may wait up to 10 s
 	// for the kernel to release the FUSE mount and then flushes the write-back cache.
 	stopTimeout = 30 * time.Second
-	// tailSize is how much of the service's output is kept for error messages.
-	tailSize = 16 << 10
 )
 
 // serviceProc is the filesystem service child of a Run.
 type serviceProc struct {
 	cmd         *exec.Cmd
-	out         *tailBuffer
+	out         *tailbuf.Buffer
 	mountpoints []string      // the FUSE mounts the service makes
 	exited      chan struct{} // closed once Wait returned; waitErr is set then
 	waitErr     error
-}
-
-// tailBuffer keeps the last tailSize bytes written to it.
-type tailBuffer struct {
-	mu  sync.Mutex
-	buf []byte
-}
-
-func (b *tailBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.buf = append(b.buf, p...)
-	if over := len(b.buf) - tailSize; over > 0 {
-		b.buf = append(b.buf[:0], b.buf[over:]...)
-	}
-	return len(p), nil
-}
-
-func (b *tailBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	s := strings.TrimSpace(string(b.buf))
-	if s == "" {
-		return "(no output)"
-	}
-	return s
 }
 
 // startService runs the command and waits for its "ready" line. On error the
@@ -68,7 +41,7 @@ func startService(command func(string) *exec.Cmd, cfgPath string, mountpoints ..
 	if cmd == nil {
 		return nil, errors.New("pathperf: Options.ServiceCommand returned no command")
 	}
-	s := &serviceProc{cmd: cmd, out: &tailBuffer{}, exited: make(chan struct{})}
+	s := &serviceProc{cmd: cmd, out: &tailbuf.Buffer{}, exited: make(chan struct{})}
 	for _, m := range mountpoints {
 		if m != "" {
 			s.mountpoints = append(s.mountpoints, m)

@@ -209,3 +209,12 @@ func ShortRead(n, want int) (int, error) {
 	}
 	return n, nil
 }
+
+// PollBounds returns how many completions a Queue's Poll may wait for (wait)
+// and collect at most (lim), given the caller's minimum, the room in out, the
+// queue's completion scratch space and its requests in flight: never more than
+// fits, never a wait for completions that cannot come.
+func PollBounds(minimum, outLen, scratch, inflight int) (wait, lim int) {
+	lim = min(outLen, scratch)
+	return max(0, min(minimum, inflight, lim)), lim
+}

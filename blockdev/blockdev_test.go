@@ -55,3 +55,18 @@ func TestSyncQueueBadDepth(t *testing.T) {
 		}
 	}
 }
+
+func TestPollBounds(t *testing.T) {
+	for _, tc := range []struct{ minimum, out, scratch, inflight, wait, lim int }{
+		{1, 8, 32, 4, 1, 8},
+		{10, 8, 32, 20, 8, 8},    // never wait for more than fits in out
+		{10, 64, 32, 20, 10, 32}, // nor in the scratch space
+		{10, 64, 32, 3, 3, 32},   // nor for more than are in flight
+		{-5, 8, 32, 4, 0, 8},
+		{0, 0, 32, 4, 0, 0},
+	} {
+		if w, l := blockdev.PollBounds(tc.minimum, tc.out, tc.scratch, tc.inflight); w != tc.wait || l != tc.lim {
+			t.Errorf("PollBounds(%d, %d, %d, %d) = %d, %d; want %d, %d", tc.minimum, tc.out, tc.scratch, tc.inflight, w, l, tc.wait, tc.lim)
+		}
+	}
+}

@@ -185,18 +185,8 @@ func (q *ringQueue) Poll(min int, out []blockdev.Completion) (int, error) {
 			return 0, err
 		}
 	}
-	lim := len(out)
-	if lim > len(q.cqes) {
-		lim = len(q.cqes)
-	}
-	min = max(0, min)
-	if min > q.inflight {
-		min = q.inflight
-	}
-	if min > lim {
-		min = lim
-	}
-	n, err := q.ring.WaitCQEs(min, q.cqes[:lim])
+	wait, lim := blockdev.PollBounds(min, len(out), len(q.cqes), q.inflight)
+	n, err := q.ring.WaitCQEs(wait, q.cqes[:lim])
 	for i := 0; i < n; i++ {
 		c := &q.cqes[i]
 		if c.Res < 0 {

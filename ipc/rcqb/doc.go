@@ -14,20 +14,46 @@
 //	FREE(k) -> ENQPND(k) -> OCCUPIED(k) -> DEQPND(k) -> FREE(k+1)
 //
 // An enqueuer of lap k waits for FREE(k) (the dequeuer of lap k-1 has finished),
-// moves it to ENQPND(k) by CAS, writes the value and CASes OCCUPIED(k). A
-// dequeuer of lap k waits for OCCUPIED(k), CASes DEQPND(k), reads and CASes
-// FREE(k+1). Every transition is a CAS on the exact expected word, so a party
-// whose slot moved on without it (cancel or reclaim, below) notices instead of
-// overwriting. Operations on different slots complete in parallel and in any
-// order (parallel completion).
+// moves it to ENQPND(k) by CAS, writes the value and stores OCCUPIED(k). A
+// dequeuer of lap k waits for OCCUPIED(k), CASes DEQPND(k), reads, checks the
+// word still says DEQPND(k), and stores FREE(k+1). Entering a pending state is a
+// CAS on the exact expected word, so a party whose slot moved on without it
+// (cancel or reclaim, below) notices instead of overwriting. Leaving it is a
+// release store (a plain MOV on amd64) by the party that entered it, the only
+// one entitled to: one locked instruction per side per value besides the ticket,
+// not two. Operations on different slots complete in parallel and in any order
+// (parallel completion).
 //
-// A waiter polls the word a bounded number of times (WithSpin), then registers in
-// the slot's waiters count and sleeps in FUTEX_WAIT on the low 32 bits of the
-// word, for at most a wait slice (WithWaitSlice) before it re-checks. The party
-// that changes the word calls FUTEX_WAKE only when waiters > 0: the uncontended
-// path makes no system call. Futexes on a region from Init or Attach are
-// non-private (no FUTEX_PRIVATE_FLAG), so they work across processes on a
+// # Waiting
+//
+// A waiter polls the word at least WithSpin times and for at least WithSpinTime,
+// yielding the P every 64 polls, then registers in the slot's waiters count and
+// sleeps in FUTEX_WAIT on the low 32 bits of the word, for at most a wait slice
+// (WithWaitSlice) before it re-checks. Futexes on a region from Init or Attach
+// are non-private (no FUTEX_PRIVATE_FLAG), so they work across processes on a
 // MAP_SHARED mapping; New uses private futexes.
+//
+// Wake-ups cost a system call only when somebody sleeps. The party that enters a
+// pending state reads the waiters count right after its CAS and, if it saw
+// sleepers, calls FUTEX_WAKE after its release store; stall reclaim and cancel
+// (single CASes) read it after the CAS. A sleeper increments the count before it
+// re-reads the word. Both first steps are sequentially consistent
+// read-modify-writes (locked instructions, which x86 orders totally), so either the party saw the sleeper, or the sleeper re-reads a
+// pending state or later and does not sleep on the old word. What the sleeper
+// must not do is sleep a whole slice on a pending word whose owner checked
+// before it registered: on ENQPND or DEQPND it sleeps at most 100 µs, a case
+// that arises only when the owner was descheduled between its two steps. (The
+// same handshake with the release store followed by the waiters load would be
+// broken on x86: the load can pass the store still in the store buffer.)
+//
+// The spin time matters in Go: a goroutine asleep in FUTEX_WAIT keeps its P
+// until the runtime's monitor hands it off, 20 µs to 10 ms later, so with more
+// goroutines than Ps an early sleep also stalls the goroutines queued behind it,
+// often the very peer being waited for. 4096 polls alone last about a
+// microsecond here; with them only, 2P2C throughput ran at 127 % CPU of 200 %
+// (about 2000 sleeps of ~200 µs per 10 million values). DefaultSpinTime (200 µs)
+// left almost none. Callers that must not burn CPU pass WithSpin(0) and wait
+// their own way (the ipc drivers do).
 //
 // # Ordering
 //
@@ -67,10 +93,14 @@
 // (at most one per operation in flight in it) is lost; values are never
 // duplicated; everybody else keeps going; nobody waits forever. What a stopped
 // (not dead) peer costs when it stalls longer than the timeout: its in-flight
-// ticket is skipped (a dequeuer's value is lost, an enqueuer retries); if it
-// stopped exactly between writing ENQPND and writing the value, resuming can
-// overwrite the value of the next lap of that slot. The timeout must therefore
-// be far longer than any scheduling delay (default 1s). A sleeper killed while
+// ticket is skipped (a dequeuer's value is lost, an enqueuer retries). When it
+// resumes, a dequeuer finds its word changed and drops what it read (so no value
+// is delivered twice), unless it stopped exactly between that check and its
+// store; an enqueuer that stopped after its CAS can overwrite the value of the
+// slot's next lap. A store that lands on a reclaimed slot moves the slot's word
+// back to the stopped party's lap; the next stall reclaim moves it forward
+// again. The timeout must therefore be far longer than any scheduling delay
+// (default 1s). A sleeper killed while
 // registered leaves the slot's waiters count raised: wakers then make one
 // useless FUTEX_WAKE per operation on that slot, which is slower, not wrong.
 //
@@ -101,65 +131,62 @@
 //
 // # Invariants and locks
 //
-// A slot's sequence word only increases. head and tail only increase (tail's bit
-// 63 is set once). The package has no locks; every shared word is accessed with
-// sync/atomic, whose sequentially consistent order the sleep/wake handshake
-// relies on (a sleeper increments waiters and then re-reads the word; a waker
-// changes the word and then reads waiters).
+// A slot's sequence word only increases, save the stopped-peer case above. head
+// and tail only increase (tail's bit 63 is set once). The package has no locks.
+// Every shared word is accessed with sync/atomic except two plain stores by the
+// owner of a pending slot: the value, and (on amd64 outside race builds, see
+// store_tso_unsafe.go) the word that leaves the pending state; elsewhere that
+// is an atomic store. The sleep/wake handshake relies on the sequential
+// consistency of sync/atomic's read-modify-writes (on amd64, the total order
+// of locked instructions; Waiting, above).
 //
 // # Layout choice and performance
 //
-// Measured 2026-11-21 on the project's development VM (2 vCPU "AMD EPYC",
-// lscpu Model name; Linux, Go 1.26, GOMAXPROCS 2, shared with other jobs, load
-// average 1.5-2.5), capacity 1024, `go test -run '^$' -bench
-// 'Throughput|Uncontended|PingPong' -benchmem -benchtime 2000000x -count 3`,
-// all kinds in the same run. Values are medians of the runs (for RCQB padded,
-// of the six runs of the identical kinds rcqb and rcqb-padded); the spread on
-// this shared VM is about +-40%, so only large ratios mean anything.
+// Measured 2026-11-21 08:00-08:10 UTC on the project's development VM (2 vCPU
+// "AMD EPYC", Zen 3, Linux 6.18, Go 1.26.8, GOMAXPROCS 2, nothing else running
+// but the VM's host is shared), capacity 1024, all kinds in the same run.
+// `polytropon perf ipc`, six runs (M values/s, range and median):
 //
-//	values/s (M)     1P1C   2P2C   4P4C
-//	rcqb padded      26     10.0   10.5
-//	rcqb packed      15.5    9.5   10.7
-//	chan             11.3    9.5    9.0
-//	mutex-ring       30.9   30.5    7.2
-//	vyukov           20.5   33.0   36.8
+//	            1P1C                2P2C                4P4C
+//	rcqb        21-42 (median 37)   33-44 (41)          32-47 (40)
+//	chan        20-26 (23)          19-26 (24)          20-26 (23)
+//	vyukov      29-34 (31)          31-36 (34)          31-36 (33)
+//	mutex-ring  26-35 (30)          19-26 (23)          13-16 (14)
 //
-// Uncontended Enqueue+Dequeue by one goroutine: padded 52 ns, packed 50 ns.
-// Round trip between two goroutines over two queues (BenchmarkPingPong): spin 0
-// (futex every time) 11.7 us, spin 256 14 us, spin 4096 0.61 us, spin 65536
-// 0.21 us. 0 allocs/op everywhere (-benchmem, and TestZeroAllocs).
+// Per run, RCQB / Vyukov at 2P2C: 1.07, 1.37, 1.28, 1.19, 0.98, 1.18; RCQB /
+// chan at 1P1C: 1.67, 1.18, 1.42, 2.07, 0.91, 1.45. `go test -bench
+// Throughput` (eight process runs, ns per value): rcqb 1P1C 23-33, 2P2C
+// 22-24; vyukov 1P1C 27-29, 2P2C 28-30; chan 1P1C 42-52. Uncontended
+// Enqueue+Dequeue by one goroutine: padded 34-37 ns, packed 32-35 ns.
+// BenchmarkPingPong (round trip over two queues): spin 0 (futex every time)
+// 11.7-13.5 us, default spin 176-182 ns. 0 allocs/op everywhere (-benchmem,
+// and TestZeroAllocs).
 //
-// Layout: padded (one slot per cache line) is the default. It was 1.7x the
-// packed layout at 1P1C, where consumer and producer work a few slots apart
-// and two slots per line make them fight over the line; at 2P2C and 4P4C the
-// two are within noise, and the uncontended cost is the same.
+// Two changes made these numbers (the code before them, `go test -bench` at
+// 07:40 UTC the same morning: rcqb 1P1C 33-37 ns per value, 2P2C 52-64 ns):
+// the spin time (see Waiting: sleeps, not the queue, cost 2P2C
+// half its throughput) and the release stores that end the pending states
+// (about +25 % at 2P2C in A/B runs: a locked CAS stalls until its cache line
+// arrives and drains the store buffer; a store retires into the buffer).
+// Trying the dequeuer's CAS before reading the slot word (as the enqueuer
+// does) stays: without it, 1P1C and 2P2C were 25-40 % slower.
 //
-// Spin: DefaultSpin is 4096 polls (with a yield every 64), a few microseconds:
-// a futex sleep plus wake-up costs about 10 us here, and shorter budgets
-// (256) end in a sleep on almost every hand-off (11-14 us round trips against
-// 0.6 us). Callers that must not burn CPU pass WithSpin.
+// Layout: padded (one slot per cache line) is the default: at 1P1C, where
+// consumer and producer work a few slots apart, two slots per line make them
+// fight over the line (packed 1P1C 27-36 ns against padded 21-32); at 2P2C
+// and 4P4C the two are within noise.
 //
-// Goals (issue 3), honestly: RCQB vs the buffered channel at 1P1C is 2.3x by
-// medians (2.5x best run against best run), short of the 3x goal; at 2P2C RCQB
-// is about 0.3x the Vyukov baseline, far short of the >= 1x goal. The reason
-// found so far: with more goroutines than the two cores, a ticket queue makes
-// each dequeuer wait for one particular enqueuer (its ticket's), which may be
-// descheduled, while Vyukov's queue lets any ready value go to any consumer; the
-// spin with yields and the futex sleeps then dominate. 0 allocs/op: met.
-//
-// Again on a quiet machine (nothing else running), 2026-11-21 02:26 UTC, one run
-// of `polytropon perf ipc --queue-ops 1000000` (M values/s): 1P1C rcqb 15.5, chan
-// 9.8 (1.6x), vyukov 22.2; 2P2C rcqb 8.6, vyukov 31.8 (0.27x); 4P4C rcqb 14.9,
-// vyukov 37.5. The goals stay unmet; closing the gap needs the dequeuer to take
-// another ready slot when its own ticket's enqueuer is descheduled, which the
-// published protocol's strict ticket-to-slot binding does not allow.
-//
-// Quiet again, 2026-11-21 06:48 UTC, `polytropon perf ipc --queue-ops 1000000`:
-// 1P1C rcqb 7.4, chan 13.0 (0.57x), vyukov 24.6; 2P2C rcqb 17.1, vyukov 48.5
-// (0.35x); 4P4C rcqb 13.9, vyukov 57.0. `go test -bench Throughput` the same
-// hour: rcqb 1P1C 12-18, chan 12-16, vyukov 31-40. A CPU profile of 1P1C
-// spends 53 % in the slot CASes: each value moves the slot's line between the
-// cores twice, and a locked CAS stalls until the line arrives, where Vyukov's
-// cells are published with plain stores that retire into the store buffer.
-// The 1P1C goal is further off than the earlier runs suggested.
+// Goals (issue 3): RCQB >= the Vyukov baseline at 2P2C: met in five runs of
+// six (median 1.19x). RCQB >= 3x the buffered channel at 1P1C: not met
+// (median 1.4x). Where the floor is: a locked instruction costs 5.2 ns here
+// even on a line the core owns (loops of atomic.Add, CAS or Store: 5.1-5.3 ns
+// each, against 0.3 ns for a load), and each side of RCQB needs two per value
+// (the ticket's fetch-and-add and the CAS into the pending state), 10.4 ns;
+// the CAS into the pending state also waits for the slot's line to come from
+// the other core, once per value. Vyukov's queue has the same two locked
+// instructions per side and runs at the same 1P1C rate (27-29 ns). Three
+// times the channel needs 13-17 ns per value: as far as these measurements
+// show, that takes a protocol with fewer locked instructions per value
+// (batches, or no shared tickets), not a better implementation of this one.
+// 0 allocs/op: met.
 package rcqb

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"sync/atomic"
 	"time"
 )
 
@@ -20,9 +21,13 @@ var (
 )
 
 const (
-	// DefaultSpin is the spin budget (slot-word polls) before a waiter sleeps:
-	// about the cost of a futex sleep and wake-up (see the package doc).
+	// DefaultSpin is the least number of slot-word polls before a waiter sleeps.
 	DefaultSpin = 4096
+	// DefaultSpinTime is the least time a waiter spins before it sleeps (see
+	// the package doc: a goroutine asleep in FUTEX_WAIT keeps its P until the
+	// runtime's monitor takes it back, so an early sleep stalls the goroutines
+	// queued behind it, and 4096 polls alone last about a microsecond).
+	DefaultSpinTime = 200 * time.Microsecond
 	// DefaultWaitSlice bounds every futex sleep, so a lost wake-up (a waker that
 	// died, or Close racing a sleeper's registration) costs at most this much.
 	DefaultWaitSlice = 5 * time.Millisecond
@@ -35,6 +40,10 @@ const (
 	spinYieldMask = 63
 	// maxSkips bounds the retries of one operation whose ticket was reclaimed.
 	maxSkips = 64
+	// pendingSlice bounds a sleep on a slot seen in ENQPND or DEQPND: the
+	// party that will finish it may have checked for sleepers before this one
+	// registered, so no wake-up is promised (see fill).
+	pendingSlice = 100 * time.Microsecond
 	// tryLimit bounds the CAS attempts of TryEnqueue and TryDequeue.
 	tryLimit = 64
 	maxSpin  = 1 << 20
@@ -45,15 +54,23 @@ type Option func(*config)
 
 type config struct {
 	spin     int
+	spinTime time.Duration
 	layout   Layout
 	stall    time.Duration
 	stallSet bool
 	slice    time.Duration
 }
 
-// WithSpin sets the number of polls of the slot word before a waiter sleeps on
-// the futex (0 = sleep at once). Values above 1<<20 are rejected.
+// WithSpin sets the least number of polls of the slot word before a waiter
+// sleeps on the futex (0 = sleep at once, whatever WithSpinTime says). Values
+// above 1<<20 are rejected.
 func WithSpin(n int) Option { return func(c *config) { c.spin = n } }
+
+// WithSpinTime sets the least time a waiter spins before it sleeps, on top of
+// the polls WithSpin asks for (default DefaultSpinTime; 0 = polls only). The
+// clock is read, and the goroutine yields, every 64 polls. Values above one
+// second are rejected.
+func WithSpinTime(d time.Duration) Option { return func(c *config) { c.spinTime = d } }
 
 // WithLayout selects the slot layout for New and Init. Attach reads the layout
 // from the header and rejects a different explicit choice.
@@ -75,7 +92,7 @@ func WithStallTimeout(d time.Duration) Option {
 func WithWaitSlice(d time.Duration) Option { return func(c *config) { c.slice = d } }
 
 func buildConfig(shared bool, opts []Option) (config, error) {
-	c := config{spin: DefaultSpin, slice: DefaultWaitSlice}
+	c := config{spin: DefaultSpin, spinTime: DefaultSpinTime, slice: DefaultWaitSlice}
 	if shared {
 		c.stall = DefaultSharedStallTimeout
 	}
@@ -86,6 +103,9 @@ func buildConfig(shared bool, opts []Option) (config, error) {
 	}
 	if c.spin < 0 || c.spin > maxSpin {
 		return c, fmt.Errorf("rcqb: spin %d out of range [0, %d]", c.spin, maxSpin)
+	}
+	if c.spinTime < 0 || c.spinTime > time.Second {
+		return c, fmt.Errorf("rcqb: spin time %v out of range [0, 1s]", c.spinTime)
 	}
 	if c.stall < 0 {
 		return c, fmt.Errorf("rcqb: negative stall timeout %v", c.stall)
@@ -108,10 +128,17 @@ type Queue struct {
 	slotShift  uint
 	slotSize   int
 	spin       int
+	spinTime   time.Duration
 	stall      time.Duration
 	slice      time.Duration
 	private    bool // process-local memory: FUTEX_PRIVATE_FLAG is safe and cheaper
 	layoutName Layout
+
+	// sleepTimeouts counts this handle's blocking waits (Enqueue, Dequeue)
+	// that ran out a whole wait slice instead of being woken: an idle queue, a
+	// dead peer, or a lost wake-up. The tests read it to catch the last. The
+	// short sleeps on pending states (sleepSlice) are not counted.
+	sleepTimeouts atomic.Uint64
 }
 
 // New makes a queue in process memory (capacity a power of two in
@@ -240,6 +267,7 @@ func newQueue(mem []byte, capacity, slotSize int, layout Layout, c config) *Queu
 		slotShift:  log2(slotSize),
 		slotSize:   slotSize,
 		spin:       c.spin,
+		spinTime:   c.spinTime,
 		stall:      c.stall,
 		slice:      c.slice,
 		layoutName: layout,
@@ -267,10 +295,15 @@ func (q *Queue) enqBound() uint64 { return q.r.u64(offTail).Load() &^ closedBit 
 // and a sleeper registers (waiters+1) before re-reading that word, so either it
 // sees the change or this load sees it registered.
 func (q *Queue) wake(off int) {
-	if q.r.u32(off+slotWaiters).Load() != 0 {
-		q.r.futexWakeAll(off+slotSeq+lowHalf, q.private)
+	if q.waiting(off) {
+		q.wakeAll(off)
 	}
 }
+
+// waiting reports whether sleepers are registered on the slot at off.
+func (q *Queue) waiting(off int) bool { return q.r.u32(off+slotWaiters).Load() != 0 }
+
+func (q *Queue) wakeAll(off int) { q.r.futexWakeAll(off+slotSeq+lowHalf, q.private) }
 
 // result of one attempt on one ticket.
 type result int
@@ -338,14 +371,19 @@ func (q *Queue) publish(off int, w, free, v uint64) result {
 }
 
 // fill writes v into a slot the caller moved to ENQPND and publishes it.
+//
+// The caller's CAS to ENQPND was a locked instruction; the sleepers to wake are
+// read right after it, and ENQPND -> OCCUPIED is then a release store, not a
+// second locked instruction (see "Pending states" in the package doc): a
+// sleeper that registers later re-reads the word, finds ENQPND or OCCUPIED,
+// and so never sleeps untimed on a word this call is about to change.
 func (q *Queue) fill(off int, free, v uint64) result {
+	wake := q.waiting(off)
 	q.r.setData(off, v)
-	if !q.r.u64(off+slotSeq).CompareAndSwap(free+1, free+2) {
-		// Reclaimed while we were stalled between the two steps (see the package
-		// doc on stall reclaim): the value was not published; try another ticket.
-		return skipped
+	q.r.storeSeq(off, free+2)
+	if wake {
+		q.wakeAll(off)
 	}
-	q.wake(off)
 	return done
 }
 
@@ -411,15 +449,20 @@ func (q *Queue) take(off int, w, occ uint64) (uint64, result) {
 }
 
 // drain reads the value of a slot the caller moved to DEQPND and frees the slot
-// for the next lap.
+// for the next lap, with the same wake-up rule as fill.
 func (q *Queue) drain(off int, occ uint64) (uint64, result) {
+	wake := q.waiting(off)
 	v := q.r.u64(off + slotData).Load()
-	if !q.r.u64(off+slotSeq).CompareAndSwap(occ+1, nextFree(occ)) {
-		// Reclaimed while we read: the slot may already hold a later lap's value,
-		// so v cannot be trusted. Drop it and take another ticket.
+	if q.r.u64(off+slotSeq).Load() != occ+1 {
+		// Reclaimed while we were stalled (see the package doc): v may be a
+		// later lap's value that its own dequeuer also takes. Drop it, leave
+		// the word alone, and take another ticket.
 		return 0, skipped
 	}
-	q.wake(off)
+	q.r.storeSeq(off, nextFree(occ))
+	if wake {
+		q.wakeAll(off)
+	}
 	return v, done
 }
 
@@ -428,12 +471,10 @@ func (q *Queue) drain(off int, occ uint64) (uint64, result) {
 // It returns the word it saw (>= target) with done, or closedOut.
 func (q *Queue) await(off int, target uint64, deq bool) (uint64, result) {
 	seq := q.r.u64(off + slotSeq)
-	for i := 0; i < q.spin; i++ {
+	var sp spinner
+	for sp.next(q) {
 		if w := seq.Load(); w >= target {
 			return w, done
-		}
-		if i&spinYieldMask == spinYieldMask {
-			runtime.Gosched()
 		}
 	}
 	waiters := q.r.u32(off + slotWaiters)
@@ -474,10 +515,53 @@ func (q *Queue) await(off int, target uint64, deq bool) (uint64, result) {
 		}
 		waiters.Add(1)
 		if seq.Load() == w && !q.closed() {
-			q.r.futexWaitOn(off+slotSeq+lowHalf, uint32(w), q.slice, q.private)
+			d := q.sleepSlice(w, q.slice)
+			if q.r.futexWaitOn(off+slotSeq+lowHalf, uint32(w), d, q.private) && d == q.slice {
+				q.sleepTimeouts.Add(1)
+			}
 		}
 		waiters.Add(^uint32(0))
 	}
+}
+
+// sleepSlice bounds a sleep on a slot word w: at most d, and at most
+// pendingSlice when w is a pending state, whose owner finishes it with a plain
+// store and wakes only the sleepers it saw before (see fill).
+func (q *Queue) sleepSlice(w uint64, d time.Duration) time.Duration {
+	if s := w & 3; s == stEnqPnd || s == stDeqPnd {
+		return min(d, pendingSlice)
+	}
+	return d
+}
+
+// spinner is a waiter's spin budget: at least q.spin polls and, unless spin is
+// 0, at least q.spinTime, yielding the P every 64 polls so that with more
+// goroutines than Ps the peer being waited for can run.
+type spinner struct {
+	i        int
+	start    time.Time
+	deadline time.Time // zero: none; else the spin also ends here
+}
+
+// next reports whether the waiter should poll again.
+func (s *spinner) next(q *Queue) bool {
+	if q.spin == 0 {
+		return false
+	}
+	s.i++
+	if s.i&spinYieldMask != 0 {
+		return s.i <= q.spin || q.spinTime > 0
+	}
+	now := time.Now()
+	if s.start.IsZero() {
+		s.start = now
+	}
+	if s.i > q.spin && now.Sub(s.start) >= q.spinTime ||
+		!s.deadline.IsZero() && !now.Before(s.deadline) {
+		return false
+	}
+	runtime.Gosched()
+	return true
 }
 
 // actorWaiting reports whether the party that must move the slot at off out of
@@ -563,7 +647,9 @@ func (q *Queue) DequeueTimeout(d time.Duration) (uint64, error) {
 	}
 	deadline := time.Now().Add(d)
 	head := q.r.u64(offHead)
-	for i := 0; ; i++ {
+	sp := spinner{deadline: deadline}
+	spinning := true
+	for {
 		if v, ok := q.TryDequeue(); ok {
 			return v, nil
 		}
@@ -571,11 +657,10 @@ func (q *Queue) DequeueTimeout(d time.Duration) (uint64, error) {
 			return q.Dequeue()
 		}
 		h := head.Load()
-		if i < q.spin {
-			if i&spinYieldMask == spinYieldMask {
-				runtime.Gosched()
+		if spinning {
+			if spinning = sp.next(q); spinning {
+				continue
 			}
-			continue
 		}
 		left := time.Until(deadline)
 		if left <= 0 {
@@ -592,7 +677,7 @@ func (q *Queue) DequeueTimeout(d time.Duration) (uint64, error) {
 		waiters := q.r.u32(off + slotWaiters)
 		waiters.Add(1)
 		if seq.Load() == w && head.Load() == h && !q.closed() {
-			q.r.futexWaitOn(off+slotSeq+lowHalf, uint32(w), min(left, q.slice), q.private)
+			q.r.futexWaitOn(off+slotSeq+lowHalf, uint32(w), q.sleepSlice(w, min(left, q.slice)), q.private)
 		}
 		waiters.Add(^uint32(0))
 	}

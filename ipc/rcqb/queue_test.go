@@ -637,6 +637,12 @@ func TestConstructorErrors(t *testing.T) {
 	if _, err := New(4, WithSpin(-1)); err == nil {
 		t.Error("negative spin accepted")
 	}
+	if _, err := New(4, WithSpinTime(-1)); err == nil {
+		t.Error("negative spin time accepted")
+	}
+	if _, err := New(4, WithSpinTime(2*time.Second)); err == nil {
+		t.Error("spin time of 2s accepted")
+	}
 	if _, err := New(4, WithStallTimeout(-1)); err == nil {
 		t.Error("negative stall accepted")
 	}
@@ -743,5 +749,196 @@ func TestAttachRejectsBadHeaders(t *testing.T) {
 				t.Log(err)
 			}
 		})
+	}
+}
+
+// TestNoLostWakeups hands values back and forth with no spinning at all, so
+// every wait is a futex sleep, and with the longest wait slice, so a wake-up
+// that never came shows as a timed-out sleep (on a queue whose peer answers in
+// microseconds, nothing else times out). It covers the release-store
+// transitions: their owner reads the sleepers right after its locked CAS and
+// a sleeper must never sleep untimed on a word the owner is about to change.
+func TestNoLostWakeups(t *testing.T) {
+	rounds := 20000
+	if testing.Short() {
+		rounds = 2000
+	}
+	opts := []Option{WithSpin(0), WithWaitSlice(time.Second)}
+	t.Run("ping-pong", func(t *testing.T) {
+		req, resp := mustNew(t, 4, opts...), mustNew(t, 4, opts...)
+		go func() {
+			for {
+				v, err := req.Dequeue()
+				if err != nil {
+					return
+				}
+				if resp.Enqueue(v+1) != nil {
+					return
+				}
+			}
+		}()
+		defer req.Close()
+		for i := 0; i < rounds; i++ {
+			if err := req.Enqueue(uint64(i)); err != nil {
+				t.Fatal(err)
+			}
+			v, err := resp.Dequeue()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if v != uint64(i)+1 {
+				t.Fatalf("round %d: got %d", i, v)
+			}
+			if n := req.sleepTimeouts.Load() + resp.sleepTimeouts.Load(); n != 0 {
+				t.Fatalf("%d sleeps ran out their 1s slice by round %d: lost wake-ups", n, i)
+			}
+		}
+	})
+	// Two producers and two consumers on a two-slot queue: enqueuers sleep on
+	// full slots and dequeuers on empty ones, both while the other side is in
+	// its pending state.
+	t.Run("2P2C-small", func(t *testing.T) {
+		q := mustNew(t, 2, opts...)
+		var wg sync.WaitGroup
+		var sum atomic.Uint64
+		// lost checks for a timed-out sleep after each operation and closes
+		// the queue on the first, so that a broken wake-up fails the test in
+		// about a second instead of sleeping a second per operation.
+		lost := func() bool {
+			if n := q.sleepTimeouts.Load(); n != 0 {
+				q.Close()
+				return true
+			}
+			return false
+		}
+		for p := 0; p < 2; p++ {
+			wg.Go(func() {
+				for i := 1; i <= rounds && !lost(); i++ {
+					if q.Enqueue(uint64(i)) != nil {
+						return
+					}
+				}
+			})
+			wg.Go(func() {
+				for i := 0; i < rounds && !lost(); i++ {
+					v, err := q.Dequeue()
+					if err != nil {
+						return
+					}
+					sum.Add(v)
+				}
+			})
+		}
+		wg.Wait()
+		if n := q.sleepTimeouts.Load(); n != 0 {
+			t.Fatalf("%d sleeps ran out their 1s slice: lost wake-ups", n)
+		}
+		if want := uint64(rounds) * uint64(rounds+1); sum.Load() != want {
+			t.Fatalf("sum of dequeued values %d, want %d", sum.Load(), want)
+		}
+	})
+}
+
+// TestPendingStateSleepIsBounded puts a dequeuer to sleep on a slot in ENQPND
+// and then finishes the enqueue the way an owner that checked for sleepers
+// before this one registered does: release store, no wake-up. The dequeuer
+// must notice within its short pending-state sleep, not after a whole wait
+// slice.
+func TestPendingStateSleepIsBounded(t *testing.T) {
+	q := mustNew(t, 4, WithSpin(0), WithWaitSlice(time.Second))
+	q.r.u64(offTail).Add(1) // enqueue ticket 0
+	off := q.slotOff(0)
+	if !q.r.u64(off+slotSeq).CompareAndSwap(seqOf(0, stFree), seqOf(0, stEnqPnd)) {
+		t.Fatal("slot 0 not FREE(0)")
+	}
+	got := make(chan uint64, 1)
+	go func() {
+		v, err := q.Dequeue()
+		if err != nil {
+			t.Error(err)
+		}
+		got <- v
+	}()
+	waitFor(t, "the dequeuer to sleep on ENQPND", func() bool { return q.waitersAt(0) == 1 })
+	q.r.setData(off, 42)
+	q.r.storeSeq(off, seqOf(0, stOccupied))
+	if v := <-got; v != 42 {
+		t.Fatalf("dequeued %d, want 42", v)
+	}
+	if n := q.sleepTimeouts.Load(); n != 0 {
+		t.Fatalf("the dequeuer slept a whole slice on a pending state (%d timeouts)", n)
+	}
+}
+
+// TestStalledDequeuerResumesAfterReclaim: a dequeuer stopped in DEQPND past
+// the stall timeout has its slot reclaimed, the slot's next lap is published,
+// and then it resumes. It must drop what it reads (a later lap's value, which
+// that lap's dequeuer takes) and leave the slot's word alone.
+func TestStalledDequeuerResumesAfterReclaim(t *testing.T) {
+	q := mustNew(t, 2, WithSpin(0))
+	if err := q.Enqueue(10); err != nil { // ticket 0, slot 0, lap 0
+		t.Fatal(err)
+	}
+	q.r.u64(offHead).Add(1) // the stalled dequeuer's ticket 0
+	off := q.slotOff(0)
+	seq := q.r.u64(off + slotSeq)
+	occ := seqOf(0, stOccupied)
+	if !seq.CompareAndSwap(occ, occ+1) {
+		t.Fatal("slot 0 not OCCUPIED(0)")
+	}
+	// A waiter's stall reclaim (see await) moves the slot to the next lap.
+	if !seq.CompareAndSwap(occ+1, nextFree(occ)) {
+		t.Fatal("reclaim CAS failed")
+	}
+	for _, v := range []uint64{11, 12} { // tickets 1 and 2; 12 is slot 0, lap 1
+		if err := q.Enqueue(v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wantSeq(t, q, 0, 1, stOccupied)
+	if v, r := q.drain(off, occ); r != skipped {
+		t.Fatalf("the resumed dequeuer got %d (result %d); want it skipped", v, r)
+	}
+	wantSeq(t, q, 0, 1, stOccupied)
+	for _, want := range []uint64{11, 12} {
+		if v, err := q.Dequeue(); err != nil || v != want {
+			t.Fatalf("Dequeue = %d, %v; want %d", v, err, want)
+		}
+	}
+}
+
+// TestSpinnerBudget counts the polls a waiter's spin budget allows.
+func TestSpinnerBudget(t *testing.T) {
+	polls := func(q *Queue, sp spinner) int {
+		n := 0
+		for sp.next(q) {
+			n++
+			if n > 1<<28 {
+				t.Fatal("the spin does not end")
+			}
+		}
+		return n
+	}
+	for _, c := range []struct {
+		spin     int
+		spinTime time.Duration
+		deadline time.Time
+		want     int
+	}{
+		{0, time.Second, time.Time{}, 0},                      // spin 0: sleep at once, whatever the time
+		{100, 0, time.Time{}, 100},                            // polls only
+		{1, time.Second, time.Now().Add(-time.Second), 63},    // a past deadline ends it at the first yield point
+		{1000, time.Second, time.Now().Add(-time.Second), 63}, // the deadline wins over the polls too
+		{200, time.Nanosecond, time.Time{}, 255},              // the time is checked every 64 polls
+	} {
+		q := mustNew(t, 2, WithSpin(c.spin), WithSpinTime(c.spinTime))
+		if got := polls(q, spinner{deadline: c.deadline}); got != c.want {
+			t.Errorf("spin %d, spin time %v, deadline %v: %d polls, want %d", c.spin, c.spinTime, c.deadline, got, c.want)
+		}
+	}
+	// A spin time keeps polling past the polls asked for.
+	q := mustNew(t, 2, WithSpin(1), WithSpinTime(2*time.Millisecond))
+	if got := polls(q, spinner{}); got < 64 {
+		t.Errorf("spin 1, spin time 2ms: %d polls, want well past the first yield point", got)
 	}
 }

@@ -59,16 +59,17 @@ var lowHalf = func() int {
 
 // futexWait sleeps while the 32-bit word at off still holds val, for at most d.
 // It returns on a wake, on a timeout, on a signal (EINTR) or at once when the
-// word already differs (EAGAIN); the caller re-reads the state in every case,
-// so the error is not needed.
-func (r region) futexWaitOn(off int, val uint32, d time.Duration, private bool) {
+// word already differs (EAGAIN); the caller re-reads the state in every case.
+// It reports whether the sleep ran out its time (ETIMEDOUT).
+func (r region) futexWaitOn(off int, val uint32, d time.Duration, private bool) (timedOut bool) {
 	op := uintptr(futexWait)
 	if private {
 		op |= futexPrivateFlag
 	}
 	ts := unix.NsecToTimespec(int64(d))
-	unix.Syscall6(unix.SYS_FUTEX, uintptr(unsafe.Add(r.base, off)), op, uintptr(val),
+	_, _, errno := unix.Syscall6(unix.SYS_FUTEX, uintptr(unsafe.Add(r.base, off)), op, uintptr(val),
 		uintptr(unsafe.Pointer(&ts)), 0, 0)
+	return errno == unix.ETIMEDOUT
 }
 
 // futexWake wakes every sleeper on the 32-bit word at off. Waking is rare (only
@@ -83,10 +84,10 @@ func (r region) futexWakeAll(off int, private bool) {
 }
 
 // setData writes a slot's value with a plain store. The enqueuer owns the slot
-// (ENQPND) while it writes, and its following CAS to OCCUPIED publishes the value
-// (release); dequeuers read it only after seeing OCCUPIED (acquire). A plain MOV
-// instead of Go's XCHG-based atomic store saves one locked instruction per
-// enqueue.
+// (ENQPND) while it writes, and its following release store of OCCUPIED
+// (storeSeq) publishes the value; dequeuers read it only after seeing OCCUPIED
+// (acquire). A plain MOV instead of Go's XCHG-based atomic store saves one
+// locked instruction per enqueue.
 func (r region) setData(off int, v uint64) {
 	*(*uint64)(unsafe.Add(r.base, off+slotData)) = v
 }

@@ -1,0 +1,10 @@
+//go:build !amd64 || race
+
+package rcqb
+
+// storeSeq writes a slot's sequence word with release ordering: an atomic
+// store, since outside amd64 (TSO) a plain store may become visible before the
+// value written ahead of it. See store_tso_unsafe.go.
+func (r region) storeSeq(off int, v uint64) {
+	r.u64(off + slotSeq).Store(v)
+}

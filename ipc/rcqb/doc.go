@@ -14,15 +14,26 @@
 //	FREE(k) -> ENQPND(k) -> OCCUPIED(k) -> DEQPND(k) -> FREE(k+1)
 //
 // An enqueuer of lap k waits for FREE(k) (the dequeuer of lap k-1 has finished),
-// moves it to ENQPND(k) by CAS, writes the value and stores OCCUPIED(k). A
-// dequeuer of lap k waits for OCCUPIED(k), CASes DEQPND(k), reads, checks the
-// word still says DEQPND(k), and stores FREE(k+1). Entering a pending state is a
-// CAS on the exact expected word, so a party whose slot moved on without it
-// (cancel or reclaim, below) notices instead of overwriting. Leaving it is a
-// release store (a plain MOV on amd64) by the party that entered it, the only
-// one entitled to: one locked instruction per side per value besides the ticket,
-// not two. Operations on different slots complete in parallel and in any order
-// (parallel completion).
+// moves it to ENQPND(k) by CAS, writes the value and CASes OCCUPIED(k). A
+// dequeuer of lap k waits for OCCUPIED(k), CASes DEQPND(k), reads and CASes
+// FREE(k+1). Every transition is a CAS on the exact expected word, so a party
+// whose slot moved on without it (cancel or reclaim, below) notices instead of
+// overwriting. Operations on different slots complete in parallel and in any
+// order (parallel completion).
+//
+// # Pending states
+//
+// Only stall reclaim (below) ever moves a slot out of ENQPND or DEQPND other
+// than the party that put it there. Where no reclaim can happen, that is, a New
+// queue without WithStallTimeout, the queue runs in release mode: the party
+// leaves its pending state with a release store (a plain MOV on amd64, see
+// store_tso_unsafe.go) instead of a second CAS, one locked instruction per side
+// per value besides the ticket instead of two. In a region (Init, Attach) every
+// handle, in any process, may reclaim, and a stopped party that resumed after
+// a reclaim would store over a slot that moved on: an enqueuer would report
+// success for a value nobody gets, a dequeuer could deliver a later lap's value
+// twice. So regions keep the CAS: the protocol on a shared region is the one
+// above.
 //
 // # Waiting
 //
@@ -33,18 +44,20 @@
 // are non-private (no FUTEX_PRIVATE_FLAG), so they work across processes on a
 // MAP_SHARED mapping; New uses private futexes.
 //
-// Wake-ups cost a system call only when somebody sleeps. The party that enters a
-// pending state reads the waiters count right after its CAS and, if it saw
-// sleepers, calls FUTEX_WAKE after its release store; stall reclaim and cancel
-// (single CASes) read it after the CAS. A sleeper increments the count before it
-// re-reads the word. Both first steps are sequentially consistent
-// read-modify-writes (locked instructions, which x86 orders totally), so either the party saw the sleeper, or the sleeper re-reads a
-// pending state or later and does not sleep on the old word. What the sleeper
-// must not do is sleep a whole slice on a pending word whose owner checked
-// before it registered: on ENQPND or DEQPND it sleeps at most 100 µs, a case
-// that arises only when the owner was descheduled between its two steps. (The
-// same handshake with the release store followed by the waiters load would be
-// broken on x86: the load can pass the store still in the store buffer.)
+// Wake-ups cost a system call only when somebody sleeps. A party reads the
+// waiters count after the CAS that changes the word (leaving a pending state,
+// cancel, reclaim) and calls FUTEX_WAKE only if it saw sleepers; a sleeper
+// increments the count before it re-reads the word. Both first steps are
+// sequentially consistent read-modify-writes (locked instructions, which x86
+// orders totally), so either the party sees the sleeper or the sleeper sees the
+// new word. In release mode the last change is a plain store, and a load after
+// a store may pass it on x86 (the store waits in the store buffer), so the
+// party reads the count right after the CAS that entered the pending state and
+// wakes after its store if it saw sleepers: a sleeper that registered later
+// re-reads a pending word or a later one, never the old word. What such a
+// sleeper must not do is sleep a whole slice on the pending word: on ENQPND or
+// DEQPND it sleeps at most 100 µs, in practice only when the owner was
+// descheduled between its two steps.
 //
 // The spin time matters in Go: a goroutine asleep in FUTEX_WAIT keeps its P
 // until the runtime's monitor hands it off, 20 µs to 10 ms later, so with more
@@ -93,14 +106,13 @@
 // (at most one per operation in flight in it) is lost; values are never
 // duplicated; everybody else keeps going; nobody waits forever. What a stopped
 // (not dead) peer costs when it stalls longer than the timeout: its in-flight
-// ticket is skipped (a dequeuer's value is lost, an enqueuer retries). When it
-// resumes, a dequeuer finds its word changed and drops what it read (so no value
-// is delivered twice), unless it stopped exactly between that check and its
-// store; an enqueuer that stopped after its CAS can overwrite the value of the
-// slot's next lap. A store that lands on a reclaimed slot moves the slot's word
-// back to the stopped party's lap; the next stall reclaim moves it forward
-// again. The timeout must therefore be far longer than any scheduling delay
-// (default 1s). A sleeper killed while
+// ticket is skipped (a dequeuer's value is lost, an enqueuer retries); if it
+// stopped exactly between writing ENQPND and writing the value, resuming can
+// overwrite the value of the next lap of that slot. The timeout must therefore
+// be far longer than any scheduling delay (default 1s). The stall clock runs
+// only while the party that must act holds its ticket: a waiter that watched a
+// full or empty queue for longer than the timeout does not reclaim the slot
+// from a peer that has just taken its ticket. A sleeper killed while
 // registered leaves the slot's waiters count raised: wakers then make one
 // useless FUTEX_WAKE per operation on that slot, which is slower, not wrong.
 //
@@ -131,20 +143,21 @@
 //
 // # Invariants and locks
 //
-// A slot's sequence word only increases, save the stopped-peer case above. head
-// and tail only increase (tail's bit 63 is set once). The package has no locks.
-// Every shared word is accessed with sync/atomic except two plain stores by the
-// owner of a pending slot: the value, and (on amd64 outside race builds, see
-// store_tso_unsafe.go) the word that leaves the pending state; elsewhere that
-// is an atomic store. The sleep/wake handshake relies on the sequential
+// A slot's sequence word only increases. head and tail only increase (tail's
+// bit 63 is set once). The package has no locks. Every shared word is accessed
+// with sync/atomic except plain stores by the owner of a pending slot: the
+// value, and in release mode (on amd64 outside race builds) the word that
+// leaves the pending state. The sleep/wake handshake relies on the sequential
 // consistency of sync/atomic's read-modify-writes (on amd64, the total order
 // of locked instructions; Waiting, above).
 //
 // # Layout choice and performance
 //
 // Measured 2026-11-21 08:00-08:10 UTC on the project's development VM (2 vCPU
-// "AMD EPYC", Zen 3, Linux 6.18, Go 1.26.8, GOMAXPROCS 2, nothing else running
-// but the VM's host is shared), capacity 1024, all kinds in the same run.
+// "AMD EPYC", CPUID family 26 model 2, i.e. Zen 5, with AVX-512; Linux 6.18,
+// Go 1.26.8, GOMAXPROCS 2, nothing else running but the VM's host is shared;
+// earlier sessions' figures came from a Zen 3 VM), capacity 1024, all kinds in
+// the same run.
 // `polytropon perf ipc`, six runs (M values/s, range and median):
 //
 //	            1P1C                2P2C                4P4C
@@ -165,9 +178,10 @@
 // Two changes made these numbers (the code before them, `go test -bench` at
 // 07:40 UTC the same morning: rcqb 1P1C 33-37 ns per value, 2P2C 52-64 ns):
 // the spin time (see Waiting: sleeps, not the queue, cost 2P2C
-// half its throughput) and the release stores that end the pending states
-// (about +25 % at 2P2C in A/B runs: a locked CAS stalls until its cache line
-// arrives and drains the store buffer; a store retires into the buffer).
+// half its throughput) and release mode (about +25 % at 2P2C in A/B runs: a
+// locked CAS stalls until its cache line arrives and drains the store buffer;
+// a store retires into the buffer). These are New queues, in release mode;
+// a queue in a region keeps the second CAS per side.
 // Trying the dequeuer's CAS before reading the slot word (as the enqueuer
 // does) stays: without it, 1P1C and 2P2C were 25-40 % slower.
 //

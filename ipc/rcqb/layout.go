@@ -42,11 +42,10 @@ const (
 const (
 	// Magic identifies an RCQB region ("RCQBRING" read as a little-endian uint64).
 	Magic uint64 = 0x474E495242514352
-	// Version is the layout and protocol version written by Init and required
-	// by Attach. Version 2 finishes the pending states with release stores and
-	// bounds sleeps on them (see the package doc); a version-1 peer could sleep
-	// a whole wait slice on a wake-up version 2 does not promise.
-	Version = 2
+	// Version is the layout version written by Init and required by Attach.
+	// (Queues in shared regions never use release mode, so the protocol on a
+	// region is the same as before it existed.)
+	Version = 1
 
 	// MinCapacity and MaxCapacity bound the number of slots. The maximum keeps a
 	// padded queue under 1 GiB and every offset far from overflow.

@@ -121,23 +121,28 @@ func buildConfig(shared bool, opts []Option) (config, error) {
 // the same region. The handle holds only constants; all shared state is in the
 // region.
 type Queue struct {
-	r          region
-	capacity   int
-	mask       uint64
-	capShift   uint
-	slotShift  uint
-	slotSize   int
-	spin       int
-	spinTime   time.Duration
-	stall      time.Duration
-	slice      time.Duration
-	private    bool // process-local memory: FUTEX_PRIVATE_FLAG is safe and cheaper
+	r         region
+	capacity  int
+	mask      uint64
+	capShift  uint
+	slotShift uint
+	slotSize  int
+	spin      int
+	spinTime  time.Duration
+	stall     time.Duration
+	slice     time.Duration
+	private   bool // process-local memory: FUTEX_PRIVATE_FLAG is safe and cheaper
+	// release: the pending states end with a release store instead of a CAS
+	// (see "Pending states" in the package doc). Only for a New queue without
+	// stall reclaim: nobody else can then move a slot out of a pending state.
+	release    bool
 	layoutName Layout
 
 	// sleepTimeouts counts this handle's blocking waits (Enqueue, Dequeue)
 	// that ran out a whole wait slice instead of being woken: an idle queue, a
 	// dead peer, or a lost wake-up. The tests read it to catch the last. The
-	// short sleeps on pending states (sleepSlice) are not counted.
+	// short sleeps on pending states (sleepSlice) are not counted unless the
+	// wait slice itself is that short.
 	sleepTimeouts atomic.Uint64
 }
 
@@ -167,6 +172,7 @@ func New(capacity int, opts ...Option) (*Queue, error) {
 		return nil, err
 	}
 	q.private = true
+	q.release = c.stall == 0
 	return q, nil
 }
 
@@ -372,18 +378,28 @@ func (q *Queue) publish(off int, w, free, v uint64) result {
 
 // fill writes v into a slot the caller moved to ENQPND and publishes it.
 //
-// The caller's CAS to ENQPND was a locked instruction; the sleepers to wake are
-// read right after it, and ENQPND -> OCCUPIED is then a release store, not a
-// second locked instruction (see "Pending states" in the package doc): a
-// sleeper that registers later re-reads the word, finds ENQPND or OCCUPIED,
-// and so never sleeps untimed on a word this call is about to change.
+// In release mode the caller's CAS to ENQPND was the locked instruction the
+// wake-up handshake needs: the sleepers to wake are read right after it, and
+// ENQPND -> OCCUPIED is a release store (see "Pending states" in the package
+// doc). A sleeper that registers later re-reads the word, finds ENQPND or
+// OCCUPIED, and so never sleeps a whole slice on a word this call changes.
 func (q *Queue) fill(off int, free, v uint64) result {
-	wake := q.waiting(off)
-	q.r.setData(off, v)
-	q.r.storeSeq(off, free+2)
-	if wake {
-		q.wakeAll(off)
+	if q.release {
+		wake := q.waiting(off)
+		q.r.setData(off, v)
+		q.r.storeSeq(off, free+2)
+		if wake {
+			q.wakeAll(off)
+		}
+		return done
 	}
+	q.r.setData(off, v)
+	if !q.r.u64(off+slotSeq).CompareAndSwap(free+1, free+2) {
+		// Reclaimed while we were stalled between the two steps (see the package
+		// doc on stall reclaim): the value was not published; try another ticket.
+		return skipped
+	}
+	q.wake(off)
 	return done
 }
 
@@ -449,20 +465,24 @@ func (q *Queue) take(off int, w, occ uint64) (uint64, result) {
 }
 
 // drain reads the value of a slot the caller moved to DEQPND and frees the slot
-// for the next lap, with the same wake-up rule as fill.
+// for the next lap, with the same two modes as fill.
 func (q *Queue) drain(off int, occ uint64) (uint64, result) {
-	wake := q.waiting(off)
+	if q.release {
+		wake := q.waiting(off)
+		v := q.r.u64(off + slotData).Load()
+		q.r.storeSeq(off, nextFree(occ))
+		if wake {
+			q.wakeAll(off)
+		}
+		return v, done
+	}
 	v := q.r.u64(off + slotData).Load()
-	if q.r.u64(off+slotSeq).Load() != occ+1 {
-		// Reclaimed while we were stalled (see the package doc): v may be a
-		// later lap's value that its own dequeuer also takes. Drop it, leave
-		// the word alone, and take another ticket.
+	if !q.r.u64(off+slotSeq).CompareAndSwap(occ+1, nextFree(occ)) {
+		// Reclaimed while we read: the slot may already hold a later lap's value,
+		// so v cannot be trusted. Drop it and take another ticket.
 		return 0, skipped
 	}
-	q.r.storeSeq(off, nextFree(occ))
-	if wake {
-		q.wakeAll(off)
-	}
+	q.wake(off)
 	return v, done
 }
 
@@ -503,10 +523,14 @@ func (q *Queue) await(off int, target uint64, deq bool) (uint64, result) {
 			}
 		}
 		if q.stall > 0 {
+			// The stall clock runs only while the party that must move the
+			// slot holds its ticket: time spent on a full or empty queue before
+			// that is not a stall, and counting it would reclaim the slot from
+			// a live peer the moment it takes its ticket.
 			now := time.Now()
-			if w != lastW {
+			if w != lastW || !q.actorWaiting(off, w) {
 				lastW, since = w, now
-			} else if now.Sub(since) >= q.stall && q.actorWaiting(off, w) {
+			} else if now.Sub(since) >= q.stall {
 				if seq.CompareAndSwap(w, nextFree(w)) {
 					q.wake(off)
 				}
@@ -525,8 +549,8 @@ func (q *Queue) await(off int, target uint64, deq bool) (uint64, result) {
 }
 
 // sleepSlice bounds a sleep on a slot word w: at most d, and at most
-// pendingSlice when w is a pending state, whose owner finishes it with a plain
-// store and wakes only the sleepers it saw before (see fill).
+// pendingSlice when w is a pending state, whose owner may finish it with a
+// plain store and wake only the sleepers it saw before (see fill).
 func (q *Queue) sleepSlice(w uint64, d time.Duration) time.Duration {
 	if s := w & 3; s == stEnqPnd || s == stDeqPnd {
 		return min(d, pendingSlice)

@@ -870,37 +870,109 @@ func TestPendingStateSleepIsBounded(t *testing.T) {
 	}
 }
 
-// TestStalledDequeuerResumesAfterReclaim: a dequeuer stopped in DEQPND past
+// TestStalledPeersResumeAfterReclaim: a party stopped in a pending state past
 // the stall timeout has its slot reclaimed, the slot's next lap is published,
-// and then it resumes. It must drop what it reads (a later lap's value, which
-// that lap's dequeuer takes) and leave the slot's word alone.
-func TestStalledDequeuerResumesAfterReclaim(t *testing.T) {
-	q := mustNew(t, 2, WithSpin(0))
-	if err := q.Enqueue(10); err != nil { // ticket 0, slot 0, lap 0
-		t.Fatal(err)
+// and then it resumes. It must learn that its ticket was skipped (a dequeuer
+// drops what it read, an enqueuer retries) and leave the slot's word alone.
+// That is why a queue on which stall reclaim can happen never ends pending
+// states with plain stores.
+func TestStalledPeersResumeAfterReclaim(t *testing.T) {
+	if q := mustNew(t, 2); !q.release {
+		t.Error("a New queue without stall reclaim does not use release stores")
 	}
-	q.r.u64(offHead).Add(1) // the stalled dequeuer's ticket 0
-	off := q.slotOff(0)
-	seq := q.r.u64(off + slotSeq)
-	occ := seqOf(0, stOccupied)
-	if !seq.CompareAndSwap(occ, occ+1) {
-		t.Fatal("slot 0 not OCCUPIED(0)")
+	if q := mustNew(t, 2, WithStallTimeout(time.Hour)); q.release {
+		t.Error("a queue with stall reclaim uses release stores")
 	}
-	// A waiter's stall reclaim (see await) moves the slot to the next lap.
-	if !seq.CompareAndSwap(occ+1, nextFree(occ)) {
-		t.Fatal("reclaim CAS failed")
+	if q, err := Init(alignedBuf(4096), 2, WithStallTimeout(0)); err != nil || q.release {
+		t.Errorf("a queue in a region uses release stores (%v): another handle may reclaim", err)
 	}
-	for _, v := range []uint64{11, 12} { // tickets 1 and 2; 12 is slot 0, lap 1
+	t.Run("dequeuer", func(t *testing.T) {
+		q := mustNew(t, 2, WithSpin(0), WithStallTimeout(time.Hour))
+		if err := q.Enqueue(10); err != nil { // ticket 0, slot 0, lap 0
+			t.Fatal(err)
+		}
+		q.r.u64(offHead).Add(1) // the stalled dequeuer's ticket 0
+		off := q.slotOff(0)
+		seq := q.r.u64(off + slotSeq)
+		occ := seqOf(0, stOccupied)
+		if !seq.CompareAndSwap(occ, occ+1) {
+			t.Fatal("slot 0 not OCCUPIED(0)")
+		}
+		// A waiter's stall reclaim (see await) moves the slot to the next lap.
+		if !seq.CompareAndSwap(occ+1, nextFree(occ)) {
+			t.Fatal("reclaim CAS failed")
+		}
+		for _, v := range []uint64{11, 12} { // tickets 1 and 2; 12 is slot 0, lap 1
+			if err := q.Enqueue(v); err != nil {
+				t.Fatal(err)
+			}
+		}
+		wantSeq(t, q, 0, 1, stOccupied)
+		if v, r := q.drain(off, occ); r != skipped {
+			t.Fatalf("the resumed dequeuer got %d (result %d); want it skipped", v, r)
+		}
+		wantSeq(t, q, 0, 1, stOccupied)
+		for _, want := range []uint64{11, 12} {
+			if v, err := q.Dequeue(); err != nil || v != want {
+				t.Fatalf("Dequeue = %d, %v; want %d", v, err, want)
+			}
+		}
+	})
+	t.Run("enqueuer", func(t *testing.T) {
+		q := mustNew(t, 2, WithSpin(0), WithStallTimeout(time.Hour))
+		q.r.u64(offTail).Add(1) // the stalled enqueuer's ticket 0
+		off := q.slotOff(0)
+		seq := q.r.u64(off + slotSeq)
+		if !seq.CompareAndSwap(seqOf(0, stFree), seqOf(0, stEnqPnd)) {
+			t.Fatal("slot 0 not FREE(0)")
+		}
+		if !seq.CompareAndSwap(seqOf(0, stEnqPnd), seqOf(1, stFree)) { // reclaim
+			t.Fatal("reclaim CAS failed")
+		}
+		if r := q.fill(off, seqOf(0, stFree), 100); r != skipped {
+			t.Fatalf("the resumed enqueuer's fill returned %d; want it skipped, so that it retries", r)
+		}
+		wantSeq(t, q, 0, 1, stFree)
+		for _, v := range []uint64{200, 300} { // tickets 1 and 2 (slot 0, lap 1)
+			if err := q.Enqueue(v); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, want := range []uint64{200, 300} {
+			if v, err := q.Dequeue(); err != nil || v != want {
+				t.Fatalf("Dequeue = %d, %v; want %d", v, err, want)
+			}
+		}
+	})
+}
+
+// TestStallClockStartsWithTheTicket: a waiter that has watched a full slot
+// for longer than the stall timeout must not reclaim it from a live dequeuer
+// that has only just taken its ticket.
+func TestStallClockStartsWithTheTicket(t *testing.T) {
+	const stall = 200 * time.Millisecond
+	q := mustNew(t, 2, WithSpin(0), WithStallTimeout(stall), WithWaitSlice(time.Millisecond))
+	for _, v := range []uint64{1, 2} {
 		if err := q.Enqueue(v); err != nil {
 			t.Fatal(err)
 		}
 	}
-	wantSeq(t, q, 0, 1, stOccupied)
-	if v, r := q.drain(off, occ); r != skipped {
-		t.Fatalf("the resumed dequeuer got %d (result %d); want it skipped", v, r)
+	enq := make(chan error, 1)
+	go func() { enq <- q.Enqueue(3) }() // ticket 2: waits for slot 0 on a full queue
+	waitFor(t, "the enqueuer to sleep", func() bool { return q.waitersAt(0) == 1 })
+	time.Sleep(4 * stall) // longer than the stall timeout, with no dequeue ticket taken
+	// A dequeuer takes ticket 0 and is slow (a tenth of the stall timeout)
+	// before its CAS: the enqueuer must not have reclaimed the slot meanwhile.
+	h := q.r.u64(offHead).Add(1) - 1
+	time.Sleep(stall / 10)
+	v, r := q.deqTicket(h)
+	if r != done || v != 1 {
+		t.Fatalf("the dequeuer of ticket 0 got %d (result %d): its slot was reclaimed from under it", v, r)
 	}
-	wantSeq(t, q, 0, 1, stOccupied)
-	for _, want := range []uint64{11, 12} {
+	if err := <-enq; err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []uint64{2, 3} {
 		if v, err := q.Dequeue(); err != nil || v != want {
 			t.Fatalf("Dequeue = %d, %v; want %d", v, err, want)
 		}

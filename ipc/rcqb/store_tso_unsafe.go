@@ -5,9 +5,10 @@ package rcqb
 import "unsafe"
 
 // storeSeq writes a slot's sequence word with a plain store. It is used only
-// by the party that owns the slot in a pending state (ENQPND or DEQPND), whose
-// own locked CAS put it there, so no other party writes the word concurrently
-// (save stall reclaim, see the package doc). On amd64 (TSO) a plain MOV is a
+// in release mode, by the party that owns the slot in a pending state (ENQPND
+// or DEQPND), whose own locked CAS put it there: release mode is only for
+// queues without stall reclaim, so no other party writes the word meanwhile
+// (see "Pending states" in the package doc). On amd64 (TSO) a plain MOV is a
 // release store: the value written before it is visible first. Go's
 // atomic.Store would be an XCHG, a second locked instruction per operation;
 // this removes it. The race detector cannot see the ordering, so race builds

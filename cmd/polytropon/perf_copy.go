@@ -70,7 +70,7 @@ profile, else one tuned in-process first.`,
 			if err != nil {
 				return fmt.Errorf("perf copy: %w", err)
 			}
-			tuned := copytune.Candidate{Name: "tuned", Copy: copier.Copy}
+			tuned := copytune.CopierCandidate("tuned", copier)
 			all := copytune.KernelCandidates()
 			opts.Candidates = append(all, tuned)
 			r, err := copytune.Run(opts)

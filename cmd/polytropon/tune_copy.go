@@ -44,7 +44,9 @@ func (f *copyRunFlags) add(c *cobra.Command) {
 }
 
 func (f *copyRunFlags) options(stderr io.Writer) copytune.Options {
-	o := copytune.Options{Quick: f.quick, Reps: f.reps, Sizes: f.sizes}
+	// KeepSamples: the choice compares kernels with copy() round by round
+	// (see copytune.Choose).
+	o := copytune.Options{Quick: f.quick, Reps: f.reps, Sizes: f.sizes, KeepSamples: true}
 	if f.progress || isTerminal(stderr) {
 		o.Progress = stderr
 	}

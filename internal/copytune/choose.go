@@ -15,6 +15,14 @@ import (
 // MinGain, so that noise does not flip choices, and when no single size and
 // setting is slower than copy() by more than MaxLoss, so that the profile is
 // never noticeably worse than copy() anywhere it was measured.
+//
+// A cell's speedup is the median of its per-round ratios when the run kept
+// its samples (Options.KeepSamples; tune and perf do): kernel and copy() ran
+// in the same round, within milliseconds, so a slow spell of a shared machine
+// hits both and cancels out of the ratio. The ratio of the two medians, used
+// otherwise, takes each median from different moments: on the shared VM of
+// 2026-11-21 two or three such cells per run vetoed rep-movsb in classes
+// where it was 1.1-2x faster in most cells.
 const (
 	MinGain = 1.03
 	MaxLoss = 0.98
@@ -23,8 +31,8 @@ const (
 // ClassScore is one candidate's standing in one size class.
 type ClassScore struct {
 	Kernel  string
-	Geomean float64 // geometric mean of copy()'s median time / the kernel's
-	Worst   float64 // smallest such ratio
+	Geomean float64 // geometric mean of the cells' speedups over copy() (see cellRatio)
+	Worst   float64 // smallest such speedup
 }
 
 // Scores returns, per size class measured, every non-baseline candidate's
@@ -46,7 +54,7 @@ func Scores(r *Result) map[int][]ClassScore {
 			if !ok || c.MedianNs <= 0 {
 				continue
 			}
-			ratio := base.MedianNs / c.MedianNs
+			ratio := cellRatio(base, c)
 			cls := memcopy.ClassOf(c.Bytes)
 			a := byClass[cls]
 			if a == nil {
@@ -62,6 +70,23 @@ func Scores(r *Result) map[int][]ClassScore {
 		}
 	}
 	return out
+}
+
+// cellRatio is a cell's speedup over the baseline cell of the same setting and
+// size: the median per-round ratio when both kept their samples, else the
+// ratio of the medians.
+func cellRatio(base, c Cell) float64 {
+	if len(base.Samples) > 0 && len(base.Samples) == len(c.Samples) {
+		r := make([]float64, len(c.Samples))
+		for i := range r {
+			if base.Samples[i] <= 0 || c.Samples[i] <= 0 {
+				return base.MedianNs / c.MedianNs
+			}
+			r[i] = base.Samples[i] / c.Samples[i]
+		}
+		return median(r)
+	}
+	return base.MedianNs / c.MedianNs
 }
 
 // Choose turns a run into a profile: for each size class measured, the
@@ -160,8 +185,7 @@ func Confirm(p *memcopy.Profile, r *Result, opts Options) error {
 		}
 		o := opts
 		o.Sizes = byClass[memcopy.ClassOf(int(cc.MinBytes))]
-		o.Candidates = []Candidate{{Name: r.Candidates[0], Copy: func(dst, src []byte) int { return copy(dst, src) }},
-			{Name: k.Name(), Copy: k.Copy}}
+		o.Candidates = []Candidate{BuiltinCandidate(), {Name: k.Name(), Copy: k.Copy}}
 		o.Progress = nil
 		r2, err := Run(o)
 		if err != nil {

@@ -6,9 +6,13 @@
 // that a reader child process on another core then reads, and a shared source
 // the child just wrote copied into private memory; each with warm destinations
 // (the same buffers reused) and cold ones (rotating through 64 MiB or more).
-// Every size and setting interleaves samples of all candidates and keeps the
-// median. Choose replaces copy() in a class only where a kernel gains at least
-// MinGain (3 %) and loses no more than MaxLoss (2 %) anywhere in the class.
+// Every size and setting interleaves samples of all candidates (one round per
+// repetition, the order shuffled each round) and keeps the median. A kernel is
+// timed through a function value, as a Copier calls it; copy() and a tuned
+// Copier run inline in their own loops (Candidate.Batch), as their callers run
+// them. Choose replaces copy() in a class only where a kernel gains at least
+// MinGain (3 %) and loses no more than MaxLoss (2 %) anywhere in the class,
+// comparing round by round when the samples were kept.
 //
 // The reader child is this executable started again from /proc/self/exe with
 // Options.ChildArgs and an environment marker; its main calls ServeChild when

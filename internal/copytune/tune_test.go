@@ -147,3 +147,63 @@ func TestConfirm(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestChoosePaired: with samples kept, a cell's speedup is the median of its
+// per-round ratios. Here the kernel is 10 % faster than copy() in every round
+// but one, in which it alone hit a slow spell; the medians of the two columns
+// come from different rounds and say the kernel is 3.6x slower in that cell,
+// which vetoed it. The paired ratio keeps the kernel.
+func TestChoosePaired(t *testing.T) {
+	k := memcopy.Kernels()[len(memcopy.Kernels())-1].Name()
+	r := synthetic(k, []int{4096}, []float64{90})
+	for i := range r.Cells {
+		c := &r.Cells[i]
+		switch {
+		case c.Setting != Settings[0].Name:
+			c.Samples = []float64{100, 100, 100, 100, 100}
+			if c.Kernel == k {
+				c.Samples = []float64{90, 90, 90, 90, 90}
+			}
+		case c.Kernel == "copy":
+			c.Samples = []float64{400, 400, 100, 100, 100}
+			c.MedianNs = 100
+		default:
+			c.Samples = []float64{360, 360, 360, 90, 90}
+			c.MedianNs = 360
+		}
+	}
+	if got := cellRatio(r.Cells[0], r.Cells[1]); got < 1.1 || got > 1.12 {
+		t.Fatalf("paired ratio of the first cell %.3f, want 1.11", got)
+	}
+	if p := Choose(r); p.Classes[0].Kernel != k {
+		t.Errorf("paired choice %+v, want %s", p.Classes, k)
+	}
+	for i := range r.Cells { // without samples: the ratio of medians vetoes it
+		r.Cells[i].Samples = nil
+	}
+	if p := Choose(r); p.Classes[0].Kernel != "copy" {
+		t.Errorf("unpaired choice %+v, want copy", p.Classes)
+	}
+}
+
+// TestBatchCandidates: the inline loops of the baseline and of a tuned Copier
+// copy every pair they are given.
+func TestBatchCandidates(t *testing.T) {
+	c, err := memcopy.NewCopier(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, cand := range []Candidate{BuiltinCandidate(), CopierCandidate("tuned", c)} {
+		var dsts, srcs [][]byte
+		for i, n := range []int{1, 64, 100, 4096, 70000} {
+			src := bytes.Repeat([]byte{byte(i + 1)}, n)
+			dsts, srcs = append(dsts, make([]byte, n)), append(srcs, src)
+		}
+		cand.Batch(dsts, srcs)
+		for i := range dsts {
+			if !bytes.Equal(dsts[i], srcs[i]) {
+				t.Errorf("%s: pair %d (%d bytes) not copied", cand.Name, i, len(srcs[i]))
+			}
+		}
+	}
+}

@@ -55,9 +55,9 @@
 // party reads the count right after the CAS that entered the pending state and
 // wakes after its store if it saw sleepers: a sleeper that registered later
 // re-reads a pending word or a later one, never the old word. What such a
-// sleeper must not do is sleep a whole slice on the pending word: on ENQPND or
-// DEQPND it sleeps at most 100 µs, in practice only when the owner was
-// descheduled between its two steps.
+// sleeper must not do is sleep a whole slice on the pending word: in release
+// mode a sleep on ENQPND or DEQPND lasts at most 100 µs, in practice only when
+// the owner was descheduled between its two steps.
 //
 // The spin time matters in Go: a goroutine asleep in FUTEX_WAIT keeps its P
 // until the runtime's monitor hands it off, 20 µs to 10 ms later, so with more
@@ -88,7 +88,7 @@
 // whose enqueue ticket was taken, then ErrClosed. A dequeuer whose ticket has no
 // value coming finds its slot FREE for its lap and cancels the lap by CAS to the
 // next FREE (the late enqueuer's CAS fails and it reports ErrClosed), then takes
-// the next ticket; once head reaches the closing tail, Dequeue returns ErrClosed.
+// the next ticket; once head reaches the tail, Dequeue returns ErrClosed.
 // A sleeper that registers while Close runs may miss its wake-up and notice the
 // flag at the end of its wait slice.
 //
@@ -102,17 +102,24 @@
 // party that must move it holds its ticket (FREE with tail past the ticket,
 // OCCUPIED with head past it, or ENQPND/DEQPND) reclaims the slot by CAS to the
 // next lap's FREE, and the operations whose tickets were skipped retry with new
-// tickets. What a dead process costs: the value it was enqueuing or dequeuing
-// (at most one per operation in flight in it) is lost; values are never
-// duplicated; everybody else keeps going; nobody waits forever. What a stopped
-// (not dead) peer costs when it stalls longer than the timeout: its in-flight
-// ticket is skipped (a dequeuer's value is lost, an enqueuer retries); if it
-// stopped exactly between writing ENQPND and writing the value, resuming can
-// overwrite the value of the next lap of that slot. The timeout must therefore
-// be far longer than any scheduling delay (default 1s). The stall clock runs
-// only while the party that must act holds its ticket: a waiter that watched a
-// full or empty queue for longer than the timeout does not reclaim the slot
-// from a peer that has just taken its ticket. A sleeper killed while
+// tickets. Reclaim is done by waiters: Enqueue and Dequeue in their waits, and
+// DequeueTimeout on the head slot; TryDequeue skips a head ticket whose slot
+// has moved past its lap. A consumer that only polls TryDequeue, fed only by
+// TryEnqueue, never reclaims: behind a dead enqueuer it sees an empty queue.
+// What a dead process costs: the value it was enqueuing or dequeuing (at most
+// one per operation in flight in it) is lost; values are never duplicated;
+// everybody else keeps going; nobody waits forever. What a stopped (not dead)
+// peer costs when it stalls longer than the timeout: its in-flight ticket is
+// skipped (a dequeuer's value is lost, an enqueuer retries). If an enqueuer
+// stopped exactly between writing ENQPND and writing the value, and the slot's
+// next lap was published before it resumed, its late write replaces that
+// lap's value: it then reports its own value enqueued instead of retrying, so
+// one of the two values is lost and neither is delivered twice. The timeout
+// must therefore be far longer than any scheduling delay (default 1s). The
+// stall clock starts at the first check that finds the party that must act
+// holding its ticket: time a waiter spent on a full or empty queue before
+// that does not count against a peer that has just taken its ticket. A
+// sleeper killed while
 // registered leaves the slot's waiters count raised: wakers then make one
 // useless FUTEX_WAKE per operation on that slot, which is slower, not wrong.
 //

@@ -394,10 +394,19 @@ func (q *Queue) fill(off int, free, v uint64) result {
 		return done
 	}
 	q.r.setData(off, v)
-	if !q.r.u64(off+slotSeq).CompareAndSwap(free+1, free+2) {
-		// Reclaimed while we were stalled between the two steps (see the package
-		// doc on stall reclaim): the value was not published; try another ticket.
-		return skipped
+	seq := q.r.u64(off + slotSeq)
+	if !seq.CompareAndSwap(free+1, free+2) {
+		// Reclaimed while we were stalled between the two steps (see the
+		// package doc on stall reclaim).
+		if seq.Load() == nextFree(free) {
+			// Not reused yet: the next lap's enqueuer writes its value after
+			// ours, so v was just not published. Try another ticket.
+			return skipped
+		}
+		// Reused: our late write may have replaced the next lap's value,
+		// which its dequeuer then takes. Retrying v could deliver it twice;
+		// count it as enqueued (one of the two values is lost).
+		return done
 	}
 	q.wake(off)
 	return done
@@ -498,8 +507,7 @@ func (q *Queue) await(off int, target uint64, deq bool) (uint64, result) {
 		}
 	}
 	waiters := q.r.u32(off + slotWaiters)
-	lastW := ^uint64(0)
-	var since time.Time
+	var clock stallClock
 	for {
 		w := seq.Load()
 		if w >= target {
@@ -522,20 +530,11 @@ func (q *Queue) await(off int, target uint64, deq bool) (uint64, result) {
 				continue
 			}
 		}
-		if q.stall > 0 {
-			// The stall clock runs only while the party that must move the
-			// slot holds its ticket: time spent on a full or empty queue before
-			// that is not a stall, and counting it would reclaim the slot from
-			// a live peer the moment it takes its ticket.
-			now := time.Now()
-			if w != lastW || !q.actorWaiting(off, w) {
-				lastW, since = w, now
-			} else if now.Sub(since) >= q.stall {
-				if seq.CompareAndSwap(w, nextFree(w)) {
-					q.wake(off)
-				}
-				continue
+		if q.stall > 0 && clock.expired(q, off, target, w) {
+			if seq.CompareAndSwap(w, nextFree(w)) {
+				q.wake(off)
 			}
+			continue
 		}
 		waiters.Add(1)
 		if seq.Load() == w && !q.closed() {
@@ -548,14 +547,42 @@ func (q *Queue) await(off int, target uint64, deq bool) (uint64, result) {
 	}
 }
 
-// sleepSlice bounds a sleep on a slot word w: at most d, and at most
-// pendingSlice when w is a pending state, whose owner may finish it with a
-// plain store and wake only the sleepers it saw before (see fill).
+// sleepSlice bounds a sleep on a slot word w: at most d, and in release mode
+// at most pendingSlice when w is a pending state, whose owner finishes it with
+// a plain store and wakes only the sleepers it saw before (see fill). In CAS
+// mode the owner's last step is a CAS followed by the wake-up check, which
+// every sleeper registered before it gets.
 func (q *Queue) sleepSlice(w uint64, d time.Duration) time.Duration {
-	if s := w & 3; s == stEnqPnd || s == stDeqPnd {
+	if s := w & 3; q.release && (s == stEnqPnd || s == stDeqPnd) {
 		return min(d, pendingSlice)
 	}
 	return d
+}
+
+// stallClock times how long a slot's word has stayed at one value while the
+// party that must move it holds its ticket (actorWaiting). The clock starts at
+// the first check that finds that party holding its ticket, never earlier:
+// time spent on a full or empty queue before is not a stall, and counting it
+// would reclaim the slot from a live peer that has just taken its ticket.
+type stallClock struct {
+	timing bool
+	key, w uint64 // what is timed: a ticket or target, and the word
+	since  time.Time
+}
+
+// expired reports whether the word w of the slot at off, watched for key,
+// has been stalled for q.stall.
+func (c *stallClock) expired(q *Queue, off int, key, w uint64) bool {
+	if !q.actorWaiting(off, w) {
+		c.timing = false
+		return false
+	}
+	now := time.Now()
+	if !c.timing || c.key != key || c.w != w {
+		c.timing, c.key, c.w, c.since = true, key, w, now
+		return false
+	}
+	return now.Sub(c.since) >= q.stall
 }
 
 // spinner is a waiter's spin budget: at least q.spin polls and, unless spin is
@@ -649,7 +676,16 @@ func (q *Queue) TryDequeue() (uint64, bool) {
 		if w < occ {
 			return 0, false // empty, or the value of ticket h is not published yet
 		}
-		if w > occ || !head.CompareAndSwap(h, h+1) {
+		if w > occ {
+			// Past ticket h's lap: another dequeuer took h, or, if head is
+			// still h, the slot was reclaimed from a stalled enqueuer and its
+			// next lap has come. Nobody holds h then, and no value for it is
+			// coming: skip it, or blocking dequeuers would be the only ones to
+			// get past it.
+			head.CompareAndSwap(h, h+1)
+			continue
+		}
+		if !head.CompareAndSwap(h, h+1) {
 			continue // another dequeuer took h
 		}
 		if v, r := q.take(off, w, occ); r == done {
@@ -673,6 +709,7 @@ func (q *Queue) DequeueTimeout(d time.Duration) (uint64, error) {
 	head := q.r.u64(offHead)
 	sp := spinner{deadline: deadline}
 	spinning := true
+	var clock stallClock
 	for {
 		if v, ok := q.TryDequeue(); ok {
 			return v, nil
@@ -696,6 +733,15 @@ func (q *Queue) DequeueTimeout(d time.Duration) (uint64, error) {
 		seq := q.r.u64(off + slotSeq)
 		w := seq.Load()
 		if w >= seqOf(h>>q.capShift, stOccupied) {
+			continue
+		}
+		// The head slot's enqueuer may have died holding its ticket; with
+		// only DequeueTimeout and TryDequeue callers nobody else would notice
+		// (see await; TryDequeue then skips the reclaimed ticket).
+		if q.stall > 0 && clock.expired(q, off, h, w) {
+			if seq.CompareAndSwap(w, nextFree(w)) {
+				q.wake(off)
+			}
 			continue
 		}
 		waiters := q.r.u32(off + slotWaiters)

@@ -944,14 +944,52 @@ func TestStalledPeersResumeAfterReclaim(t *testing.T) {
 			}
 		}
 	})
+	// The same, but the slot's next lap is published before the stopped
+	// enqueuer writes: its late write replaces that value, so it must not
+	// retry (the value would come out twice).
+	t.Run("enqueuer-reused", func(t *testing.T) {
+		q := mustNew(t, 2, WithSpin(0), WithStallTimeout(time.Hour))
+		q.r.u64(offTail).Add(1) // the stalled enqueuer's ticket 0
+		off := q.slotOff(0)
+		seq := q.r.u64(off + slotSeq)
+		if !seq.CompareAndSwap(seqOf(0, stFree), seqOf(0, stEnqPnd)) {
+			t.Fatal("slot 0 not FREE(0)")
+		}
+		if !seq.CompareAndSwap(seqOf(0, stEnqPnd), seqOf(1, stFree)) { // reclaim
+			t.Fatal("reclaim CAS failed")
+		}
+		for _, v := range []uint64{200, 300} { // tickets 1 and 2 (slot 0, lap 1)
+			if err := q.Enqueue(v); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if r := q.fill(off, seqOf(0, stFree), 100); r != done {
+			t.Fatalf("the resumed enqueuer's fill returned %d; want done: a retry could deliver 100 twice", r)
+		}
+		got := map[uint64]int{}
+		for range 2 {
+			v, err := q.DequeueTimeout(time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got[v]++
+		}
+		if got[200] != 1 || got[100]+got[300] != 1 {
+			t.Fatalf("dequeued %v; want 200 and one of 100 or 300", got)
+		}
+	})
 }
 
 // TestStallClockStartsWithTheTicket: a waiter that has watched a full slot
-// for longer than the stall timeout must not reclaim it from a live dequeuer
-// that has only just taken its ticket.
+// must not count that time, or the time since its last check, against a live
+// dequeuer that has just taken its ticket. The wait slice equals the stall
+// timeout, and the dequeuer takes its ticket right after one of the waiter's
+// checks: a clock started at that check (or earlier) runs out at the next
+// one, while the dequeuer still holds its ticket; the right clock starts at
+// the next check and runs out a whole timeout later.
 func TestStallClockStartsWithTheTicket(t *testing.T) {
-	const stall = 200 * time.Millisecond
-	q := mustNew(t, 2, WithSpin(0), WithStallTimeout(stall), WithWaitSlice(time.Millisecond))
+	const stall = 300 * time.Millisecond
+	q := mustNew(t, 2, WithSpin(0), WithStallTimeout(stall), WithWaitSlice(stall))
 	for _, v := range []uint64{1, 2} {
 		if err := q.Enqueue(v); err != nil {
 			t.Fatal(err)
@@ -960,11 +998,18 @@ func TestStallClockStartsWithTheTicket(t *testing.T) {
 	enq := make(chan error, 1)
 	go func() { enq <- q.Enqueue(3) }() // ticket 2: waits for slot 0 on a full queue
 	waitFor(t, "the enqueuer to sleep", func() bool { return q.waitersAt(0) == 1 })
-	time.Sleep(4 * stall) // longer than the stall timeout, with no dequeue ticket taken
-	// A dequeuer takes ticket 0 and is slow (a tenth of the stall timeout)
-	// before its CAS: the enqueuer must not have reclaimed the slot meanwhile.
-	h := q.r.u64(offHead).Add(1) - 1
-	time.Sleep(stall / 10)
+	// Catch the enqueuer between two sleeps: it checks the stall clock, then
+	// registers again. Poll without sleeping, the gap lasts microseconds.
+	deadline := time.Now().Add(30 * time.Second)
+	for q.waitersAt(0) == 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("never saw the enqueuer wake from its slice")
+		}
+	}
+	for q.waitersAt(0) == 0 {
+	}
+	h := q.r.u64(offHead).Add(1) - 1 // a dequeuer takes ticket 0 ...
+	time.Sleep(stall * 3 / 2)        // ... and is slow, though not a whole timeout past the enqueuer's next check
 	v, r := q.deqTicket(h)
 	if r != done || v != 1 {
 		t.Fatalf("the dequeuer of ticket 0 got %d (result %d): its slot was reclaimed from under it", v, r)
@@ -976,6 +1021,43 @@ func TestStallClockStartsWithTheTicket(t *testing.T) {
 		if v, err := q.Dequeue(); err != nil || v != want {
 			t.Fatalf("Dequeue = %d, %v; want %d", v, err, want)
 		}
+	}
+}
+
+// TestDeadEnqueuerNonBlockingConsumers: an enqueuer dies holding its ticket
+// and the consumers only call DequeueTimeout. They must get every other value:
+// the head slot is reclaimed (by a blocked enqueuer of its next lap, or by
+// DequeueTimeout itself when producers only use TryEnqueue) and the dead
+// ticket skipped.
+func TestDeadEnqueuerNonBlockingConsumers(t *testing.T) {
+	for _, tryEnqueue := range []bool{false, true} {
+		t.Run(fmt.Sprintf("TryEnqueue=%v", tryEnqueue), func(t *testing.T) {
+			q := mustNew(t, 4, WithSpin(0), WithStallTimeout(20*time.Millisecond))
+			q.r.u64(offTail).Add(1) // the dead producer's ticket 0
+			const n = 12
+			go func() {
+				for i := uint64(1); i <= n; i++ {
+					for tryEnqueue && !q.TryEnqueue(i) {
+						time.Sleep(time.Millisecond)
+					}
+					if !tryEnqueue {
+						if err := q.Enqueue(i); err != nil {
+							t.Errorf("Enqueue: %v", err)
+						}
+					}
+				}
+			}()
+			for want := uint64(1); want <= n; want++ {
+				v, err := q.DequeueTimeout(10 * time.Second)
+				if err != nil {
+					t.Fatalf("value %d: %v (head %d, tail %d, slot 0 %s)", want, err,
+						q.r.u64(offHead).Load(), q.enqBound(), stateName(q.seqAt(0)))
+				}
+				if v != want {
+					t.Fatalf("got %d, want %d", v, want)
+				}
+			}
+		})
 	}
 }
 

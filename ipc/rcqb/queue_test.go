@@ -919,16 +919,7 @@ func TestStalledPeersResumeAfterReclaim(t *testing.T) {
 		}
 	})
 	t.Run("enqueuer", func(t *testing.T) {
-		q := mustNew(t, 2, WithSpin(0), WithStallTimeout(time.Hour))
-		q.r.u64(offTail).Add(1) // the stalled enqueuer's ticket 0
-		off := q.slotOff(0)
-		seq := q.r.u64(off + slotSeq)
-		if !seq.CompareAndSwap(seqOf(0, stFree), seqOf(0, stEnqPnd)) {
-			t.Fatal("slot 0 not FREE(0)")
-		}
-		if !seq.CompareAndSwap(seqOf(0, stEnqPnd), seqOf(1, stFree)) { // reclaim
-			t.Fatal("reclaim CAS failed")
-		}
+		q, off := reclaimedEnqueuer(t)
 		if r := q.fill(off, seqOf(0, stFree), 100); r != skipped {
 			t.Fatalf("the resumed enqueuer's fill returned %d; want it skipped, so that it retries", r)
 		}
@@ -948,16 +939,7 @@ func TestStalledPeersResumeAfterReclaim(t *testing.T) {
 	// enqueuer writes: its late write replaces that value, so it must not
 	// retry (the value would come out twice).
 	t.Run("enqueuer-reused", func(t *testing.T) {
-		q := mustNew(t, 2, WithSpin(0), WithStallTimeout(time.Hour))
-		q.r.u64(offTail).Add(1) // the stalled enqueuer's ticket 0
-		off := q.slotOff(0)
-		seq := q.r.u64(off + slotSeq)
-		if !seq.CompareAndSwap(seqOf(0, stFree), seqOf(0, stEnqPnd)) {
-			t.Fatal("slot 0 not FREE(0)")
-		}
-		if !seq.CompareAndSwap(seqOf(0, stEnqPnd), seqOf(1, stFree)) { // reclaim
-			t.Fatal("reclaim CAS failed")
-		}
+		q, off := reclaimedEnqueuer(t)
 		for _, v := range []uint64{200, 300} { // tickets 1 and 2 (slot 0, lap 1)
 			if err := q.Enqueue(v); err != nil {
 				t.Fatal(err)
@@ -978,6 +960,24 @@ func TestStalledPeersResumeAfterReclaim(t *testing.T) {
 			t.Fatalf("dequeued %v; want 200 and one of 100 or 300", got)
 		}
 	})
+}
+
+// reclaimedEnqueuer returns a queue (with stall reclaim, so in CAS mode) whose
+// enqueue ticket 0 was taken by an enqueuer that moved slot 0 to ENQPND and
+// stopped there until a waiter reclaimed the slot, and the slot's offset.
+func reclaimedEnqueuer(t *testing.T) (*Queue, int) {
+	t.Helper()
+	q := mustNew(t, 2, WithSpin(0), WithStallTimeout(time.Hour))
+	q.r.u64(offTail).Add(1) // the stalled enqueuer's ticket 0
+	off := q.slotOff(0)
+	seq := q.r.u64(off + slotSeq)
+	if !seq.CompareAndSwap(seqOf(0, stFree), seqOf(0, stEnqPnd)) {
+		t.Fatal("slot 0 not FREE(0)")
+	}
+	if !seq.CompareAndSwap(seqOf(0, stEnqPnd), seqOf(1, stFree)) { // what a waiter's reclaim does
+		t.Fatal("reclaim CAS failed")
+	}
+	return q, off
 }
 
 // TestStallClockStartsWithTheTicket: a waiter that has watched a full slot

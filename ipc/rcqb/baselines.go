@@ -143,7 +143,7 @@ func (q *vyukov) tryGet() (uint64, bool) {
 
 func (q *vyukov) put(v uint64) error {
 	for i := 1; !q.tryPut(v); i++ {
-		if i&spinYieldMask == 0 {
+		if i%spinBlock == 0 {
 			runtime.Gosched()
 		}
 	}
@@ -155,7 +155,7 @@ func (q *vyukov) get() (uint64, error) {
 		if v, ok := q.tryGet(); ok {
 			return v, nil
 		}
-		if i&spinYieldMask == 0 {
+		if i%spinBlock == 0 {
 			runtime.Gosched()
 		}
 	}

@@ -12,6 +12,9 @@ var benchConfigs = []struct{ p, c int }{{1, 1}, {2, 2}, {4, 4}}
 func BenchmarkThroughput(b *testing.B) {
 	for _, kind := range ThroughputKinds() {
 		for _, cfg := range benchConfigs {
+			if !KindFits(kind, cfg.p, cfg.c) {
+				continue
+			}
 			b.Run(fmt.Sprintf("%s/%dP%dC", kind, cfg.p, cfg.c), func(b *testing.B) {
 				q, err := newBenchQueue(kind, ThroughputCapacity)
 				if err != nil {

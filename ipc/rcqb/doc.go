@@ -35,10 +35,31 @@
 // twice. So regions keep the CAS: the protocol on a shared region is the one
 // above.
 //
+// # Single producer, single consumer
+//
+// WithSPSC (New only, no stall timeout) declares one producer and one
+// consumer at a time. Nobody then contends for a ticket or a slot and only
+// the ticket's holder moves a slot, so each side keeps its counter (tail,
+// head) with plain loads and stores and moves its slot through the same
+// states with plain stores: no locked instruction per value, where release
+// mode has two per side. What the locked instructions did for the wake-up
+// handshake and for Close, membarrier(2) does on the rare side: a sleeper
+// runs it between registering and re-reading the word, and Close runs it
+// between raising the closed flag and marking it settled, while a producer
+// re-reads the flag after its plain store of ENQPND and backs out to FREE if
+// it sees it. A consumer that sees the flag settled and its slot FREE returns
+// ErrClosed; one that sees ENQPND waits. Without membarrier the same states
+// are entered and left by CAS. A broken promise (two producers or two
+// consumers at once) loses or duplicates values; the queue returns
+// ErrConcurrentUse where it notices one. The argument, and why no test can
+// catch a missing fence, are in spsc.go.
+//
 // # Waiting
 //
 // A waiter polls the word at least WithSpin times and for at least WithSpinTime,
-// yielding the P every 64 polls, then registers in the slot's waiters count and
+// in blocks of 64 polls with nothing else in the loop (a call and a budget
+// check per poll cost SPSC mode a third of its 1P1C rate), yielding the P
+// between blocks, then registers in the slot's waiters count and
 // sleeps in FUTEX_WAIT on the low 32 bits of the word, for at most a wait slice
 // (WithWaitSlice) before it re-checks. Futexes on a region from Init or Attach
 // are non-private (no FUTEX_PRIVATE_FLAG), so they work across processes on a
@@ -150,67 +171,83 @@
 //
 // # Invariants and locks
 //
-// A slot's sequence word only increases. head and tail only increase (tail's
-// bit 63 is set once). The package has no locks. Every shared word is accessed
-// with sync/atomic except plain stores by the owner of a pending slot: the
-// value, and in release mode (on amd64 outside race builds) the word that
-// leaves the pending state. The sleep/wake handshake relies on the sequential
-// consistency of sync/atomic's read-modify-writes (on amd64, the total order
-// of locked instructions; Waiting, above).
+// A slot's sequence word only increases, with one exception: an SPSC producer
+// that finds the queue closed after entering ENQPND(k) puts the slot back to
+// FREE(k) by CAS (same lap; nothing else moved it meanwhile). head and tail
+// only increase (tail's bit 63 is set once). The package has no locks. Every
+// shared word is accessed with sync/atomic except plain stores by the owner of
+// a slot or counter: the value; in release mode (on amd64 outside race builds)
+// the word that leaves the pending state; in SPSC mode every step of the slot
+// word and the producer's tail and consumer's head. The sleep/wake handshake
+// relies on the sequential consistency of sync/atomic's read-modify-writes (on
+// amd64, the total order of locked instructions; Waiting, above), and in SPSC
+// mode on membarrier (spsc.go).
 //
 // # Layout choice and performance
 //
-// Measured 2026-11-21 08:00-08:10 UTC on the project's development VM (2 vCPU
+// Measured 2026-11-21 10:06-10:10 UTC on the project's development VM (2 vCPU
 // "AMD EPYC", CPUID family 26 model 2, i.e. Zen 5, with AVX-512; Linux 6.18,
 // Go 1.26.8, GOMAXPROCS 2, nothing else running but the VM's host is shared;
 // earlier sessions' figures came from a Zen 3 VM), capacity 1024, all kinds in
-// the same run.
-// `polytropon perf ipc`, six runs (M values/s, range and median):
+// the same run. `polytropon perf ipc`, six runs (M values/s, range and
+// median; the first run caught the host in a slow phase that halved every
+// kind, direct round trips included; docs/results/2026-11-21/perf-ipc-zen5.txt):
 //
-//	            1P1C                2P2C                4P4C
-//	rcqb        21-42 (median 37)   33-44 (41)          32-47 (40)
-//	chan        20-26 (23)          19-26 (24)          20-26 (23)
-//	vyukov      29-34 (31)          31-36 (34)          31-36 (33)
-//	mutex-ring  26-35 (30)          19-26 (23)          13-16 (14)
+//	            1P1C                 2P2C           4P4C
+//	rcqb-spsc   48-177 (median 120)  -              -
+//	rcqb        16-44 (32)           15-52 (46)     14-50 (44)
+//	chan        21-25 (22)           13-25 (23)     14-25 (23)
+//	vyukov      22-49 (34)           20-35 (33)     24-49 (34)
+//	mutex-ring  27-35 (29)           17-28 (25)     6-18 (14)
 //
-// Per run, RCQB / Vyukov at 2P2C: 1.07, 1.37, 1.28, 1.19, 0.98, 1.18; RCQB /
-// chan at 1P1C: 1.67, 1.18, 1.42, 2.07, 0.91, 1.45. `go test -bench
-// Throughput` (eight process runs, ns per value): rcqb 1P1C 23-33, 2P2C
-// 22-24; vyukov 1P1C 27-29, 2P2C 28-30; chan 1P1C 42-52. Uncontended
-// Enqueue+Dequeue by one goroutine: padded 34-37 ns, packed 32-35 ns.
-// BenchmarkPingPong (round trip over two queues): spin 0 (futex every time)
-// 11.7-13.5 us, default spin 176-182 ns. 0 allocs/op everywhere (-benchmem,
-// and TestZeroAllocs).
+// Per run, RCQB / Vyukov at 2P2C: 0.74 (the slow phase), 1.69, 1.44, 1.48,
+// 1.43, 1.34; SPSC RCQB / chan at 1P1C: 2.21 (slow phase), 4.22, 7.09, 4.49,
+// 6.70, 8.05; MPMC RCQB / chan at 1P1C: 0.73, 1.37, 1.03, 2.00, 1.51, 1.87.
+// `go test -bench Throughput -benchmem` (four process runs, ns per value, the
+// build before this session's changes alternating with it): rcqb-spsc 1P1C
+// 7.1-7.3 (one run 18); rcqb 1P1C 27-29 (before 25-33), 2P2C 21-23 (before
+// 24-26); vyukov 1P1C 29-30, 2P2C 30-31; chan 1P1C 44-53; one run in four
+// per build in the slow phase (55-90). Direct-path round trip, old and new
+// builds alternating: spinning p50 320-351 ns (before 330-411), sleeping
+// 6.4-6.8 us (before 6.6-6.9). 0 allocs/op everywhere (-benchmem,
+// TestZeroAllocs, both modes).
 //
-// Two changes made these numbers (the code before them, `go test -bench` at
-// 07:40 UTC the same morning: rcqb 1P1C 33-37 ns per value, 2P2C 52-64 ns):
-// the spin time (see Waiting: sleeps, not the queue, cost 2P2C
-// half its throughput) and release mode (about +25 % at 2P2C in A/B runs: a
-// locked CAS stalls until its cache line arrives and drains the store buffer;
-// a store retires into the buffer). These are New queues, in release mode;
-// a queue in a region keeps the second CAS per side.
-// Trying the dequeuer's CAS before reading the slot word (as the enqueuer
-// does) stays: without it, 1P1C and 2P2C were 25-40 % slower. Software
-// prefetch for write (PREFETCHW 4 or 16 slots ahead, by the producer, the
-// consumer or both) gained nothing measurable in four A/B rounds and was
-// dropped.
+// What made these numbers, in the order found:
+//   - The spin time (see Waiting: sleeps, not the queue, cost 2P2C half its
+//     throughput; 07:40 UTC: 2P2C 52-64 ns per value).
+//   - Release mode (about +25 % at 2P2C: a locked CAS stalls until its cache
+//     line arrives and drains the store buffer; a store retires into the
+//     buffer). A queue in a region keeps the second CAS per side.
+//   - Region accessors with pointer receivers (with value receivers every
+//     access copied the 40-byte region handle to the stack: three more
+//     stores, queued in the store buffer behind the slot's store) and spinning
+//     in blocks of 64 bare polls instead of a method call and a budget check
+//     per poll (Waiting). Together: 2P2C 21-23 ns against 24-26 (above); not
+//     measured apart. For SPSC mode the second took 29 ns to 24 in an A/B
+//     of its own.
+//   - SPSC mode: no locked instruction per value. At 1P1C the MPMC protocol's
+//     cost is its locked instructions: one costs 5.2 ns here even on a line
+//     the core owns (loops of atomic.Add, CAS or Store: 5.1-5.3 ns each,
+//     against 0.3 ns for a load), each side needs two per value, and the CAS
+//     into the pending state also waits for the slot's line from the other
+//     core. A throwaway ring measured in one run what each costs: tickets by
+//     fetch-and-add plus CAS in 27 ns per value, plain tickets plus CAS in 20,
+//     plain tickets, plain store in and CAS out 13, all plain 5.5. The plain
+//     stores need the membarrier handshake (spsc.go) to stay correct.
+//
+// Tried and dropped: reading the slot word before the dequeuer's CAS (as the
+// enqueuer does not; 25-40 % slower at 1P1C and 2P2C); software prefetch for
+// write (PREFETCHW 4 or 16 slots ahead, by the producer, the consumer or
+// both: nothing measurable in four A/B rounds).
 //
 // Layout: padded (one slot per cache line) is the default: at 1P1C, where
 // consumer and producer work a few slots apart, two slots per line make them
-// fight over the line (packed 1P1C 27-36 ns against padded 21-32); at 2P2C
-// and 4P4C the two are within noise.
+// fight over the line (packed 1P1C 27-36 ns against padded 21-32 in the
+// morning's runs); at 2P2C and 4P4C the two are within noise.
 //
 // Goals (issue 3): RCQB >= the Vyukov baseline at 2P2C: met in five runs of
-// six (median 1.19x). RCQB >= 3x the buffered channel at 1P1C: not met
-// (median 1.4x). Where the floor is: a locked instruction costs 5.2 ns here
-// even on a line the core owns (loops of atomic.Add, CAS or Store: 5.1-5.3 ns
-// each, against 0.3 ns for a load), and each side of RCQB needs two per value
-// (the ticket's fetch-and-add and the CAS into the pending state), 10.4 ns;
-// the CAS into the pending state also waits for the slot's line to come from
-// the other core, once per value. Vyukov's queue has the same two locked
-// instructions per side and runs at the same 1P1C rate (27-29 ns). Three
-// times the channel needs 13-17 ns per value: as far as these measurements
-// show, that takes a protocol with fewer locked instructions per value
-// (batches, or no shared tickets), not a better implementation of this one.
-// 0 allocs/op: met.
+// six (median 1.44x). RCQB >= 3x the buffered channel at 1P1C: met by a
+// 1P1C queue, that is WithSPSC, in five runs of six (median 5.6x; `go test
+// -bench`, 6-7x); the MPMC protocol used by one producer and one consumer
+// stays at 1.4x (median), for the reason above. 0 allocs/op: met.
 package rcqb

@@ -11,6 +11,7 @@ const (
 	KindRCQB       = "rcqb"        // this package, DefaultLayout
 	KindRCQBPacked = "rcqb-packed" // this package, Packed layout
 	KindRCQBPadded = "rcqb-padded" // this package, Padded layout
+	KindRCQBSPSC   = "rcqb-spsc"   // this package, WithSPSC: 1P1C only
 	KindChannel    = "chan"        // a buffered Go channel
 	KindMutexRing  = "mutex-ring"  // a ring behind a sync.Mutex with sync.Cond waits
 	KindVyukov     = "vyukov"      // Vyukov's bounded MPMC queue, polling with yields
@@ -18,7 +19,13 @@ const (
 
 // ThroughputKinds lists the kinds MeasureThroughput accepts, RCQB first.
 func ThroughputKinds() []string {
-	return []string{KindRCQB, KindRCQBPacked, KindRCQBPadded, KindChannel, KindMutexRing, KindVyukov}
+	return []string{KindRCQB, KindRCQBPacked, KindRCQBPadded, KindRCQBSPSC, KindChannel, KindMutexRing, KindVyukov}
+}
+
+// KindFits reports whether a queue of the given kind may run with that many
+// producers and consumers: an SPSC queue takes one of each.
+func KindFits(kind string, producers, consumers int) bool {
+	return kind != KindRCQBSPSC || producers == 1 && consumers == 1
 }
 
 // ThroughputCapacity is the queue capacity MeasureThroughput uses for every kind.
@@ -53,6 +60,9 @@ func MeasureThroughputResult(kind string, producers, consumers, ops, capacity in
 	if producers < 1 || consumers < 1 || producers > 1024 || consumers > 1024 {
 		return res, fmt.Errorf("rcqb: producers %d and consumers %d must be in [1, 1024]", producers, consumers)
 	}
+	if !KindFits(kind, producers, consumers) {
+		return res, fmt.Errorf("rcqb: a %s queue takes one producer and one consumer, not %d and %d", kind, producers, consumers)
+	}
 	if ops < 1 || ops > maxThroughputOps {
 		return res, fmt.Errorf("rcqb: ops %d out of range [1, %d]", ops, maxThroughputOps)
 	}
@@ -73,9 +83,11 @@ func newBenchQueue(kind string, capacity int) (benchQueue, error) {
 		return nil, err
 	}
 	switch kind {
-	case KindRCQB, KindRCQBPacked, KindRCQBPadded:
+	case KindRCQB, KindRCQBPacked, KindRCQBPadded, KindRCQBSPSC:
 		var opts []Option
 		switch kind {
+		case KindRCQBSPSC:
+			opts = append(opts, WithSPSC())
 		case KindRCQBPacked:
 			opts = append(opts, WithLayout(Packed))
 		case KindRCQBPadded:

@@ -5,6 +5,9 @@ import "testing"
 func TestMeasureThroughput(t *testing.T) {
 	for _, kind := range ThroughputKinds() {
 		for _, cfg := range benchConfigs {
+			if !KindFits(kind, cfg.p, cfg.c) {
+				continue
+			}
 			ops, err := MeasureThroughput(kind, cfg.p, cfg.c, 3001)
 			if err != nil {
 				t.Fatalf("%s %dP%dC: %v", kind, cfg.p, cfg.c, err)
@@ -17,7 +20,7 @@ func TestMeasureThroughput(t *testing.T) {
 	bad := []struct {
 		kind    string
 		p, c, n int
-	}{{"nope", 1, 1, 10}, {KindRCQB, 0, 1, 10}, {KindRCQB, 1, 0, 10}, {KindRCQB, 1, 1, 0}, {KindChannel, 2000, 1, 10}}
+	}{{"nope", 1, 1, 10}, {KindRCQB, 0, 1, 10}, {KindRCQB, 1, 0, 10}, {KindRCQB, 1, 1, 0}, {KindChannel, 2000, 1, 10}, {KindRCQBSPSC, 2, 1, 10}, {KindRCQBSPSC, 1, 2, 10}}
 	for _, b := range bad {
 		if _, err := MeasureThroughput(b.kind, b.p, b.c, b.n); err == nil {
 			t.Errorf("MeasureThroughput(%q, %d, %d, %d) succeeded", b.kind, b.p, b.c, b.n)

@@ -460,6 +460,13 @@ func TestSoak(t *testing.T) {
 		p, c := 1+round%5, 1+round%3
 		q := mustNew(t, 2<<(round%4), WithSpin(round%4*100), WithLayout(Layout(1+round%2)))
 		runMPMC(t, q, p, c, 50000/p)
+		if round%3 == 0 {
+			// SPSC mode, both protocols, with Close at a random point.
+			t.Run(fmt.Sprintf("spsc-%d", round), TestSPSCCloseRace)
+			q := mustNew(t, 2<<(round%4), WithSPSC(), WithSpin(round%4*100))
+			q.fenced = q.fenced && round%2 == 0
+			runMPMC(t, q, 1, 1, 50000)
+		}
 		if round%4 == 0 {
 			t.Run(fmt.Sprintf("xproc-%d", round), TestCrossProcessMPMC)
 			t.Run(fmt.Sprintf("kill-%d", round), TestCrossProcessConsumerKilled)

@@ -35,9 +35,9 @@ const (
 	// Attach: a peer process may die holding a ticket.
 	DefaultSharedStallTimeout = time.Second
 
-	// spinYieldMask: during a spin, yield the P every 64 polls so that, with more
+	// spinBlock: during a spin, yield the P every 64 polls so that, with more
 	// goroutines than cores, the peer we wait for can run.
-	spinYieldMask = 63
+	spinBlock = 64
 	// maxSkips bounds the retries of one operation whose ticket was reclaimed.
 	maxSkips = 64
 	// pendingSlice bounds a sleep on a slot seen in ENQPND or DEQPND: the
@@ -59,11 +59,12 @@ type config struct {
 	stall    time.Duration
 	stallSet bool
 	slice    time.Duration
+	spsc     bool
 }
 
 // WithSpin sets the least number of polls of the slot word before a waiter
-// sleeps on the futex (0 = sleep at once, whatever WithSpinTime says). Values
-// above 1<<20 are rejected.
+// sleeps on the futex (0 = sleep at once, whatever WithSpinTime says); the
+// spin ends at a multiple of 64 polls. Values above 1<<20 are rejected.
 func WithSpin(n int) Option { return func(c *config) { c.spin = n } }
 
 // WithSpinTime sets the least time a waiter spins before it sleeps, on top of
@@ -91,6 +92,16 @@ func WithStallTimeout(d time.Duration) Option {
 // lost wake-up can delay a sleeper.
 func WithWaitSlice(d time.Duration) Option { return func(c *config) { c.slice = d } }
 
+// WithSPSC declares that at most one goroutine enqueues and at most one
+// dequeues at any time (a side may pass from one goroutine to another if the
+// hand-over synchronizes, as through a mutex or channel): the queue then runs
+// its single-producer single-consumer protocol, with no locked instruction per
+// value, and a sleep costs one more system call (membarrier; see spsc.go).
+// Breaking the promise loses or duplicates values; ErrConcurrentUse reports
+// the breaches the queue happens to notice. Only for New, and not with a
+// stall timeout.
+func WithSPSC() Option { return func(c *config) { c.spsc = true } }
+
 func buildConfig(shared bool, opts []Option) (config, error) {
 	c := config{spin: DefaultSpin, spinTime: DefaultSpinTime, slice: DefaultWaitSlice}
 	if shared {
@@ -112,6 +123,15 @@ func buildConfig(shared bool, opts []Option) (config, error) {
 	}
 	if c.slice < time.Microsecond || c.slice > time.Second {
 		return c, fmt.Errorf("rcqb: wait slice %v out of range [1us, 1s]", c.slice)
+	}
+	if c.spsc && shared {
+		// Close would need a barrier across processes, and a region's
+		// stall reclaim moves slots that SPSC mode assumes only their owner
+		// moves.
+		return c, errors.New("rcqb: WithSPSC is for queues in process memory (New), not regions")
+	}
+	if c.spsc && c.stall > 0 {
+		return c, errors.New("rcqb: WithSPSC cannot be combined with a stall timeout")
 	}
 	return c, nil
 }
@@ -137,6 +157,9 @@ type Queue struct {
 	// stall reclaim: nobody else can then move a slot out of a pending state.
 	release    bool
 	layoutName Layout
+	// spsc: WithSPSC (spsc.go); fenced: its producer enters ENQPND with a
+	// plain store, Close running heavyFence (else with a CAS).
+	spsc, fenced bool
 
 	// sleepTimeouts counts this handle's blocking waits (Enqueue, Dequeue)
 	// that ran out a whole wait slice instead of being woken: an idle queue, a
@@ -172,7 +195,11 @@ func New(capacity int, opts ...Option) (*Queue, error) {
 		return nil, err
 	}
 	q.private = true
-	q.release = c.stall == 0
+	q.spsc = c.spsc
+	q.fenced = c.spsc && asymmetricFenceReady()
+	// SPSC mode leaves pending states with a CAS (spsc.go); release mode is
+	// the MPMC protocol's.
+	q.release = c.stall == 0 && !c.spsc
 	return q, nil
 }
 
@@ -306,6 +333,18 @@ func (q *Queue) wake(off int) {
 	}
 }
 
+// sleeperFence is what a sleeper runs between registering and re-reading the
+// word. Where the wakers' last step is a CAS, the registration's own locked
+// instruction is enough (see wake); an SPSC queue with membarrier leaves its
+// pending states with plain stores, so the sleeper pays for the barrier
+// instead (heavyFence: either the waker's store is visible to the re-read, or
+// the waker's later load of the count sees the registration).
+func (q *Queue) sleeperFence() {
+	if q.fenced {
+		heavyFence()
+	}
+}
+
 // waiting reports whether sleepers are registered on the slot at off.
 func (q *Queue) waiting(off int) bool { return q.r.u32(off+slotWaiters).Load() != 0 }
 
@@ -323,6 +362,9 @@ const (
 // Enqueue appends v, blocking (spin, then futex sleep) while the queue is full.
 // It returns ErrClosed if the queue is closed before v is published.
 func (q *Queue) Enqueue(v uint64) error {
+	if q.spsc {
+		return q.enqSPSC(v)
+	}
 	for skips := 0; skips < maxSkips; skips++ {
 		if q.closed() {
 			return ErrClosed
@@ -416,6 +458,9 @@ func (q *Queue) fill(off int, free, v uint64) result {
 // the queue is empty. Once the queue is closed it keeps returning values whose
 // enqueue ticket was taken before Close, then ErrClosed.
 func (q *Queue) Dequeue() (uint64, error) {
+	if q.spsc {
+		return q.deqSPSC()
+	}
 	head := q.r.u64(offHead)
 	for skips := 0; skips < maxSkips; {
 		var h uint64
@@ -500,10 +545,20 @@ func (q *Queue) drain(off int, occ uint64) (uint64, result) {
 // It returns the word it saw (>= target) with done, or closedOut.
 func (q *Queue) await(off int, target uint64, deq bool) (uint64, result) {
 	seq := q.r.u64(off + slotSeq)
-	var sp spinner
-	for sp.next(q) {
-		if w := seq.Load(); w >= target {
-			return w, done
+	if q.spin > 0 {
+		// Poll in blocks with nothing else in the loop: a slower poll
+		// (a call and a budget check each time) cost SPSC mode a third of
+		// its 1P1C throughput, MPMC less.
+		var sp spinner
+		for {
+			for range spinBlock {
+				if w := seq.Load(); w >= target {
+					return w, done
+				}
+			}
+			if !sp.block(q) {
+				break
+			}
 		}
 	}
 	waiters := q.r.u32(off + slotWaiters)
@@ -513,13 +568,19 @@ func (q *Queue) await(off int, target uint64, deq bool) (uint64, result) {
 		if w >= target {
 			return w, done
 		}
+		closing := false
 		if q.closed() {
 			if !deq {
 				// A blocked enqueuer gives up; its dequeuer (if any) will find the
 				// slot FREE for this lap and cancel it below.
 				return w, closedOut
 			}
-			if w == target-(stOccupied-stFree) {
+			if q.spsc {
+				if q.drainedSPSC(off, target) {
+					return w, closedOut
+				}
+				closing = true
+			} else if w == target-(stOccupied-stFree) {
 				// FREE for our lap and closed: no value is coming that we must
 				// wait for. Cancel the lap (the enqueuer's FREE -> ENQPND CAS then
 				// fails and it reports ErrClosed) and let Dequeue drain on.
@@ -537,8 +598,14 @@ func (q *Queue) await(off int, target uint64, deq bool) (uint64, result) {
 			continue
 		}
 		waiters.Add(1)
-		if seq.Load() == w && !q.closed() {
+		q.sleeperFence()
+		if seq.Load() == w && (!q.closed() || closing) {
 			d := q.sleepSlice(w, q.slice)
+			if closing {
+				// Close wakes every sleeper after settling, but one that
+				// registered while it ran may miss that.
+				d = min(d, pendingSlice)
+			}
 			if q.r.futexWaitOn(off+slotSeq+lowHalf, uint32(w), d, q.private) && d == q.slice {
 				q.sleepTimeouts.Add(1)
 			}
@@ -551,7 +618,8 @@ func (q *Queue) await(off int, target uint64, deq bool) (uint64, result) {
 // at most pendingSlice when w is a pending state, whose owner finishes it with
 // a plain store and wakes only the sleepers it saw before (see fill). In CAS
 // mode the owner's last step is a CAS followed by the wake-up check, which
-// every sleeper registered before it gets.
+// every sleeper registered before it gets; in SPSC mode a plain store
+// followed by that check, which sleeperFence makes as good.
 func (q *Queue) sleepSlice(w uint64, d time.Duration) time.Duration {
 	if s := w & 3; q.release && (s == stEnqPnd || s == stDeqPnd) {
 		return min(d, pendingSlice)
@@ -589,7 +657,7 @@ func (c *stallClock) expired(q *Queue, off int, key, w uint64) bool {
 // 0, at least q.spinTime, yielding the P every 64 polls so that with more
 // goroutines than Ps the peer being waited for can run.
 type spinner struct {
-	i        int
+	i, n     int // polls accounted for; polls since (next)
 	start    time.Time
 	deadline time.Time // zero: none; else the spin also ends here
 }
@@ -599,15 +667,23 @@ func (s *spinner) next(q *Queue) bool {
 	if q.spin == 0 {
 		return false
 	}
-	s.i++
-	if s.i&spinYieldMask != 0 {
-		return s.i <= q.spin || q.spinTime > 0
+	s.n++
+	if s.n < spinBlock {
+		return true
 	}
+	s.n = 0
+	return s.block(q)
+}
+
+// block accounts for spinBlock polls made since the last call and reports
+// whether the waiter should poll on; if so it yields the P first.
+func (s *spinner) block(q *Queue) bool {
+	s.i += spinBlock
 	now := time.Now()
 	if s.start.IsZero() {
 		s.start = now
 	}
-	if s.i > q.spin && now.Sub(s.start) >= q.spinTime ||
+	if s.i >= q.spin && now.Sub(s.start) >= q.spinTime ||
 		!s.deadline.IsZero() && !now.Before(s.deadline) {
 		return false
 	}
@@ -635,6 +711,9 @@ func (q *Queue) actorWaiting(off int, w uint64) bool {
 // blocks: it takes a ticket (CAS on tail) only when the slot of that ticket is
 // FREE for its lap.
 func (q *Queue) TryEnqueue(v uint64) bool {
+	if q.spsc {
+		return q.tryEnqSPSC(v)
+	}
 	tail := q.r.u64(offTail)
 	for i := 0; i < tryLimit; i++ {
 		if q.closed() {
@@ -667,6 +746,9 @@ func (q *Queue) TryEnqueue(v uint64) bool {
 // blocks: it takes a ticket (CAS on head) only when the slot of that ticket is
 // OCCUPIED for its lap.
 func (q *Queue) TryDequeue() (uint64, bool) {
+	if q.spsc {
+		return q.tryDeqSPSC()
+	}
 	head := q.r.u64(offHead)
 	for i := 0; i < tryLimit; i++ {
 		h := head.Load()
@@ -746,6 +828,7 @@ func (q *Queue) DequeueTimeout(d time.Duration) (uint64, error) {
 		}
 		waiters := q.r.u32(off + slotWaiters)
 		waiters.Add(1)
+		q.sleeperFence()
 		if seq.Load() == w && head.Load() == h && !q.closed() {
 			q.r.futexWaitOn(off+slotSeq+lowHalf, uint32(w), q.sleepSlice(w, min(left, q.slice)), q.private)
 		}
@@ -758,6 +841,10 @@ func (q *Queue) DequeueTimeout(d time.Duration) (uint64, error) {
 // ticket was taken and then get ErrClosed. It wakes every sleeper, in every
 // process attached to the region. Close is idempotent.
 func (q *Queue) Close() {
+	if q.spsc {
+		q.closeSPSC()
+		return
+	}
 	old := q.r.u64(offTail).Or(closedBit)
 	if old&closedBit == 0 {
 		q.r.u64(offClosedTail).Store(old + 1)

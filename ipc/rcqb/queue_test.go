@@ -602,26 +602,30 @@ func TestStallReclaimDeadEnqueuer(t *testing.T) {
 }
 
 func TestZeroAllocs(t *testing.T) {
+	spsc := mustNew(t, 64, WithSPSC())
 	q := mustNew(t, 64)
-	allocs := testing.AllocsPerRun(1000, func() {
-		if err := q.Enqueue(1); err != nil {
-			t.Fatal(err)
+	for _, q := range []*Queue{spsc, q} {
+		allocs := testing.AllocsPerRun(1000, func() {
+			if err := q.Enqueue(1); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := q.Dequeue(); err != nil {
+				t.Fatal(err)
+			}
+			q.TryEnqueue(2)
+			q.TryDequeue()
+		})
+		if allocs != 0 {
+			t.Fatalf("SPSC %v: %v allocations per Enqueue+Dequeue", q.spsc, allocs)
 		}
-		if _, err := q.Dequeue(); err != nil {
-			t.Fatal(err)
+		// The sleeping path (futex with a timeout, and membarrier in
+		// SPSC mode) must not allocate either.
+		allocs = testing.AllocsPerRun(20, func() {
+			q.DequeueTimeout(50 * time.Microsecond)
+		})
+		if allocs != 0 {
+			t.Fatalf("SPSC %v: %v allocations per timed-out DequeueTimeout", q.spsc, allocs)
 		}
-		q.TryEnqueue(2)
-		q.TryDequeue()
-	})
-	if allocs != 0 {
-		t.Fatalf("%v allocations per Enqueue+Dequeue", allocs)
-	}
-	// The sleeping path (futex with a timeout) must not allocate either.
-	allocs = testing.AllocsPerRun(20, func() {
-		q.DequeueTimeout(50 * time.Microsecond)
-	})
-	if allocs != 0 {
-		t.Fatalf("%v allocations per timed-out DequeueTimeout", allocs)
 	}
 }
 
@@ -1080,7 +1084,7 @@ func TestSpinnerBudget(t *testing.T) {
 		want     int
 	}{
 		{0, time.Second, time.Time{}, 0},                      // spin 0: sleep at once, whatever the time
-		{100, 0, time.Time{}, 100},                            // polls only
+		{100, 0, time.Time{}, 127},                            // polls only, to the end of their 64-poll block
 		{1, time.Second, time.Now().Add(-time.Second), 63},    // a past deadline ends it at the first yield point
 		{1000, time.Second, time.Now().Add(-time.Second), 63}, // the deadline wins over the polls too
 		{200, time.Nanosecond, time.Time{}, 255},              // the time is checked every 64 polls

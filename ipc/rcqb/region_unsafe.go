@@ -33,11 +33,11 @@ func newRegion(mem []byte) region {
 	return region{base: unsafe.Pointer(unsafe.SliceData(mem)), size: len(mem), mem: mem}
 }
 
-func (r region) u64(off int) *atomic.Uint64 {
+func (r *region) u64(off int) *atomic.Uint64 {
 	return (*atomic.Uint64)(unsafe.Add(r.base, off))
 }
 
-func (r region) u32(off int) *atomic.Uint32 {
+func (r *region) u32(off int) *atomic.Uint32 {
 	return (*atomic.Uint32)(unsafe.Add(r.base, off))
 }
 
@@ -61,7 +61,7 @@ var lowHalf = func() int {
 // It returns on a wake, on a timeout, on a signal (EINTR) or at once when the
 // word already differs (EAGAIN); the caller re-reads the state in every case.
 // It reports whether the sleep ran out its time (ETIMEDOUT).
-func (r region) futexWaitOn(off int, val uint32, d time.Duration, private bool) (timedOut bool) {
+func (r *region) futexWaitOn(off int, val uint32, d time.Duration, private bool) (timedOut bool) {
 	op := uintptr(futexWait)
 	if private {
 		op |= futexPrivateFlag
@@ -75,7 +75,7 @@ func (r region) futexWaitOn(off int, val uint32, d time.Duration, private bool) 
 // futexWake wakes every sleeper on the 32-bit word at off. Waking is rare (only
 // when a waiter is registered), so waking all keeps enqueuers and dequeuers that
 // share a slot word from stealing each other's wake-ups.
-func (r region) futexWakeAll(off int, private bool) {
+func (r *region) futexWakeAll(off int, private bool) {
 	op := uintptr(futexWake)
 	if private {
 		op |= futexPrivateFlag
@@ -88,6 +88,6 @@ func (r region) futexWakeAll(off int, private bool) {
 // (storeSeq) publishes the value; dequeuers read it only after seeing OCCUPIED
 // (acquire). A plain MOV instead of Go's XCHG-based atomic store saves one
 // locked instruction per enqueue.
-func (r region) setData(off int, v uint64) {
+func (r *region) setData(off int, v uint64) {
 	*(*uint64)(unsafe.Add(r.base, off+slotData)) = v
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/polytropon/polytropon/ipc/rcqb"
 	"github.com/polytropon/polytropon/perf/ipcperf"
 )
 
@@ -71,8 +72,12 @@ func newPerfIPCCmd() *cobra.Command {
 					unix = r.P50Ns
 				}
 			}
+			fmt.Fprintf(out, "\n1P1C: rcqb / chan = %.2fx, rcqb-spsc / chan = %.2fx; 2P2C: rcqb / vyukov = %.2fx\n",
+				rep.QueueRatio(rcqb.KindRCQB, rcqb.KindChannel, 1, 1),
+				rep.QueueRatio(rcqb.KindRCQBSPSC, rcqb.KindChannel, 1, 1),
+				rep.QueueRatio(rcqb.KindRCQB, rcqb.KindVyukov, 2, 2))
 			if spin > 0 {
-				fmt.Fprintf(out, "\nunix-socket p50 / direct (spinning) p50 = %.1fx (%s)\n", float64(unix)/float64(spin), rep.Date)
+				fmt.Fprintf(out, "unix-socket p50 / direct (spinning) p50 = %.1fx (%s)\n", float64(unix)/float64(spin), rep.Date)
 			}
 			return nil
 		},

@@ -74,6 +74,27 @@ type Report struct {
 	RoundTrip []RoundTripRow `json:"round_trip"`
 }
 
+// QueueRatio returns the throughput of kind a over that of kind b with p
+// producers and c consumers in this run, or 0 if either is missing.
+func (r *Report) QueueRatio(a, b string, p, c int) float64 {
+	var x, y float64
+	for _, q := range r.Queue {
+		if q.Producers != p || q.Consumers != c {
+			continue
+		}
+		switch q.Kind {
+		case a:
+			x = q.OpsPerSec
+		case b:
+			y = q.OpsPerSec
+		}
+	}
+	if x == 0 || y == 0 {
+		return 0
+	}
+	return x / y
+}
+
 // Run measures everything in opts.
 func Run(opts Options) (*Report, error) {
 	if opts.RoundTrips <= 0 {
@@ -87,7 +108,10 @@ func Run(opts Options) (*Report, error) {
 	}
 	r := &Report{Date: time.Now().UTC().Format(time.RFC3339)}
 	for _, pc := range [][2]int{{1, 1}, {2, 2}, {4, 4}} {
-		for _, kind := range []string{rcqb.KindRCQB, rcqb.KindChannel, rcqb.KindMutexRing, rcqb.KindVyukov} {
+		for _, kind := range []string{rcqb.KindRCQB, rcqb.KindRCQBSPSC, rcqb.KindChannel, rcqb.KindMutexRing, rcqb.KindVyukov} {
+			if !rcqb.KindFits(kind, pc[0], pc[1]) {
+				continue
+			}
 			ops, err := rcqb.MeasureThroughput(kind, pc[0], pc[1], opts.QueueOps)
 			if err != nil {
 				return nil, fmt.Errorf("ipcperf: %s %dP%dC: %w", kind, pc[0], pc[1], err)

@@ -5,6 +5,8 @@ import (
 	"os"
 	"os/exec"
 	"testing"
+
+	"github.com/polytropon/polytropon/ipc/rcqb"
 )
 
 const peerEnv = "POLYTROPON_IPCPERF_TEST_PEER"
@@ -31,8 +33,14 @@ func TestRunSmall(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(rep.Queue) != 12 {
-		t.Fatalf("%d queue rows, want 4 kinds x 3 shapes", len(rep.Queue))
+	if len(rep.Queue) != 13 {
+		t.Fatalf("%d queue rows, want 4 kinds x 3 shapes and rcqb-spsc at 1P1C", len(rep.Queue))
+	}
+	if r := rep.QueueRatio(rcqb.KindRCQBSPSC, rcqb.KindChannel, 1, 1); r <= 0 {
+		t.Fatalf("rcqb-spsc / chan at 1P1C = %v", r)
+	}
+	if r := rep.QueueRatio(rcqb.KindRCQBSPSC, rcqb.KindChannel, 2, 2); r != 0 {
+		t.Fatalf("rcqb-spsc / chan at 2P2C = %v, want 0 (not measured)", r)
 	}
 	for _, q := range rep.Queue {
 		if q.OpsPerSec <= 0 {

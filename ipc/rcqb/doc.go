@@ -48,8 +48,8 @@
 // between raising the closed flag and marking it settled, while a producer
 // re-reads the flag after its plain store of ENQPND and backs out to FREE if
 // it sees it. A consumer that sees the flag settled and its slot FREE returns
-// ErrClosed; one that sees ENQPND waits. Without membarrier the same states
-// are entered and left by CAS. A broken promise (two producers or two
+// ErrClosed; one that sees ENQPND waits. Without membarrier the producer
+// enters ENQPND by CAS and both sides leave their pending states by CAS. A broken promise (two producers or two
 // consumers at once) loses or duplicates values; the queue returns
 // ErrConcurrentUse where it notices one. The argument, and why no test can
 // catch a missing fence, are in spsc.go.
@@ -58,7 +58,7 @@
 //
 // A waiter polls the word at least WithSpin times and for at least WithSpinTime,
 // in blocks of 64 polls with nothing else in the loop (a call and a budget
-// check per poll cost SPSC mode a third of its 1P1C rate), yielding the P
+// check per poll cost SPSC mode a sixth of its 1P1C rate), yielding the P
 // between blocks, then registers in the slot's waiters count and
 // sleeps in FUTEX_WAIT on the low 32 bits of the word, for at most a wait slice
 // (WithWaitSlice) before it re-checks. Futexes on a region from Init or Attach
@@ -111,7 +111,8 @@
 // next FREE (the late enqueuer's CAS fails and it reports ErrClosed), then takes
 // the next ticket; once head reaches the tail, Dequeue returns ErrClosed.
 // A sleeper that registers while Close runs may miss its wake-up and notice the
-// flag at the end of its wait slice.
+// flag at the end of its wait slice. An SPSC queue closes differently: no
+// closed bit, no cancelled laps (see Single producer, single consumer).
 //
 // # Dead peers and stall reclaim
 //
@@ -176,12 +177,13 @@
 // FREE(k) by CAS (same lap; nothing else moved it meanwhile). head and tail
 // only increase (tail's bit 63 is set once). The package has no locks. Every
 // shared word is accessed with sync/atomic except plain stores by the owner of
-// a slot or counter: the value; in release mode (on amd64 outside race builds)
-// the word that leaves the pending state; in SPSC mode every step of the slot
-// word and the producer's tail and consumer's head. The sleep/wake handshake
-// relies on the sequential consistency of sync/atomic's read-modify-writes (on
-// amd64, the total order of locked instructions; Waiting, above), and in SPSC
-// mode on membarrier (spsc.go).
+// a slot or counter: the value; and, as plain MOVs on amd64 in gc builds
+// without the race detector (atomic stores elsewhere), in release mode the
+// word that leaves the pending state, in SPSC mode the slot word's steps and
+// the producer's tail and consumer's head. The sleep/wake handshake relies on
+// the sequential consistency of sync/atomic's read-modify-writes (on amd64,
+// the total order of locked instructions; Waiting, above), and in SPSC mode
+// with membarrier, the wake-ups and Close rely on membarrier (spsc.go).
 //
 // # Layout choice and performance
 //
@@ -206,7 +208,7 @@
 // `go test -bench Throughput -benchmem` (four process runs, ns per value, the
 // build before this session's changes alternating with it): rcqb-spsc 1P1C
 // 7.1-7.3 (one run 18); rcqb 1P1C 27-29 (before 25-33), 2P2C 21-23 (before
-// 24-26); vyukov 1P1C 29-30, 2P2C 30-31; chan 1P1C 44-53; one run in four
+// 23.5-26); vyukov 1P1C 29-40, 2P2C 30-52; chan 1P1C 44-53; one run in four
 // per build in the slow phase (55-90). Direct-path round trip, old and new
 // builds alternating: spinning p50 320-351 ns (before 330-411), sleeping
 // 6.4-6.8 us (before 6.6-6.9). 0 allocs/op everywhere (-benchmem,
@@ -222,7 +224,7 @@
 //     access copied the 40-byte region handle to the stack: three more
 //     stores, queued in the store buffer behind the slot's store) and spinning
 //     in blocks of 64 bare polls instead of a method call and a budget check
-//     per poll (Waiting). Together: 2P2C 21-23 ns against 24-26 (above); not
+//     per poll (Waiting). Together: 2P2C 21-23 ns against 23.5-26 (above); not
 //     measured apart. For SPSC mode the second took 29 ns to 24 in an A/B
 //     of its own.
 //   - SPSC mode: no locked instruction per value. At 1P1C the MPMC protocol's

@@ -1,7 +1,6 @@
 package rcqb
 
 import (
-	"fmt"
 	"sync"
 
 	"golang.org/x/sys/unix"
@@ -28,19 +27,22 @@ func asymmetricFenceReady() bool { return fenceOnce() }
 // heavyFence makes every thread of the process run a full memory barrier
 // before it returns (membarrier MEMBARRIER_CMD_PRIVATE_EXPEDITED: an IPI to
 // each CPU running one of them; a thread not running passed one when it was
-// switched out). It pairs with plain accesses on the fast side: a store
-// followed by a load there cannot both miss the caller's store made before
-// the call and its load made after it. The expedited command cannot fail once
-// registered (its errors are an unknown command and a missing registration);
-// if it does anyway, the global command does the same, slower (every CPU
-// passes a context switch), and if that fails too the queue cannot keep its
-// promises and says so by panicking rather than losing values quietly.
-func heavyFence() {
-	if err := membarrierExpedited(); err == nil {
-		return
-	} else if _, _, errno := unix.Syscall(unix.SYS_MEMBARRIER, membarrierCmdGlobal, 0, 0); errno != 0 {
-		panic(fmt.Sprintf("rcqb: membarrier failed after registration (expedited: %v, global: %v)", err, errno))
+// switched out), and reports whether it did. It pairs with plain accesses on
+// the fast side: a store followed by a load there cannot both miss the
+// caller's store made before the call and its load made after it. Once
+// registered, the expedited command fails only for lack of memory (ENOMEM),
+// which is retried; then the global command does the same, slower (every CPU
+// passes a context switch; EINVAL on nohz_full kernels). Callers decide what
+// a failure costs them (sleeperFence, closeSPSC). The kernel serializes
+// expedited calls behind one mutex, so concurrent sleepers queue up there.
+func heavyFence() bool {
+	for range 3 {
+		if membarrierExpedited() == nil {
+			return true
+		}
 	}
+	_, _, errno := unix.Syscall(unix.SYS_MEMBARRIER, membarrierCmdGlobal, 0, 0)
+	return errno == 0
 }
 
 // membarrierExpedited runs MEMBARRIER_CMD_PRIVATE_EXPEDITED.

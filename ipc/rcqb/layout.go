@@ -21,7 +21,7 @@ const (
 	// the adjacent-line prefetcher couples the producers' line with the consumers'.
 	offTail   = 128 // uint64: next enqueue ticket; bit 63 is the closed bit (closedBit)
 	offHead   = 256 // uint64: next dequeue ticket
-	offClosed = 384 // uint32: 1 once closed; read by sleepers, written once by Close
+	offClosed = 384 // uint32: nonzero once closed (SPSC mode: 1 closing, 2 settled); read by sleepers
 
 	// HeaderSize is the offset of slot 0.
 	HeaderSize = 512
@@ -58,7 +58,8 @@ const (
 )
 
 // Slot states, the low two bits of a slot's sequence word. The upper bits hold
-// the lap (ticket / capacity), so seq = lap<<2 | state only ever increases.
+// the lap (ticket / capacity), so seq = lap<<2 | state only increases (but for
+// an SPSC producer's back-out, ENQPND -> FREE of the same lap; see spsc.go).
 const (
 	stFree     = 0 // empty, ready for the enqueuer of this lap
 	stEnqPnd   = 1 // the enqueuer of this lap is writing the value

@@ -6,7 +6,7 @@ import "errors"
 //
 // With a single enqueuer and a single dequeuer nobody contends for a ticket or
 // a slot, and in a New queue without stall reclaim nobody but the ticket's
-// holder moves a slot, except the consumer after Close. So each side keeps its
+// holder moves a slot. So each side keeps its
 // own counter with plain loads and stores (tail for the producer, head for the
 // consumer) and moves its slot through the same states as the multi-party
 // protocol with plain stores: no locked instruction per value at all, where
@@ -246,8 +246,10 @@ func (q *Queue) tryDeqSPSC() (uint64, bool) {
 func (q *Queue) closeSPSC() {
 	c := q.r.u32(offClosed)
 	c.CompareAndSwap(0, closedSet)
-	if q.fenced {
-		heavyFence()
+	if q.fenced && !heavyFence() {
+		// Settling without the barrier could report a value lost that a
+		// producer is publishing. Stop instead of losing it quietly.
+		panic("rcqb: Close of an SPSC queue: membarrier failed, cannot settle")
 	}
 	c.Store(closedFenced)
 	for i := 0; i < q.capacity; i++ {

@@ -1,4 +1,4 @@
-//go:build amd64 && !race
+//go:build amd64 && !race && gc
 
 package rcqb
 
@@ -12,7 +12,10 @@ import "unsafe"
 // (TSO) a plain MOV is a release store: the value written before it is
 // visible first. Go's atomic.Store would be an XCHG, a locked instruction;
 // this removes it. The race detector cannot see the ordering, so race builds
-// use storeSeq's atomic version.
+// use storeSeq's atomic version. The compiler keeps these stores in place:
+// gc compiles sync/atomic loads as operations on the memory state, which no
+// store may cross and which keep earlier stores alive; other compilers get
+// the atomic version (the gc build tag).
 func (r *region) storeSeq(off int, v uint64) {
 	r.storePlain(off+slotSeq, v)
 }

@@ -75,7 +75,8 @@ func (q *Queue) enqSPSC(v uint64) error {
 			return err
 		}
 	}
-	// publishSPSC, written out: a call less on the path that sets the rate.
+	// The membarrier protocol, written out here (a call less on the path
+	// that sets the rate, 24 -> 14 ns per value); publishSPSC leaves by CAS.
 	if !q.fenced {
 		return q.publishSPSC(t, off, free, v)
 	}
@@ -114,7 +115,9 @@ func (q *Queue) awaitSPSC(off int, target uint64, deq bool) error {
 }
 
 // publishSPSC moves the slot of ticket t, seen FREE for its lap, through
-// ENQPND to OCCUPIED with v, and wakes its sleepers.
+// ENQPND to OCCUPIED with v, and wakes its sleepers. It leaves ENQPND by CAS,
+// which the protocol without membarrier needs and the one with it allows
+// (TryEnqueue uses it in both).
 func (q *Queue) publishSPSC(t uint64, off int, free, v uint64) error {
 	seq := q.r.u64(off + slotSeq)
 	if q.fenced {
@@ -160,7 +163,8 @@ func (q *Queue) deqSPSC() (uint64, error) {
 	if !q.fenced {
 		return q.takeSPSC(h, off, occ)
 	}
-	// takeSPSC, written out (see enqSPSC).
+	// The membarrier protocol, written out (see enqSPSC); takeSPSC leaves by
+	// CAS.
 	q.r.storeSeq(off, occ+1)
 	v := q.r.u64(off + slotData).Load()
 	q.r.storeSeq(off, nextFree(occ))

@@ -13,9 +13,12 @@ import (
 // ClientCtx is the service's view of one connected client. Handlers receive it with
 // every request; it is valid until Handler.ClientGone returns.
 type ClientCtx struct {
-	// Identity, from SO_PEERCRED at the handshake.
+	// Identity, from the kernel at the handshake (SO_PEERCRED): PID, UID and
+	// GID repeat Cred's fields, which also holds the supplementary groups and
+	// the effective capabilities the permission checks need.
 	PID      int32
 	UID, GID uint32
+	Cred     Credential
 
 	slot, gen uint16
 	conn      *net.UnixConn

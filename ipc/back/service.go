@@ -11,9 +11,9 @@ import (
 	"time"
 
 	"go.uber.org/zap"
-	"golang.org/x/sys/unix"
 
 	"github.com/polytropon/polytropon/internal/logging"
+	"github.com/polytropon/polytropon/internal/peercred"
 	"github.com/polytropon/polytropon/ipc/rcqb"
 	"github.com/polytropon/polytropon/ipc/shm"
 	"github.com/polytropon/polytropon/ipc/wire"
@@ -44,11 +44,9 @@ type ClientOpener interface {
 	ClientOpened(c *ClientCtx)
 }
 
-// Credential is a connecting peer's identity (SO_PEERCRED).
-type Credential struct {
-	PID      int32
-	UID, GID uint32
-}
+// Credential is a connecting peer's identity, from the kernel at connect(2)
+// (internal/peercred: SO_PEERCRED, SO_PEERGROUPS, capabilities from /proc).
+type Credential = peercred.Cred
 
 // AllowUIDs returns an allow rule admitting peers whose uid is one of uids.
 func AllowUIDs(uids ...uint32) func(Credential) error {
@@ -450,17 +448,12 @@ func peerCred(conn *net.UnixConn) (Credential, error) {
 	if err != nil {
 		return Credential{}, err
 	}
-	var uc *unix.Ucred
-	var gerr error
-	if err := rc.Control(func(fd uintptr) {
-		uc, gerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
-	}); err != nil {
+	var c Credential
+	var cerr error
+	if err := rc.Control(func(fd uintptr) { c, cerr = peercred.FromSocket(int(fd)) }); err != nil {
 		return Credential{}, err
 	}
-	if gerr != nil {
-		return Credential{}, gerr
-	}
-	return Credential{PID: uc.Pid, UID: uc.Uid, GID: uc.Gid}, nil
+	return c, cerr
 }
 
 func (s *Service) defaultAllow(c Credential) error {
@@ -591,7 +584,7 @@ func (s *Service) admit(conn *net.UnixConn, cred Credential) (*ClientCtx, error)
 	}
 	s.mapped.Add(1)
 	mem := reg.Bytes()
-	c := &ClientCtx{PID: cred.PID, UID: cred.UID, GID: cred.GID, slot: uint16(slot), gen: gen, conn: conn,
+	c := &ClientCtx{PID: cred.PID, UID: cred.UID, GID: cred.GID, Cred: cred, slot: uint16(slot), gen: gen, conn: conn,
 		arena: reg, mem: mem, numDesc: uint32(n), descOff: uint32(descOff),
 		lim: wire.Limits{DataLo: uint32(dataOff), DataHi: uint32(len(mem))}}
 	putArenaHeader(mem, n, descOff, dataOff, s.cfg.SlotBytes)

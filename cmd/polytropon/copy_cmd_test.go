@@ -8,8 +8,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/polytropon/polytropon/internal/copytune"
 	"github.com/polytropon/polytropon/ipc/memcopy"
+	"github.com/polytropon/polytropon/ipc/memcopy/tune"
 )
 
 // TestTuneAndPerfCopy runs `tune copy --quick` for real (reader child and
@@ -41,7 +41,7 @@ func TestTuneAndPerfCopy(t *testing.T) {
 		t.Fatalf("perf copy: %v\n%s", err, stderr.String())
 	}
 	out = stdout.String()
-	var rep perfCopyReport
+	var rep tune.Comparison
 	if err := json.Unmarshal([]byte(out), &rep); err != nil {
 		t.Fatalf("perf copy --json: %v\n%.500s", err, out)
 	}
@@ -61,16 +61,16 @@ func TestTuneAndPerfCopy(t *testing.T) {
 		t.Fatalf("perf copy --sizes: %v\n%s", err, stderr.String())
 	}
 	out = stdout.String()
-	rep = perfCopyReport{}
+	rep = tune.Comparison{}
 	if err := json.Unmarshal([]byte(out), &rep); err != nil {
 		t.Fatalf("perf copy --json: %v\n%.500s", err, out)
 	}
-	if len(rep.Speedups) != 2*len(copytune.Settings) {
-		t.Fatalf("%d tuned cells, want 2 sizes x %d settings", len(rep.Speedups), len(copytune.Settings))
+	if len(rep.Speedups) != 2*len(tune.Settings) {
+		t.Fatalf("%d tuned cells, want 2 sizes x %d settings", len(rep.Speedups), len(tune.Settings))
 	}
 	for _, s := range rep.Speedups {
 		p := s.Paired
-		if p == nil || p.N != 6 || !(p.Lo <= p.Median && p.Median <= p.Hi) || s.Verdict != p.Verdict(noWorseBound) {
+		if p == nil || p.N != 6 || !(p.Lo <= p.Median && p.Median <= p.Hi) || s.Verdict != p.Verdict(tune.GoalBound) {
 			t.Errorf("cell %s %d: paired %+v verdict %s", s.Setting, s.Bytes, p, s.Verdict)
 		}
 	}

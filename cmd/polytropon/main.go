@@ -89,6 +89,7 @@ func registerUnder(name string, c func() *cobra.Command) {
 }
 
 func main() {
+	serveCopyReader()
 	root := newRoot()
 	err := root.Execute()
 	_ = log.Sync()

@@ -10,23 +10,26 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
-	"github.com/polytropon/polytropon/internal/copytune"
 	"github.com/polytropon/polytropon/ipc/memcopy"
+	"github.com/polytropon/polytropon/ipc/memcopy/tune"
 )
 
-func init() {
-	// The reader child of `tune copy` and `perf copy` is this executable
-	// started again with copytune's environment marker. It serves here,
-	// before cobra (or the test runner, in tests) parses arguments that were
-	// never meant for it; it is the re-exec pattern of container runtimes.
-	if copytune.IsChild() {
-		if err := copytune.ServeChild(); err != nil {
-			fmt.Fprintln(os.Stderr, "polytropon: copy reader:", err)
-			os.Exit(1)
-		}
-		os.Exit(0)
+func init() { registerUnder("tune", newTuneCopyCmd) }
+
+// serveCopyReader is the reader child of `tune copy` and `perf copy`: this
+// executable started again with the tuner's environment marker. main (and
+// TestMain, in tests) calls it before cobra or the test runner parses
+// arguments that were never meant for it; it is the re-exec pattern of
+// container runtimes. It returns only when this process is not the child.
+func serveCopyReader() {
+	if !tune.IsChild() {
+		return
 	}
-	registerUnder("tune", newTuneCopyCmd)
+	if err := tune.ServeChild(); err != nil {
+		fmt.Fprintln(os.Stderr, "polytropon: copy reader:", err)
+		os.Exit(1)
+	}
+	os.Exit(0)
 }
 
 // copyRunFlags are the measurement flags shared by tune copy and perf copy.
@@ -43,10 +46,10 @@ func (f *copyRunFlags) add(c *cobra.Command) {
 	c.Flags().BoolVar(&f.progress, "progress", false, "draw a progress bar on stderr even when it is not a terminal")
 }
 
-func (f *copyRunFlags) options(stderr io.Writer) copytune.Options {
+func (f *copyRunFlags) options(stderr io.Writer) tune.Options {
 	// KeepSamples: the choice compares kernels with copy() round by round
-	// (see copytune.Choose).
-	o := copytune.Options{Quick: f.quick, Reps: f.reps, Sizes: f.sizes, KeepSamples: true}
+	// (see tune.Choose).
+	o := tune.Options{Quick: f.quick, Reps: f.reps, Sizes: f.sizes, KeepSamples: true}
 	if f.progress || isTerminal(stderr) {
 		o.Progress = stderr
 	}
@@ -88,18 +91,18 @@ run and again in a second run of that class against copy() alone, and writes the
 				}
 			}
 			log.Info("tuning memory copy", zap.Stringer("cpu", memcopy.HostCPU()), zap.Bool("quick", rf.quick))
-			r, err := copytune.Run(rf.options(cmd.ErrOrStderr()))
+			r, err := tune.Run(rf.options(cmd.ErrOrStderr()))
 			if err != nil {
 				return fmt.Errorf("tune copy: %w", err)
 			}
-			p := copytune.Choose(r)
+			p := tune.Choose(r)
 			if !noConfirm {
-				if err := copytune.Confirm(p, r, rf.options(cmd.ErrOrStderr())); err != nil {
+				if err := tune.Confirm(p, r, rf.options(cmd.ErrOrStderr())); err != nil {
 					return fmt.Errorf("tune copy: confirming: %w", err)
 				}
 			}
 			if show {
-				if err := copytune.WriteTable(cmd.OutOrStdout(), r, p); err != nil {
+				if err := tune.WriteTable(cmd.OutOrStdout(), r, p); err != nil {
 					return err
 				}
 			}

@@ -1,4 +1,4 @@
-package copytune
+package tune
 
 import (
 	"bufio"
@@ -195,12 +195,12 @@ func Run(opts Options) (*Result, error) {
 	maxSize := 0
 	for _, s := range sizes {
 		if s < 1 || s > MaxSize {
-			return nil, fmt.Errorf("copytune: size %d outside 1..%d", s, MaxSize)
+			return nil, fmt.Errorf("memcopy/tune: size %d outside 1..%d", s, MaxSize)
 		}
 		maxSize = max(maxSize, s)
 	}
 	if len(sizes) == 0 {
-		return nil, errors.New("copytune: no sizes to measure")
+		return nil, errors.New("memcopy/tune: no sizes to measure")
 	}
 	reps := opts.Reps
 	if reps == 0 {
@@ -210,14 +210,14 @@ func Run(opts Options) (*Result, error) {
 		}
 	}
 	if reps < 1 || reps > 1000 {
-		return nil, fmt.Errorf("copytune: %d repetitions outside 1..1000", reps)
+		return nil, fmt.Errorf("memcopy/tune: %d repetitions outside 1..1000", reps)
 	}
 	cands := opts.Candidates
 	if cands == nil {
 		cands = KernelCandidates()
 	}
 	if len(cands) == 0 || cands[0].Name != "copy" {
-		return nil, errors.New("copytune: the first candidate must be copy(), the baseline")
+		return nil, errors.New("memcopy/tune: the first candidate must be copy(), the baseline")
 	}
 
 	// Regions: the shared data holds the warm slots and a cold area; the

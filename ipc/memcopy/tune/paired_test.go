@@ -1,4 +1,4 @@
-package copytune
+package tune
 
 import (
 	"errors"

@@ -1,4 +1,4 @@
-package copytune
+package tune
 
 import (
 	"bytes"
@@ -63,12 +63,12 @@ func IsChild() bool { return os.Getenv(envChild) == "1" }
 func ServeChild() error {
 	size, err := strconv.Atoi(os.Getenv(envSize))
 	if err != nil || size <= ctlPageLen {
-		return fmt.Errorf("copytune: reader child: bad %s=%q", envSize, os.Getenv(envSize))
+		return fmt.Errorf("memcopy/tune: reader child: bad %s=%q", envSize, os.Getenv(envSize))
 	}
 	if c := os.Getenv(envCPU); c != "" {
 		cpu, err := strconv.Atoi(c)
 		if err != nil {
-			return fmt.Errorf("copytune: reader child: bad %s=%q", envCPU, c)
+			return fmt.Errorf("memcopy/tune: reader child: bad %s=%q", envCPU, c)
 		}
 		runtime.LockOSThread()
 		var set unix.CPUSet
@@ -78,7 +78,7 @@ func ServeChild() error {
 	}
 	m, err := unix.Mmap(3, 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
 	if err != nil {
-		return fmt.Errorf("copytune: reader child: mmap: %w", err)
+		return fmt.Errorf("memcopy/tune: reader child: mmap: %w", err)
 	}
 	defer unix.Munmap(m)
 	data := m[ctlPageLen:]
@@ -87,7 +87,7 @@ func ServeChild() error {
 	for {
 		s, ok := waitChange(seq, last, childIdleMax)
 		if !ok {
-			return errors.New("copytune: reader child: no request for too long; tuner gone")
+			return errors.New("memcopy/tune: reader child: no request for too long; tuner gone")
 		}
 		last = s
 		op, off, n := word(m, ctlOp).Load(), word(m, ctlOff).Load(), word(m, ctlLen).Load()
@@ -96,7 +96,7 @@ func ServeChild() error {
 			return nil
 		}
 		if off > uint64(len(data)) || n > uint64(len(data))-off {
-			return fmt.Errorf("copytune: reader child: request [%d, +%d) outside %d bytes", off, n, len(data))
+			return fmt.Errorf("memcopy/tune: reader child: request [%d, +%d) outside %d bytes", off, n, len(data))
 		}
 		buf := data[off : off+n]
 		switch op {
@@ -105,7 +105,7 @@ func ServeChild() error {
 		case opWrite:
 			touchWrite(buf, byte(s))
 		default:
-			return fmt.Errorf("copytune: reader child: unknown op %d", op)
+			return fmt.Errorf("memcopy/tune: reader child: unknown op %d", op)
 		}
 		ack.Store(s)
 	}
@@ -174,16 +174,16 @@ func startChild(dataLen int, args []string, cpu int) (*child, error) {
 	size := ctlPageLen + dataLen
 	fd, err := unix.MemfdCreate("polytropon-copytune", unix.MFD_CLOEXEC)
 	if err != nil {
-		return nil, fmt.Errorf("copytune: memfd_create: %w", err)
+		return nil, fmt.Errorf("memcopy/tune: memfd_create: %w", err)
 	}
 	f := os.NewFile(uintptr(fd), "polytropon-copytune")
 	defer f.Close() // the mapping and the child keep their own references
 	if err := unix.Ftruncate(fd, int64(size)); err != nil {
-		return nil, fmt.Errorf("copytune: sizing the shared memfd to %d bytes: %w", size, err)
+		return nil, fmt.Errorf("memcopy/tune: sizing the shared memfd to %d bytes: %w", size, err)
 	}
 	m, err := unix.Mmap(fd, 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
 	if err != nil {
-		return nil, fmt.Errorf("copytune: mmap of the shared memfd: %w", err)
+		return nil, fmt.Errorf("memcopy/tune: mmap of the shared memfd: %w", err)
 	}
 	c := &child{m: m, data: m[ctlPageLen:], exited: make(chan struct{})}
 	c.cmd = exec.Command("/proc/self/exe", args...)
@@ -198,7 +198,7 @@ func startChild(dataLen int, args []string, cpu int) (*child, error) {
 	c.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := c.cmd.Start(); err != nil {
 		unix.Munmap(m)
-		return nil, fmt.Errorf("copytune: starting the reader child: %w", err)
+		return nil, fmt.Errorf("memcopy/tune: starting the reader child: %w", err)
 	}
 	go func() { _ = c.cmd.Wait(); close(c.exited) }()
 	return c, nil
@@ -224,12 +224,12 @@ func (c *child) do(op, off, n int) error {
 		}
 		select {
 		case <-c.exited:
-			return fmt.Errorf("copytune: reader child exited (%v): %s", c.cmd.ProcessState, bytes.TrimSpace(c.stderr.Bytes()))
+			return fmt.Errorf("memcopy/tune: reader child exited (%v): %s", c.cmd.ProcessState, bytes.TrimSpace(c.stderr.Bytes()))
 		default:
 		}
 		time.Sleep(10 * time.Microsecond)
 	}
-	return fmt.Errorf("copytune: reader child did not answer within %v", replyMax)
+	return fmt.Errorf("memcopy/tune: reader child did not answer within %v", replyMax)
 }
 
 // stop tells the child to quit, waits a bounded time for it, kills it if it

@@ -1,4 +1,4 @@
-package copytune
+package tune
 
 import (
 	"errors"
@@ -42,19 +42,19 @@ func (p Paired) Verdict(bound float64) string {
 }
 
 // ErrTooFewRounds: fewer than 6 rounds cannot bound a median at 95 %.
-var ErrTooFewRounds = errors.New("copytune: a 95 % interval for a median needs at least 6 rounds")
+var ErrTooFewRounds = errors.New("memcopy/tune: a 95 % interval for a median needs at least 6 rounds")
 
 // PairRatios compares candidate times with baseline times of the same rounds
 // (nanoseconds, index i = round i) and returns the median ratio with its 95 %
 // distribution-free confidence interval.
 func PairRatios(baseline, candidate []float64) (Paired, error) {
 	if len(baseline) != len(candidate) {
-		return Paired{}, errors.New("copytune: paired samples of different lengths")
+		return Paired{}, errors.New("memcopy/tune: paired samples of different lengths")
 	}
 	r := make([]float64, 0, len(baseline))
 	for i := range baseline {
 		if baseline[i] <= 0 || candidate[i] <= 0 {
-			return Paired{}, errors.New("copytune: a paired sample is not positive")
+			return Paired{}, errors.New("memcopy/tune: a paired sample is not positive")
 		}
 		r = append(r, baseline[i]/candidate[i])
 	}

@@ -1,4 +1,4 @@
-package copytune
+package tune
 
 import (
 	"fmt"
@@ -20,9 +20,9 @@ import (
 // its samples (Options.KeepSamples; tune and perf do): kernel and copy() ran
 // in the same round, within milliseconds, so a slow spell of a shared machine
 // hits both and cancels out of the ratio. The ratio of the two medians, used
-// otherwise, takes each median from different moments: on the shared VM of
-// 2026-11-21 two or three such cells per run vetoed rep-movsb in classes
-// where it was 1.1-2x faster in most cells.
+// otherwise, takes each median from different moments: on a shared VM two or
+// three such cells per run vetoed kernels in classes where they were faster
+// in most cells.
 const (
 	MinGain = 1.03
 	MaxLoss = 0.98

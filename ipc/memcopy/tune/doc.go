@@ -1,6 +1,10 @@
-// Package copytune measures memcopy's kernels in the settings of the direct
-// path and chooses one per size class: the engine behind `polytropon tune copy`
-// and `polytropon perf copy`.
+// Package tune measures memcopy's kernels in the settings of the direct path
+// and chooses one per size class: the engine behind `polytropon tune copy`
+// (Run, Choose, Confirm, then memcopy.Profile.Save) and `polytropon perf copy`
+// (Compare: the tuned Copier against copy(), judged per cell against
+// GoalBound). It lives beside the kernels it tunes; package memcopy itself
+// stays a leaf that imports only the standard library, x/sys and the
+// invariants switch, and knows nothing of how its profile was made.
 //
 // Settings: a private source copied into a shared memfd mapping (MAP_SHARED)
 // that a reader child process on another core then reads, and a shared source
@@ -25,4 +29,4 @@
 //
 // Locking: none; Run is single-threaded and the child protocol is one
 // request at a time.
-package copytune
+package tune

@@ -1,4 +1,4 @@
-package copytune
+package tune
 
 import (
 	"sync/atomic"
@@ -9,7 +9,7 @@ import (
 // atomic, so that parent and reader child synchronise through it.
 func word(m []byte, off int) *atomic.Uint64 {
 	if off%8 != 0 || off+8 > len(m) {
-		panic("copytune: control word out of range or unaligned")
+		panic("memcopy/tune: control word out of range or unaligned")
 	}
 	return (*atomic.Uint64)(unsafe.Pointer(&m[off]))
 }

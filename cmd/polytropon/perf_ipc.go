@@ -2,15 +2,11 @@ package main
 
 import (
 	"encoding/json"
-	"fmt"
 	"os"
 	"os/exec"
-	"text/tabwriter"
-	"time"
 
 	"github.com/spf13/cobra"
 
-	"github.com/polytropon/polytropon/ipc/rcqb"
 	"github.com/polytropon/polytropon/perf/ipcperf"
 )
 
@@ -44,42 +40,12 @@ func newPerfIPCCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			out := cmd.OutOrStdout()
 			if asJSON {
-				enc := json.NewEncoder(out)
+				enc := json.NewEncoder(cmd.OutOrStdout())
 				enc.SetIndent("", "  ")
 				return enc.Encode(rep)
 			}
-			tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
-			fmt.Fprintln(tw, "queue\tP\tC\tMops/s\t")
-			for _, q := range rep.Queue {
-				fmt.Fprintf(tw, "%s\t%d\t%d\t%.2f\t\n", q.Kind, q.Producers, q.Consumers, q.OpsPerSec/1e6)
-			}
-			fmt.Fprintln(tw, "\t\t\t\t")
-			fmt.Fprintln(tw, "round trip\tp50\tp99\tops/s\t")
-			for _, r := range rep.RoundTrip {
-				fmt.Fprintf(tw, "%s\t%v\t%v\t%.0f\t\n", r.Path, time.Duration(r.P50Ns), time.Duration(r.P99Ns), r.OpsPerSec)
-			}
-			if err := tw.Flush(); err != nil {
-				return err
-			}
-			var spin, unix int64
-			for _, r := range rep.RoundTrip {
-				switch r.Path {
-				case ipcperf.PeerDirectSpin:
-					spin = r.P50Ns
-				case ipcperf.PeerUnix:
-					unix = r.P50Ns
-				}
-			}
-			fmt.Fprintf(out, "\n1P1C: rcqb / chan = %.2fx, rcqb-spsc / chan = %.2fx; 2P2C: rcqb / vyukov = %.2fx\n",
-				rep.QueueRatio(rcqb.KindRCQB, rcqb.KindChannel, 1, 1),
-				rep.QueueRatio(rcqb.KindRCQBSPSC, rcqb.KindChannel, 1, 1),
-				rep.QueueRatio(rcqb.KindRCQB, rcqb.KindVyukov, 2, 2))
-			if spin > 0 {
-				fmt.Fprintf(out, "unix-socket p50 / direct (spinning) p50 = %.1fx (%s)\n", float64(unix)/float64(spin), rep.Date)
-			}
-			return nil
+			return ipcperf.WriteTable(cmd.OutOrStdout(), rep)
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the report as JSON")

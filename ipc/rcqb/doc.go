@@ -49,10 +49,10 @@
 // re-reads the flag after its plain store of ENQPND and backs out to FREE if
 // it sees it. A consumer that sees the flag settled and its slot FREE returns
 // ErrClosed; one that sees ENQPND waits. Without membarrier the producer
-// enters ENQPND by CAS and both sides leave their pending states by CAS. A broken promise (two producers or two
-// consumers at once) loses or duplicates values; the queue returns
-// ErrConcurrentUse where it notices one. The argument, and why no test can
-// catch a missing fence, are in spsc.go.
+// enters ENQPND by CAS and both sides leave their pending states by CAS. A
+// broken promise (two producers or two consumers at once) loses or duplicates
+// values; the queue returns ErrConcurrentUse where it notices one. The
+// argument, and why no test can catch a missing fence, are in spsc.go.
 //
 // # Waiting
 //
@@ -84,7 +84,7 @@
 // until the runtime's monitor hands it off, 20 µs to 10 ms later, so with more
 // goroutines than Ps an early sleep also stalls the goroutines queued behind it,
 // often the very peer being waited for. 4096 polls alone last about a
-// microsecond here; with them only, 2P2C throughput ran at 127 % CPU of 200 %
+// microsecond on a current x86 core; with them only, 2P2C throughput ran at 127 % CPU of 200 %
 // (about 2000 sleeps of ~200 µs per 10 million values). DefaultSpinTime (200 µs)
 // left almost none. Callers that must not burn CPU pass WithSpin(0) and wait
 // their own way (the ipc drivers do).
@@ -141,9 +141,9 @@
 // stall clock starts at the first check that finds the party that must act
 // holding its ticket: time a waiter spent on a full or empty queue before
 // that does not count against a peer that has just taken its ticket. A
-// sleeper killed while
-// registered leaves the slot's waiters count raised: wakers then make one
-// useless FUTEX_WAKE per operation on that slot, which is slower, not wrong.
+// sleeper killed while registered leaves the slot's waiters count raised:
+// wakers then make one useless FUTEX_WAKE per operation on that slot, which is
+// slower, not wrong.
 //
 // # Shared layout
 //
@@ -185,75 +185,23 @@
 // the total order of locked instructions; Waiting, above), and in SPSC mode
 // with membarrier, the wake-ups and Close rely on membarrier (spsc.go).
 //
-// # Layout choice and performance
+// # Layout choice
 //
-// Measured 2026-11-21 10:06-10:10 UTC on the project's development VM (2 vCPU
-// "AMD EPYC", CPUID family 26 model 2, i.e. Zen 5, with AVX-512; Linux 6.18,
-// Go 1.26.8, GOMAXPROCS 2, nothing else running but the VM's host is shared;
-// earlier sessions' figures came from a Zen 3 VM), capacity 1024, all kinds in
-// the same run. `polytropon perf ipc`, six runs (M values/s, range and
-// median; the first run caught the host in a slow phase that halved every
-// kind, direct round trips included; docs/results/2026-11-21/perf-ipc-zen5.txt):
+// Padded (one slot per cache line) is the default: at 1P1C, where consumer and
+// producer work a few slots apart, two slots per line make them fight over the
+// line; at 2P2C and 4P4C the two layouts measure within noise. Packed halves
+// the region.
 //
-//	            1P1C                 2P2C           4P4C
-//	rcqb-spsc   48-177 (median 120)  -              -
-//	rcqb        16-44 (32)           15-52 (46)     14-50 (44)
-//	chan        21-25 (22)           13-25 (23)     14-25 (23)
-//	vyukov      22-49 (34)           20-35 (33)     24-49 (34)
-//	mutex-ring  27-35 (29)           17-28 (25)     6-18 (14)
+// # Measuring
 //
-// Per run, RCQB / Vyukov at 2P2C: 0.74 (the slow phase), 1.69, 1.44, 1.48,
-// 1.43, 1.34; SPSC RCQB / chan at 1P1C: 2.21 (slow phase), 4.22, 7.09, 4.49,
-// 6.70, 8.05; MPMC RCQB / chan at 1P1C: 0.73, 1.37, 1.03, 2.00, 1.51, 1.87.
-// A second set of six on the session's final code (10:35 UTC, a noisier
-// hour: three runs in the slow phase, in the same results file): SPSC RCQB /
-// chan 4.77, 5.43, 5.16, 2.92, 5.47, 3.12; RCQB / Vyukov at 2P2C 3.06, 1.23,
-// 1.30, 2.12, 0.91, 1.08; MPMC RCQB / chan at 1P1C 0.72-1.92.
-// `go test -bench Throughput -benchmem` (four process runs, ns per value, the
-// build before this session's changes alternating with it): rcqb-spsc 1P1C
-// 7.1-7.3 (one run 18); rcqb 1P1C 27-29 (before 25-33), 2P2C 21-23 (before
-// 23.5-26); vyukov 1P1C 29-40, 2P2C 30-52; chan 1P1C 44-53; one run in four
-// per build in the slow phase (55-90). Direct-path round trip, old and new
-// builds alternating: spinning p50 320-351 ns (before 330-411), sleeping
-// 6.4-6.8 us (before 6.6-6.9). 0 allocs/op everywhere (-benchmem,
-// TestZeroAllocs, both modes).
-//
-// What made these numbers, in the order found:
-//   - The spin time (see Waiting: sleeps, not the queue, cost 2P2C half its
-//     throughput; 07:40 UTC: 2P2C 52-64 ns per value).
-//   - Release mode (about +25 % at 2P2C: a locked CAS stalls until its cache
-//     line arrives and drains the store buffer; a store retires into the
-//     buffer). A queue in a region keeps the second CAS per side.
-//   - Region accessors with pointer receivers (with value receivers every
-//     access copied the 40-byte region handle to the stack: three more
-//     stores, queued in the store buffer behind the slot's store) and spinning
-//     in blocks of 64 bare polls instead of a method call and a budget check
-//     per poll (Waiting). Together: 2P2C 21-23 ns against 23.5-26 (above); not
-//     measured apart. For SPSC mode the second took 29 ns to 24 in an A/B
-//     of its own.
-//   - SPSC mode: no locked instruction per value. At 1P1C the MPMC protocol's
-//     cost is its locked instructions: one costs 5.2 ns here even on a line
-//     the core owns (loops of atomic.Add, CAS or Store: 5.1-5.3 ns each,
-//     against 0.3 ns for a load), each side needs two per value, and the CAS
-//     into the pending state also waits for the slot's line from the other
-//     core. A throwaway ring measured in one run what each costs: tickets by
-//     fetch-and-add plus CAS in 27 ns per value, plain tickets plus CAS in 20,
-//     plain tickets, plain store in and CAS out 13, all plain 5.5. The plain
-//     stores need the membarrier handshake (spsc.go) to stay correct.
-//
-// Tried and dropped: reading the slot word before the dequeuer's CAS (as the
-// enqueuer does not; 25-40 % slower at 1P1C and 2P2C); software prefetch for
-// write (PREFETCHW 4 or 16 slots ahead, by the producer, the consumer or
-// both: nothing measurable in four A/B rounds).
-//
-// Layout: padded (one slot per cache line) is the default: at 1P1C, where
-// consumer and producer work a few slots apart, two slots per line make them
-// fight over the line (packed 1P1C 27-36 ns against padded 21-32 in the
-// morning's runs); at 2P2C and 4P4C the two are within noise.
-//
-// Goals (issue 3): RCQB >= the Vyukov baseline at 2P2C: met in ten runs of
-// twelve (medians 1.44x and 1.27x). RCQB >= 3x the buffered channel at 1P1C:
-// met by a 1P1C queue, that is WithSPSC, in ten runs of twelve (medians 5.6x
-// and 4.97x; `go test -bench`, 6-7x); the MPMC protocol used by one producer and one consumer
-// stays at 1.4x (median), for the reason above. 0 allocs/op: met.
+// `polytropon perf ipc` measures the queue in one run against a buffered
+// channel, a ring behind a mutex and Vyukov's bounded MPMC queue (package
+// perf/ipcperf/throughput holds those baselines), and the direct path's round
+// trip against a Unix socket and a pipe. In process: `go test -run '^$' -bench
+// . -benchmem ./ipc/rcqb` (the uncontended cost, a hand-off round trip) and
+// `./perf/ipcperf/throughput` (throughput per kind and per spin budget). The
+// goals (issue 3): RCQB at least the Vyukov baseline at 2P2C; a 1P1C queue
+// (WithSPSC) at least 3x the buffered channel; no allocation on any operation
+// (TestZeroAllocs, both modes). Dated runs, with what made the figures and
+// what was tried and dropped, are in docs/results/2026-11-21/rcqb.md.
 package rcqb

@@ -1,14 +1,19 @@
 // Package ipcperf measures the direct path's transport for `polytropon perf ipc`:
-// (a) in-process queue throughput, RCQB against a buffered channel, a mutex ring and
-// a Vyukov queue (ipc/rcqb's MeasureThroughput); (b) the cross-process round trip of
-// an empty request over the direct path (service spinning, service sleeping) against
-// a Unix-socket request/response and a pipe, with a peer process started by
-// re-executing the running binary (PeerCommand).
+// (a) in-process queue throughput, RCQB (and at 1P1C its SPSC mode) against a
+// buffered channel, a mutex ring and a Vyukov queue (package
+// perf/ipcperf/throughput, which holds those baselines); (b) the cross-process
+// round trip of an empty request over the direct path (service spinning,
+// service sleeping) against a Unix-socket request/response and a pipe, with a
+// peer process started by re-executing the running binary (PeerCommand, which
+// must end in RunPeer).
 //
 // It is measurement code, not a test: it asserts nothing and reports medians, p99s
-// and rates (HdrHistogram) measured in one run, so that ratios compare like with like.
+// and rates (HdrHistogram) measured in one run, so that ratios compare like with
+// like. Every peer it starts is stopped before Run returns.
 //
 // Lock order: the package holds no locks.
+//
+// Measure: `polytropon perf ipc` (WriteTable's table; --json for the Report).
 package ipcperf
 
 import (
@@ -20,14 +25,15 @@ import (
 	"os/exec"
 	"path/filepath"
 	"syscall"
+	"text/tabwriter"
 	"time"
 
 	"github.com/HdrHistogram/hdrhistogram-go"
 
 	"github.com/polytropon/polytropon/ipc/back"
 	"github.com/polytropon/polytropon/ipc/front"
-	"github.com/polytropon/polytropon/ipc/rcqb"
 	"github.com/polytropon/polytropon/ipc/wire"
+	"github.com/polytropon/polytropon/perf/ipcperf/throughput"
 )
 
 // Peer modes, passed to the peer process.
@@ -108,11 +114,11 @@ func Run(opts Options) (*Report, error) {
 	}
 	r := &Report{Date: time.Now().UTC().Format(time.RFC3339)}
 	for _, pc := range [][2]int{{1, 1}, {2, 2}, {4, 4}} {
-		for _, kind := range []string{rcqb.KindRCQB, rcqb.KindRCQBSPSC, rcqb.KindChannel, rcqb.KindMutexRing, rcqb.KindVyukov} {
-			if !rcqb.KindFits(kind, pc[0], pc[1]) {
+		for _, kind := range []string{throughput.KindRCQB, throughput.KindRCQBSPSC, throughput.KindChannel, throughput.KindMutexRing, throughput.KindVyukov} {
+			if !throughput.Fits(kind, pc[0], pc[1]) {
 				continue
 			}
-			ops, err := rcqb.MeasureThroughput(kind, pc[0], pc[1], opts.QueueOps)
+			ops, err := throughput.Measure(kind, pc[0], pc[1], opts.QueueOps)
 			if err != nil {
 				return nil, fmt.Errorf("ipcperf: %s %dP%dC: %w", kind, pc[0], pc[1], err)
 			}
@@ -132,6 +138,43 @@ func Run(opts Options) (*Report, error) {
 		r.RoundTrip = append(r.RoundTrip, row)
 	}
 	return r, nil
+}
+
+// WriteTable prints the queue throughput and round-trip tables, then the
+// ratios the goals are stated in: RCQB and its SPSC mode over a channel at
+// 1P1C, RCQB over Vyukov's queue at 2P2C, and a Unix socket's p50 round trip
+// over the direct path's (service spinning).
+func WriteTable(out io.Writer, rep *Report) error {
+	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "queue\tP\tC\tMops/s\t")
+	for _, q := range rep.Queue {
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%.2f\t\n", q.Kind, q.Producers, q.Consumers, q.OpsPerSec/1e6)
+	}
+	fmt.Fprintln(tw, "\t\t\t\t")
+	fmt.Fprintln(tw, "round trip\tp50\tp99\tops/s\t")
+	for _, r := range rep.RoundTrip {
+		fmt.Fprintf(tw, "%s\t%v\t%v\t%.0f\t\n", r.Path, time.Duration(r.P50Ns), time.Duration(r.P99Ns), r.OpsPerSec)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	var spin, unix int64
+	for _, r := range rep.RoundTrip {
+		switch r.Path {
+		case PeerDirectSpin:
+			spin = r.P50Ns
+		case PeerUnix:
+			unix = r.P50Ns
+		}
+	}
+	_, err := fmt.Fprintf(out, "\n1P1C: rcqb / chan = %.2fx, rcqb-spsc / chan = %.2fx; 2P2C: rcqb / vyukov = %.2fx\n",
+		rep.QueueRatio(throughput.KindRCQB, throughput.KindChannel, 1, 1),
+		rep.QueueRatio(throughput.KindRCQBSPSC, throughput.KindChannel, 1, 1),
+		rep.QueueRatio(throughput.KindRCQB, throughput.KindVyukov, 2, 2))
+	if err == nil && spin > 0 {
+		_, err = fmt.Fprintf(out, "unix-socket p50 / direct (spinning) p50 = %.1fx (%s)\n", float64(unix)/float64(spin), rep.Date)
+	}
+	return err
 }
 
 func roundTrips(opts Options, mode, sock string) (RoundTripRow, error) {

@@ -4,9 +4,10 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"strings"
 	"testing"
 
-	"github.com/polytropon/polytropon/ipc/rcqb"
+	"github.com/polytropon/polytropon/perf/ipcperf/throughput"
 )
 
 const peerEnv = "POLYTROPON_IPCPERF_TEST_PEER"
@@ -36,10 +37,10 @@ func TestRunSmall(t *testing.T) {
 	if len(rep.Queue) != 13 {
 		t.Fatalf("%d queue rows, want 4 kinds x 3 shapes and rcqb-spsc at 1P1C", len(rep.Queue))
 	}
-	if r := rep.QueueRatio(rcqb.KindRCQBSPSC, rcqb.KindChannel, 1, 1); r <= 0 {
+	if r := rep.QueueRatio(throughput.KindRCQBSPSC, throughput.KindChannel, 1, 1); r <= 0 {
 		t.Fatalf("rcqb-spsc / chan at 1P1C = %v", r)
 	}
-	if r := rep.QueueRatio(rcqb.KindRCQBSPSC, rcqb.KindChannel, 2, 2); r != 0 {
+	if r := rep.QueueRatio(throughput.KindRCQBSPSC, throughput.KindChannel, 2, 2); r != 0 {
 		t.Fatalf("rcqb-spsc / chan at 2P2C = %v, want 0 (not measured)", r)
 	}
 	for _, q := range rep.Queue {
@@ -53,6 +54,15 @@ func TestRunSmall(t *testing.T) {
 	for _, r := range rep.RoundTrip {
 		if r.N != 200 || r.P50Ns <= 0 || r.P99Ns < r.P50Ns || r.OpsPerSec <= 0 {
 			t.Fatalf("row %+v", r)
+		}
+	}
+	var b strings.Builder
+	if err := WriteTable(&b, rep); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"rcqb-spsc", "vyukov", "direct-spin", "pipe", "1P1C: rcqb / chan = ", "unix-socket p50 / direct (spinning) p50 = "} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("table lacks %q:\n%s", want, b.String())
 		}
 	}
 }

@@ -1,15 +1,19 @@
-package rcqb
+package throughput
 
 import (
 	"runtime"
 	"sync"
 	"sync/atomic"
+
+	"github.com/polytropon/polytropon/ipc/rcqb"
 )
 
-// The baselines below exist only for MeasureThroughput and the benchmarks: the
-// queues RCQB is compared with. They live in this package, unexported, because
-// the import rule on ipc/rcqb (standard library and x/sys only, subdirectories
-// included) keeps a separate benchmark package from importing the queue.
+// yieldEvery is how many failed polls a Vyukov put or get makes before it
+// yields the P, as RCQB's spin does.
+const yieldEvery = 64
+
+// The baselines below are the queues RCQB is compared with. They are
+// unexported: they exist only to be measured beside it.
 
 // benchQueue is a blocking queue of uint64 as the throughput runner drives it.
 type benchQueue interface {
@@ -17,7 +21,8 @@ type benchQueue interface {
 	get() (uint64, error)
 }
 
-type rcqbBench struct{ q *Queue }
+// rcqbBench drives an rcqb.Queue.
+type rcqbBench struct{ q *rcqb.Queue }
 
 func (b rcqbBench) put(v uint64) error   { return b.q.Enqueue(v) }
 func (b rcqbBench) get() (uint64, error) { return b.q.Dequeue() }
@@ -143,7 +148,7 @@ func (q *vyukov) tryGet() (uint64, bool) {
 
 func (q *vyukov) put(v uint64) error {
 	for i := 1; !q.tryPut(v); i++ {
-		if i%spinBlock == 0 {
+		if i%yieldEvery == 0 {
 			runtime.Gosched()
 		}
 	}
@@ -155,7 +160,7 @@ func (q *vyukov) get() (uint64, error) {
 		if v, ok := q.tryGet(); ok {
 			return v, nil
 		}
-		if i%spinBlock == 0 {
+		if i%yieldEvery == 0 {
 			runtime.Gosched()
 		}
 	}

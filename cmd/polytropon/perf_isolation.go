@@ -20,6 +20,7 @@ import (
 
 	"github.com/polytropon/polytropon/perf/harness"
 	"github.com/polytropon/polytropon/perf/results"
+	"github.com/polytropon/polytropon/perf/tenantpool"
 )
 
 func init() {
@@ -101,7 +102,7 @@ results.json.`,
 			if err != nil {
 				return err
 			}
-			online, err := onlineCPUList()
+			online, err := tenantpool.OnlineCPUs()
 			if err != nil {
 				return err
 			}
@@ -117,7 +118,7 @@ results.json.`,
 					return fmt.Errorf("CPU %d is not online (online: %v)", c, online)
 				}
 			}
-			pl, err := newPoolLauncher(exe, fmt.Sprintf("polytropon-isolation-%d", os.Getpid()), []int{quietCPU, noisyCPU})
+			pl, err := tenantpool.New(exe, fmt.Sprintf("polytropon-isolation-%d", os.Getpid()), []int{quietCPU, noisyCPU}, "--log-level", logLevel, "--log-format", logFormat)
 			if err != nil {
 				return err
 			}
@@ -261,8 +262,8 @@ type noisyProc struct {
 }
 
 // startNoisy starts the noisy tenant in pool t1 and waits until it writes.
-func startNoisy(pl *poolLauncher, exe, dir string, block, syncEvery int) (*noisyProc, error) {
-	cmd := pl.wrap(1, exe, "perf", "noisy", "--dir", dir, "--block", fmt.Sprint(block), "--sync-every", fmt.Sprint(syncEvery))
+func startNoisy(pl *tenantpool.Launcher, exe, dir string, block, syncEvery int) (*noisyProc, error) {
+	cmd := pl.Command(1, exe, "perf", "noisy", "--dir", dir, "--block", fmt.Sprint(block), "--sync-every", fmt.Sprint(syncEvery))
 	cmd.Stderr = os.Stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	stdout, err := cmd.StdoutPipe()

@@ -11,6 +11,7 @@ import (
 	"github.com/polytropon/polytropon/internal/testenv"
 	"github.com/polytropon/polytropon/perf/harness"
 	"github.com/polytropon/polytropon/perf/results"
+	"github.com/polytropon/polytropon/perf/tenantpool"
 )
 
 // TestPoolLauncher: what the launcher starts runs inside the tenant's pool, on
@@ -19,13 +20,13 @@ func TestPoolLauncher(t *testing.T) {
 	testenv.Root(t)
 	testenv.Cpusets(t, false) // creates cpusets: not beside an exclusive one
 	parent := fmt.Sprintf("polytropon-perftest-%d", os.Getpid())
-	pl, err := newPoolLauncher(os.Args[0], parent, nil)
+	pl, err := tenantpool.New(os.Args[0], parent, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer pl.Close()
 	for tenant := 0; tenant < 3; tenant++ {
-		cmd := pl.wrap(tenant, "/bin/sh", "-c", "cat /proc/self/cgroup; grep Cpus_allowed_list /proc/self/status")
+		cmd := pl.Command(tenant, "/bin/sh", "-c", "cat /proc/self/cgroup; grep Cpus_allowed_list /proc/self/status")
 		out, err := cmd.CombinedOutput()
 		if err != nil {
 			t.Fatalf("tenant %d: %v\n%s", tenant, err, out)

@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/polytropon/polytropon/perf/harness"
+	"github.com/polytropon/polytropon/perf/tenantpool"
 )
 
 func init() {
@@ -70,7 +71,7 @@ func runHarness(cmd *cobra.Command, o harness.Options, pools bool) (err error) {
 	o.Launcher = execLauncher{exe: exe}
 	params := map[string]string{"command": strings.Join(os.Args, " ")}
 	if pools {
-		pl, err := newPoolLauncher(exe, fmt.Sprintf("polytropon-perf-%d", os.Getpid()), nil)
+		pl, err := tenantpool.New(exe, fmt.Sprintf("polytropon-perf-%d", os.Getpid()), nil, "--log-level", logLevel, "--log-format", logFormat)
 		if err != nil {
 			return err
 		}

@@ -1,4 +1,6 @@
-package main
+// Package tenantpool starts each tenant of a measurement inside a pool of its
+// own (perf run --pools, perf isolation).
+package tenantpool
 
 import (
 	"errors"
@@ -11,29 +13,30 @@ import (
 	"github.com/polytropon/polytropon/pool"
 )
 
-// poolLauncher starts each tenant's service and workers inside a pool of its own
+// Launcher starts each tenant's service and workers inside a pool of its own
 // (a cgroup PARENT/tN made through package pool, with a reserved CPU): they enter
 // it through `polytropon pool-exec` before they exec, as serve's services do, so
 // no thread of theirs runs outside the pool. Tenant i gets CPU cpus[i % len]:
 // with more tenants than CPUs, pools share cores (Describe says so).
-type poolLauncher struct {
-	exe  string
-	cpus []int
-	cgs  *pool.Cgroups
+type Launcher struct {
+	exe     string
+	logArgs []string
+	cpus    []int
+	cgs     *pool.Cgroups
 
 	mu    sync.Mutex
 	pools map[int]pool.Cgroup // by tenant; guarded by mu
 	err   error               // the first pool that could not be made
 }
 
-// newPoolLauncher makes pools under the parent cgroup parent (created on demand,
-// removed by Close). Root only.
-func newPoolLauncher(exe, parent string, cpus []int) (*poolLauncher, error) {
+// New makes pools under the parent cgroup parent (created on demand,
+// removed by Close). Root only. logArgs are the services' logging flags.
+func New(exe, parent string, cpus []int, logArgs ...string) (*Launcher, error) {
 	if os.Geteuid() != 0 {
 		return nil, errors.New("--pools needs root (it creates cgroups)")
 	}
 	if len(cpus) == 0 {
-		online, err := onlineCPUList()
+		online, err := OnlineCPUs()
 		if err != nil {
 			return nil, err
 		}
@@ -43,10 +46,11 @@ func newPoolLauncher(exe, parent string, cpus []int) (*poolLauncher, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &poolLauncher{exe: exe, cpus: cpus, cgs: cgs, pools: map[int]pool.Cgroup{}}, nil
+	return &Launcher{exe: exe, logArgs: logArgs, cpus: cpus, cgs: cgs, pools: map[int]pool.Cgroup{}}, nil
 }
 
-func onlineCPUList() ([]int, error) {
+// OnlineCPUs lists the online CPUs.
+func OnlineCPUs() ([]int, error) {
 	b, err := os.ReadFile("/sys/devices/system/cpu/online")
 	if err != nil {
 		return nil, err
@@ -55,10 +59,10 @@ func onlineCPUList() ([]int, error) {
 }
 
 // CPU is tenant's reserved CPU.
-func (l *poolLauncher) CPU(tenant int) int { return l.cpus[tenant%len(l.cpus)] }
+func (l *Launcher) CPU(tenant int) int { return l.cpus[tenant%len(l.cpus)] }
 
 // cgroup returns tenant's pool, making it on first use.
-func (l *poolLauncher) cgroup(tenant int) (pool.Cgroup, error) {
+func (l *Launcher) cgroup(tenant int) (pool.Cgroup, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if cg, ok := l.pools[tenant]; ok {
@@ -75,10 +79,10 @@ func (l *poolLauncher) cgroup(tenant int) (pool.Cgroup, error) {
 	return cg, nil
 }
 
-// wrap runs argv inside tenant's pool. If the pool cannot be made, the command
+// Command runs argv inside tenant's pool. If the pool cannot be made, the command
 // is one that fails saying so (the Launcher interface has no error), and Err
 // reports it.
-func (l *poolLauncher) wrap(tenant int, argv ...string) *exec.Cmd {
+func (l *Launcher) Command(tenant int, argv ...string) *exec.Cmd {
 	cg, err := l.cgroup(tenant)
 	if err != nil {
 		return exec.Command(l.exe, "pool-exec", "--", "/nonexistent/pool-"+err.Error())
@@ -92,14 +96,14 @@ func (l *poolLauncher) wrap(tenant int, argv ...string) *exec.Cmd {
 	return exec.Command(l.exe, args...)
 }
 
-func (l *poolLauncher) Service(tenant int, cfg string) *exec.Cmd {
-	return l.wrap(tenant, l.exe, "--log-level", logLevel, "--log-format", logFormat, "service", "--config", cfg)
+func (l *Launcher) Service(tenant int, cfg string) *exec.Cmd {
+	return l.Command(tenant, append(append([]string{l.exe}, l.logArgs...), "service", "--config", cfg)...)
 }
 
-func (l *poolLauncher) Worker(tenant int) *exec.Cmd { return l.wrap(tenant, l.exe, "perf", "worker") }
+func (l *Launcher) Worker(tenant int) *exec.Cmd { return l.Command(tenant, l.exe, "perf", "worker") }
 
 // Err is the first error making a pool.
-func (l *poolLauncher) Err() error {
+func (l *Launcher) Err() error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.err
@@ -107,7 +111,7 @@ func (l *poolLauncher) Err() error {
 
 // Describe is the pools' layout for up to tenants tenants, for the report's
 // parameters.
-func (l *poolLauncher) Describe(tenants int) string {
+func (l *Launcher) Describe(tenants int) string {
 	var cpus []string
 	for i := 0; i < min(tenants, 8); i++ {
 		cpus = append(cpus, fmt.Sprintf("t%d on CPU %d", i, l.CPU(i)))
@@ -123,7 +127,7 @@ func (l *poolLauncher) Describe(tenants int) string {
 }
 
 // Close kills what is left in the pools and removes them and the parent.
-func (l *poolLauncher) Close() error {
+func (l *Launcher) Close() error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	var errs []error

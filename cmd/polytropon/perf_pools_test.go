@@ -10,6 +10,7 @@ import (
 
 	"github.com/polytropon/polytropon/internal/testenv"
 	"github.com/polytropon/polytropon/perf/harness"
+	"github.com/polytropon/polytropon/perf/isolation"
 	"github.com/polytropon/polytropon/perf/results"
 	"github.com/polytropon/polytropon/perf/tenantpool"
 )
@@ -96,7 +97,7 @@ func TestPerfIsolation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var rep isolationReport
+	var rep isolation.IsolationReport
 	if err := json.Unmarshal(b, &rep); err != nil {
 		t.Fatal(err)
 	}

@@ -14,10 +14,15 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/polytropon/polytropon/perf/harness"
+	"github.com/polytropon/polytropon/perf/isolation"
 	"github.com/polytropon/polytropon/perf/tenantpool"
 )
 
 func init() {
+	registerUnder("perf", func() *cobra.Command {
+		return isolation.NewCmd(func() []string { return []string{"--log-level", logLevel, "--log-format", logFormat} })
+	})
+	registerUnder("perf", isolation.NewNoisyCmd)
 	registerUnder("perf", newPerfRunCmd)
 	registerUnder("perf", newPerfWorkerCmd)
 	registerUnder("perf", newPerfPaperCmd)

@@ -1,4 +1,5 @@
-package main
+// Package isolation is the experiment behind `polytropon perf isolation`.
+package isolation
 
 import (
 	"bufio"
@@ -23,24 +24,19 @@ import (
 	"github.com/polytropon/polytropon/perf/tenantpool"
 )
 
-func init() {
-	registerUnder("perf", newPerfIsolationCmd)
-	registerUnder("perf", newPerfNoisyCmd)
-}
-
-// isolationRow is one (path, neighbour) measurement of the quiet tenant.
-type isolationRow struct {
+// IsolationRow is one (path, neighbour) measurement of the quiet tenant.
+type IsolationRow struct {
 	Path      string          `json:"path"`
 	Neighbour string          `json:"neighbour"` // "none" or "noisy"
 	Round     int             `json:"round"`
 	Summary   results.Summary `json:"summary"`
 	Error     string          `json:"error,omitempty"`
 	// Noisy is what the noisy tenant did meanwhile (noisy rows).
-	Noisy *noisyStats `json:"noisy,omitempty"`
+	Noisy *NoisyStats `json:"noisy,omitempty"`
 }
 
-// isolationReport is `perf isolation --json`.
-type isolationReport struct {
+// IsolationReport is `perf isolation --json`.
+type IsolationReport struct {
 	Machine   results.Machine `json:"machine"`
 	QuietCPU  int             `json:"quiet_cpu"`
 	NoisyCPU  int             `json:"noisy_cpu"`
@@ -49,11 +45,12 @@ type isolationReport struct {
 	Noise     string          `json:"noise"`
 	Load1     float64         `json:"load1_before"`
 	Load1End  float64         `json:"load1_after"`
-	Rows      []isolationRow  `json:"rows"`
+	Rows      []IsolationRow  `json:"rows"`
 	OutputDir string          `json:"output_dir"`
 }
 
-func newPerfIsolationCmd() *cobra.Command {
+// NewCmd is `perf isolation`; logArgs gives the services' logging flags.
+func NewCmd(logArgs func() []string) *cobra.Command {
 	var (
 		out              string
 		asJSON           bool
@@ -118,14 +115,14 @@ results.json.`,
 					return fmt.Errorf("CPU %d is not online (online: %v)", c, online)
 				}
 			}
-			pl, err := tenantpool.New(exe, fmt.Sprintf("polytropon-isolation-%d", os.Getpid()), []int{quietCPU, noisyCPU}, "--log-level", logLevel, "--log-format", logFormat)
+			pl, err := tenantpool.New(exe, fmt.Sprintf("polytropon-isolation-%d", os.Getpid()), []int{quietCPU, noisyCPU}, logArgs()...)
 			if err != nil {
 				return err
 			}
 			defer pl.Close()
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			rep := isolationReport{QuietCPU: quietCPU, NoisyCPU: noisyCPU, Pools: pl.Describe(2),
+			rep := IsolationReport{QuietCPU: quietCPU, NoisyCPU: noisyCPU, Pools: pl.Describe(2),
 				Workload: "micro read4k-rand, 1 thread, quiet tenant (pool t0)",
 				Noise:    fmt.Sprintf("sequential %d-byte writes, fsync every %d, pool t1, kernel path", blockBytes, syncEvery),
 				Load1:    load1(), OutputDir: out}
@@ -149,7 +146,7 @@ results.json.`,
 						Ops: []string{harness.OpRead4KRand}, Paths: []string{harness.PathKernel, harness.PathDirect}, Tenants: []int{1},
 						Warmup: warmup, Duration: duration, Threads: 1, Seed: uint64(round), Launcher: pl,
 						Params: map[string]string{"command": strings.Join(os.Args, " "), "pools": rep.Pools, "neighbour": name}})
-					var ns *noisyStats
+					var ns *NoisyStats
 					if nz != nil {
 						ns, err = nz.stop()
 						if err != nil && rerr == nil {
@@ -159,7 +156,7 @@ results.json.`,
 					if run != nil {
 						rep.Machine = run.Machine
 						for _, p := range []string{harness.PathKernel, harness.PathDirect} {
-							row := isolationRow{Path: p, Neighbour: map[bool]string{false: "none", true: "noisy"}[noisy], Round: round, Noisy: ns}
+							row := IsolationRow{Path: p, Neighbour: map[bool]string{false: "none", true: "noisy"}[noisy], Round: round, Noisy: ns}
 							if c := run.Find(harness.WorkloadMicro, harness.OpRead4KRand, p, 1); c == nil {
 								row.Error = "not measured"
 							} else {
@@ -217,7 +214,7 @@ func load1() float64 {
 	return float64(si.Loads[0]) / 65536
 }
 
-func isolationTable(w io.Writer, rep *isolationReport) error {
+func isolationTable(w io.Writer, rep *IsolationReport) error {
 	fmt.Fprintf(w, "machine: %s, %d cores, %s, %s, %s\n", rep.Machine.CPU, rep.Machine.Cores, rep.Machine.Kernel, rep.Machine.Go, rep.Machine.Date)
 	fmt.Fprintf(w, "quiet tenant: %s on CPU %d; noisy tenant: %s on CPU %d\n", rep.Workload, rep.QuietCPU, rep.Noise, rep.NoisyCPU)
 	fmt.Fprintf(w, "pools: %s; load average (1 min) %.2f before, %.2f after\n\n", rep.Pools, rep.Load1, rep.Load1End)
@@ -249,8 +246,8 @@ func isolationTable(w io.Writer, rep *isolationReport) error {
 	return err
 }
 
-// noisyStats is what the noisy tenant reports when stopped.
-type noisyStats struct {
+// NoisyStats is what the noisy tenant reports when stopped.
+type NoisyStats struct {
 	Bytes   int64   `json:"bytes"`
 	Fsyncs  int64   `json:"fsyncs"`
 	Seconds float64 `json:"seconds"`
@@ -284,9 +281,9 @@ func startNoisy(pl *tenantpool.Launcher, exe, dir string, block, syncEvery int) 
 }
 
 // stop ends the noisy tenant (SIGTERM) and reads its statistics.
-func (n *noisyProc) stop() (*noisyStats, error) {
+func (n *noisyProc) stop() (*NoisyStats, error) {
 	_ = n.cmd.Process.Signal(syscall.SIGTERM)
-	var st noisyStats
+	var st NoisyStats
 	derr := json.NewDecoder(n.out).Decode(&st)
 	werr := n.cmd.Wait()
 	if derr != nil {
@@ -295,9 +292,9 @@ func (n *noisyProc) stop() (*noisyStats, error) {
 	return &st, werr
 }
 
-// newPerfNoisyCmd is perf isolation's noisy tenant: sequential writes with
+// NewNoisyCmd is perf isolation's noisy tenant: sequential writes with
 // periodic fsync until SIGTERM, then its totals as JSON.
-func newPerfNoisyCmd() *cobra.Command {
+func NewNoisyCmd() *cobra.Command {
 	var (
 		dir        string
 		block      int
@@ -325,7 +322,7 @@ func newPerfNoisyCmd() *cobra.Command {
 			for i := range buf {
 				buf[i] = byte(i*31 + 7)
 			}
-			var st noisyStats
+			var st NoisyStats
 			start := time.Now()
 			fmt.Fprintln(cmd.OutOrStdout(), "writing")
 			for i := 0; ; i++ {

@@ -3,10 +3,8 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"os/exec"
 	"strconv"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -53,69 +51,17 @@ the user-level VFIO driver (see polytropon nvme bind; no fio comparison).`,
 				}
 				depths = append(depths, n)
 			}
-			if repeat < 1 || repeat > 100 {
-				return fmt.Errorf("bad --repeat %d: want 1..100", repeat)
-			}
-			if vsFio {
-				if _, err := exec.LookPath("fio"); err != nil {
-					return blockperf.ErrNoFio
-				}
-			}
-			var results []blockperf.Result
-			var ratios []blockperf.Ratios
-			for _, qd := range depths {
-				cfg := blockperf.Config{Path: dev, RW: rw, BlockSize: int(bsBytes), QueueDepth: qd,
-					Duration: duration, Size: sizeBytes, Logger: log}
-				for r := 0; r < repeat; r++ {
-					cfg.Seed = uint64(r + 1)
-					ours, err := blockperf.Run(cfg)
-					if err != nil {
-						return err
-					}
-					results = append(results, ours)
-					if !vsFio {
-						continue
-					}
-					theirs, err := blockperf.RunFio(cfg)
-					if err != nil {
-						return err
-					}
-					results = append(results, theirs)
-					ratios = append(ratios, blockperf.Compare(ours, theirs))
-				}
-			}
-			w := cmd.OutOrStdout()
-			if asJSON {
-				enc := json.NewEncoder(w)
-				enc.SetIndent("", "  ")
-				return enc.Encode(struct {
-					Results []blockperf.Result `json:"results"`
-					Ratios  []blockperf.Ratios `json:"ratios_vs_fio,omitempty"`
-				}{results, ratios})
-			}
-			tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-			fmt.Fprintln(tw, "engine\trw\tbs\tqd\tIOPS\tMB/s\tp50 us\tp99 us\tp99.9 us\tCPU/IO us\tio-wq CPU s\t")
-			for _, r := range results {
-				wk := "-"
-				if r.KernelWorkerCPUs >= 0 {
-					wk = fmt.Sprintf("%.3f", r.KernelWorkerCPUs)
-				}
-				fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%.0f\t%.1f\t%.1f\t%.1f\t%.1f\t%.2f\t%s\t\n",
-					r.Engine, r.RW, r.BlockSize, r.QueueDepth, r.IOPS, r.MBps, r.P50us, r.P99us, r.P999us, r.CPUPerIOus, wk)
-			}
-			if err := tw.Flush(); err != nil {
+			rep, err := blockperf.Sweep(blockperf.Config{Path: dev, RW: rw, BlockSize: int(bsBytes),
+				Duration: duration, Size: sizeBytes, Logger: log}, depths, repeat, vsFio)
+			if err != nil {
 				return err
 			}
-			if len(ratios) > 0 {
-				fmt.Fprintln(w, "\nours / fio (same run):")
-				tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-				fmt.Fprintln(tw, "qd\tIOPS\tCPU/IO\tp50\tp99\t")
-				for _, r := range ratios {
-					fmt.Fprintf(tw, "%d\t%.3f\t%.3f\t%.3f\t%.3f\t\n", r.QueueDepth, r.IOPS, r.CPUPerIO, r.P50, r.P99)
-				}
-				return tw.Flush()
+			if asJSON {
+				enc := json.NewEncoder(cmd.OutOrStdout())
+				enc.SetIndent("", "  ")
+				return enc.Encode(rep)
 			}
-			return nil
+			return rep.WriteTable(cmd.OutOrStdout())
 		},
 	}
 	f := cmd.Flags()

@@ -41,7 +41,7 @@ the kernel, fuse and direct paths; writes the full report as perf run does.`,
 			}
 			return runHarness(cmd, harness.Options{Out: r.out, Workloads: []string{harness.WorkloadPebbleFillRandom,
 				harness.WorkloadPebbleReadRandom}, Paths: r.paths, Tenants: tenants, Warmup: r.warmup, Duration: r.duration,
-				Threads: r.threads, Sync: r.sync, Keys: r.keys, Seed: r.seed}, r.pools)
+				Threads: r.threads, Sync: r.sync, Keys: r.keys, Seed: r.seed}, &r)
 		},
 	}
 	r.flags(cmd, 5*time.Second, time.Second)

@@ -2,19 +2,15 @@ package main
 
 import (
 	"encoding/json"
-	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"os/signal"
 	"strings"
 	"syscall"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
 
-	"github.com/polytropon/polytropon/perf/harness"
 	"github.com/polytropon/polytropon/perf/pathperf"
 )
 
@@ -87,7 +83,7 @@ them); there is no kernel path then, and this binary must be built with
 				enc.SetIndent("", "  ")
 				return enc.Encode(rep)
 			}
-			return printPaths(cmd.OutOrStdout(), rep)
+			return rep.WriteTable(cmd.OutOrStdout())
 		},
 	}
 	cmd.Flags().StringSliceVar(&paths, "paths", nil, "paths to measure: "+strings.Join(pathperf.Paths, ",")+" (default all)")
@@ -105,107 +101,4 @@ them); there is no kernel path then, and this binary must be built with
 	cmd.Flags().StringVar(&svcProfile, "service-cpuprofile", "", "have the service write a CPU profile to this file")
 	_ = cmd.Flags().MarkHidden("service-cpuprofile")
 	return cmd
-}
-
-func printPaths(out io.Writer, rep *pathperf.Report) error {
-	m := rep.Machine
-	fmt.Fprintf(out, "%s, %d cores, %s, %s, backing %s, %s\n\n", m.CPU, m.Cores, m.Kernel, m.Go, m.Backing, m.Date)
-	paths := rep.Settings.Paths
-	direct := rep.Ratio(rep.Settings.Ops[0]) != nil
-	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprint(tw, "op\t")
-	for _, p := range paths {
-		fmt.Fprintf(tw, "%s p50\tp99\t", p)
-	}
-	if direct {
-		for _, p := range paths {
-			if p != pathperf.PathDirect {
-				fmt.Fprintf(tw, "%s/direct\t", p)
-			}
-		}
-	}
-	fmt.Fprintln(tw)
-	for _, op := range rep.Settings.Ops {
-		fmt.Fprintf(tw, "%s\t", op)
-		for _, p := range paths {
-			r := rep.Result(op, p)
-			fmt.Fprintf(tw, "%s\t%s\t", harness.FormatNs(float64(r.P50Ns)), harness.FormatNs(float64(r.P99Ns)))
-		}
-		if q := rep.Ratio(op); q != nil {
-			for _, p := range paths {
-				switch p {
-				case pathperf.PathKernel:
-					fmt.Fprintf(tw, "%.2fx\t", q.KernelOverDirectP50)
-				case pathperf.PathFUSE:
-					fmt.Fprintf(tw, "%.2fx\t", q.FUSEOverDirectP50)
-				case pathperf.PathFUSEUncached:
-					fmt.Fprintf(tw, "%.2fx\t", q.FUSEUncachedOverDirectP50)
-				}
-			}
-		}
-		fmt.Fprintln(tw)
-	}
-	fmt.Fprintln(tw)
-	fmt.Fprint(tw, "op\t")
-	for _, p := range paths {
-		fmt.Fprintf(tw, "%s ops/s\tp99.9\t", p)
-	}
-	if direct {
-		for _, p := range paths {
-			if p != pathperf.PathDirect {
-				fmt.Fprintf(tw, "direct/%s\t", p)
-			}
-		}
-	}
-	fmt.Fprintln(tw)
-	for _, op := range rep.Settings.Ops {
-		fmt.Fprintf(tw, "%s\t", op)
-		for _, p := range paths {
-			r := rep.Result(op, p)
-			fmt.Fprintf(tw, "%.0f\t%s\t", r.OpsPerSec, harness.FormatNs(float64(r.P999Ns)))
-		}
-		if q := rep.Ratio(op); q != nil {
-			for _, p := range paths {
-				switch p {
-				case pathperf.PathKernel:
-					fmt.Fprintf(tw, "%.2fx\t", q.DirectOverKernelOpsPerSec)
-				case pathperf.PathFUSE:
-					fmt.Fprintf(tw, "%.2fx\t", q.DirectOverFUSEOpsPerSec)
-				case pathperf.PathFUSEUncached:
-					fmt.Fprintf(tw, "%.2fx\t", q.DirectOverFUSEUncachedOpsPerSec)
-				}
-			}
-		}
-		fmt.Fprintln(tw)
-	}
-	if err := tw.Flush(); err != nil {
-		return err
-	}
-	fmt.Fprintln(out)
-	if direct {
-		fmt.Fprintln(out, "latency ratios: other path's p50 / direct p50; throughput ratios: direct ops/s / other's; above 1: direct is faster.")
-	}
-	for _, op := range rep.Settings.Ops {
-		if op != pathperf.OpPebblePut {
-			continue
-		}
-		fmt.Fprintf(out, "pebble-put: %d puts without sync per path; store close took", rep.Settings.PebbleKeys)
-		for i, p := range paths {
-			fmt.Fprintf(out, "%s %s %s", listSep(i), p, time.Duration(rep.Result(op, p).CloseNs).Round(time.Millisecond))
-		}
-		fmt.Fprint(out, "; write stalls")
-		for i, p := range paths {
-			r := rep.Result(op, p)
-			fmt.Fprintf(out, "%s %s %d (%s)", listSep(i), p, r.Stalls, time.Duration(r.StallNs).Round(time.Millisecond))
-		}
-		fmt.Fprintln(out, ".")
-	}
-	return nil
-}
-
-func listSep(i int) string {
-	if i == 0 {
-		return ""
-	}
-	return ","
 }

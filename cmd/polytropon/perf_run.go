@@ -13,26 +13,24 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/polytropon/polytropon/perf/external"
 	"github.com/polytropon/polytropon/perf/harness"
-	"github.com/polytropon/polytropon/perf/isolation"
+	"github.com/polytropon/polytropon/perf/plot"
 	"github.com/polytropon/polytropon/perf/tenantpool"
 )
 
 func init() {
-	registerUnder("perf", func() *cobra.Command {
-		return isolation.NewCmd(func() []string { return []string{"--log-level", logLevel, "--log-format", logFormat} })
-	})
-	registerUnder("perf", isolation.NewNoisyCmd)
 	registerUnder("perf", newPerfRunCmd)
 	registerUnder("perf", newPerfWorkerCmd)
 	registerUnder("perf", newPerfPaperCmd)
 }
 
-// execLauncher starts services and workers as this binary's own subcommands.
-type execLauncher struct{ exe string }
+// execLauncher starts services and workers as this binary's own subcommands,
+// logging as this process does.
+type execLauncher struct{ exe, logLevel, logFormat string }
 
 func (l execLauncher) Service(_ int, cfg string) *exec.Cmd {
-	return exec.Command(l.exe, "--log-level", logLevel, "--log-format", logFormat, "service", "--config", cfg)
+	return exec.Command(l.exe, "--log-level", l.logLevel, "--log-format", l.logFormat, "service", "--config", cfg)
 }
 
 func (l execLauncher) Worker(int) *exec.Cmd { return exec.Command(l.exe, "perf", "worker") }
@@ -49,6 +47,17 @@ type runOptions struct {
 	keys     int
 	seed     uint64
 	pools    bool
+	// The external workloads' jobs.
+	fio, dbBench, dbBenchArgs string
+	dbBenchNum                int
+}
+
+// externals are the external workloads with the jobs the flags give.
+func (r *runOptions) externals() []harness.External {
+	return []harness.External{
+		external.Fio{Args: strings.Fields(r.fio)},
+		external.DBBench{Benchmarks: r.dbBench, Num: r.dbBenchNum, Args: strings.Fields(r.dbBenchArgs)},
+	}
 }
 
 func (r *runOptions) flags(cmd *cobra.Command, duration, warmup time.Duration) {
@@ -60,23 +69,25 @@ func (r *runOptions) flags(cmd *cobra.Command, duration, warmup time.Duration) {
 	cmd.Flags().IntVar(&r.keys, "keys", harness.DefaultKeys, "keys pebble-readrandom fills its store with")
 	cmd.Flags().Uint64Var(&r.seed, "seed", 0, "seed of random offsets and keys (default: from the clock)")
 	cmd.Flags().BoolVar(&r.pools, "pools", false, "run each tenant's service and workers in a pool of its own with a reserved CPU (root; tenant i on CPU i mod the online CPUs)")
-	cmd.Flags().StringVar(&externalArgs.fio, "fio", externalArgs.fio, "the fio job as flags (workload fio; kernel and fuse paths)")
-	cmd.Flags().StringVar(&externalArgs.dbBench, "db-bench", externalArgs.dbBench, "db_bench's --benchmarks (workload db_bench; kernel and fuse paths)")
-	cmd.Flags().IntVar(&externalArgs.dbBenchNum, "db-bench-num", externalArgs.dbBenchNum, "db_bench's --num")
-	cmd.Flags().StringVar(&externalArgs.dbBenchArg, "db-bench-args", "", "further db_bench flags, e.g. --sync=1")
+	cmd.Flags().StringVar(&r.fio, "fio", external.DefaultFioJob, "the fio job as flags (workload fio; kernel and fuse paths)")
+	cmd.Flags().StringVar(&r.dbBench, "db-bench", external.DefaultDBBenchBenchmarks, "db_bench's --benchmarks (workload db_bench; kernel and fuse paths)")
+	cmd.Flags().IntVar(&r.dbBenchNum, "db-bench-num", external.DefaultDBBenchNum, "db_bench's --num")
+	cmd.Flags().StringVar(&r.dbBenchArgs, "db-bench-args", "", "further db_bench flags, e.g. --sync=1")
 }
 
 // runHarness runs the harness with ^C and SIGTERM stopping it in order, prints
 // the table and says where the report is.
-func runHarness(cmd *cobra.Command, o harness.Options, pools bool) (err error) {
+func runHarness(cmd *cobra.Command, o harness.Options, r *runOptions) (err error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return err
 	}
-	o.Launcher = execLauncher{exe: exe}
+	o.Launcher = execLauncher{exe: exe, logLevel: logLevel, logFormat: logFormat}
+	o.Externals = r.externals()
+	o.Plots = plot.WriteAll
 	params := map[string]string{"command": strings.Join(os.Args, " ")}
-	if pools {
-		pl, err := tenantpool.New(exe, fmt.Sprintf("polytropon-perf-%d", os.Getpid()), nil, "--log-level", logLevel, "--log-format", logFormat)
+	if r.pools {
+		pl, err := tenantpool.New(exe, fmt.Sprintf("polytropon-perf-%d", os.Getpid()), nil, o.Launcher)
 		if err != nil {
 			return err
 		}
@@ -145,11 +156,11 @@ still writes what was measured, marked partial.`,
 			}
 			return runHarness(cmd, harness.Options{Out: r.out, Workloads: workloads, Ops: ops, Paths: r.paths,
 				Tenants: r.tenants, Warmup: r.warmup, Duration: r.duration, Threads: r.threads, Sync: r.sync,
-				Keys: r.keys, Seed: r.seed}, r.pools)
+				Keys: r.keys, Seed: r.seed}, &r)
 		},
 	}
 	r.flags(cmd, harness.DefaultDuration, harness.DefaultWarmup)
-	cmd.Flags().StringSliceVar(&workloads, "workload", nil, "workloads: "+strings.Join(harness.Workloads(), ","))
+	cmd.Flags().StringSliceVar(&workloads, "workload", nil, "workloads: "+strings.Join(harness.Workloads(r.externals()...), ","))
 	cmd.Flags().StringSliceVar(&ops, "ops", nil, "only these operations of the workloads (default all)")
 	cmd.Flags().IntSliceVar(&r.tenants, "tenants", []int{1}, "tenant counts")
 	cmd.Flags().StringVar(&r.out, "out", "", "report directory")

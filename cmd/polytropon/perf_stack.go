@@ -2,9 +2,7 @@ package main
 
 import (
 	"encoding/json"
-	"fmt"
 	"os"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -47,19 +45,7 @@ branch directories. No transport is involved: this is what the libservices cost.
 				enc.SetIndent("", "  ")
 				return enc.Encode(res)
 			}
-			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 2, ' ', tabwriter.AlignRight)
-			fmt.Fprintln(tw, "op\tpath\tp50\tp99\tp99.9\tmean\tops/s\tp50 vs kernel\t")
-			kernelP50 := map[string]int64{}
-			for _, r := range res {
-				if r.Path == "kernel" {
-					kernelP50[r.Op] = r.P50Ns
-				}
-				ratio := float64(kernelP50[r.Op]) / float64(r.P50Ns)
-				fmt.Fprintf(tw, "%s\t%s\t%v\t%v\t%v\t%v\t%.0f\t%.2fx\t\n", r.Op, r.Path,
-					time.Duration(r.P50Ns), time.Duration(r.P99Ns), time.Duration(r.P999Ns),
-					time.Duration(r.MeanNs).Round(time.Nanosecond), r.OpsPerSec, ratio)
-			}
-			return tw.Flush()
+			return stackperf.WriteTable(cmd.OutOrStdout(), res)
 		},
 	}
 	cmd.Flags().DurationVar(&dur, "duration", 2*time.Second, "time per operation and path")

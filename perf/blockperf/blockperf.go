@@ -23,36 +23,16 @@
 // Invariants: a run allocates nothing per I/O (buffers, requests and completions are
 // sized by the queue depth up front); it never writes outside [0, Size). No locks.
 //
-// # Results
+// # Measuring
 //
-// 2026-11-21 02:03 UTC, AMD EPYC (2 vCPU VM, CPUID family 25 model 1 (Zen 3), shared with four other
-// engineers compiling; load average rose from 1.3 to 5.6 during the run), Linux
-// 6.18, fio 3.33, a 1 GiB file on the VM disk (ext4 on virtio /dev/vda, under
-// /var/tmp), 4 KiB O_DIRECT random reads, 10 s per measurement, three alternating
-// polytropon/fio pairs per queue depth:
-//
-//	polytropon perf blockdev --dev /var/tmp/pt-bench --size 1G --qd 1,32 \
-//	    --duration 10s --repeat 3 --vs-fio
-//
-//	qd  engine       IOPS           p50 us          CPU/IO us
-//	 1  polytropon   10184/8584/9619  88.3/72.3/72.6  57.3/63.4/61.9
-//	 1  fio           9915/9121/11730 79.4/68.1/72.2  44.6/49.3/37.7
-//	32  polytropon   82932/75808/51242 349/360/398    6.56/6.66/7.09
-//	32  fio          70663/48473/38390 289/338/412    10.5/12.0/13.4
-//
-//	ours/fio per pair   IOPS               CPU per I/O        p50
-//	qd 1                1.03 / 0.94 / 0.82  1.28 / 1.29 / 1.64  1.11 / 1.06 / 1.01
-//	qd 32               1.17 / 1.56 / 1.34  0.62 / 0.55 / 0.53  1.21 / 1.07 / 0.97
-//
-// Goals: at queue depth 32, IOPS >= 0.95x fio and CPU per I/O <= 1.1x fio held in
-// every pair (1.17-1.56x and 0.53-0.62x). At queue depth 1 the p50 was within 10 %
-// of fio's in two pairs of three (1.11x in the first). Not a goal, but worth saying:
-// at queue depth 1 polytropon spends 1.3-1.6x fio's CPU per I/O; the difference is
-// Go's scheduler around a blocking io_uring_enter (entersyscall/exitsyscall, sysmon
-// handing the P off and waking another thread), not the ring. An earlier 3 s run
-// the same night gave qd 1: IOPS 1.02x, CPU 1.22x, p50 0.88x; qd 32: IOPS 1.31x,
-// CPU 0.50x, p50 0.82x. The VM's disk and neighbours make single figures swing by
-// 30 % or more: read the ratios, from pairs measured back to back.
+// `polytropon perf blockdev --dev PATH --rw randread --bs 4k --qd 1,32
+// --duration 10s --repeat 3 --vs-fio` alternates polytropon's and fio's runs
+// per queue depth and prints ours/fio per pair (Sweep, WriteTable). The goals:
+// at queue depth 32, IOPS at least 0.95x fio's and CPU per I/O at most 1.1x;
+// at queue depth 1, p50 within 10 % of fio's. A VM's disk and neighbours make
+// single figures swing by 30 % or more: read the ratios of pairs measured back
+// to back. A dated run with what it showed is in
+// docs/results/2026-11-21/blockperf.md.
 package blockperf
 
 import (

@@ -113,3 +113,45 @@ func TestOpenDeviceNVMeNames(t *testing.T) {
 		t.Fatalf("fio on a generic NVMe device: %s", args)
 	}
 }
+
+// TestSweep: every depth measured repeat times in order, and the table names
+// each; bad sweeps fail before anything runs.
+func TestSweep(t *testing.T) {
+	testenv.IOUring(t)
+	dir, err := os.MkdirTemp("/var/tmp", "blockperf-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	cfg := Config{Path: filepath.Join(dir, "dev"), RW: RandRead, BlockSize: 4096, Duration: 20 * time.Millisecond, Size: 2 << 20}
+	for _, bad := range []struct {
+		depths []int
+		repeat int
+	}{{nil, 1}, {[]int{1}, 0}, {[]int{1}, maxRepeat + 1}} {
+		if _, err := Sweep(cfg, bad.depths, bad.repeat, false); err == nil {
+			t.Errorf("Sweep(%v, %d) succeeded", bad.depths, bad.repeat)
+		}
+	}
+	if _, err := os.Stat(cfg.Path); !os.IsNotExist(err) {
+		t.Fatalf("a refused sweep made the file: %v", err)
+	}
+	rep, err := Sweep(cfg, []int{1, 4}, 2, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Results) != 4 || len(rep.Ratios) != 0 {
+		t.Fatalf("%d results, %d ratios; want 4 and 0", len(rep.Results), len(rep.Ratios))
+	}
+	for i, want := range []int{1, 1, 4, 4} {
+		if r := rep.Results[i]; r.QueueDepth != want || r.IOs == 0 || r.Engine != "polytropon" {
+			t.Fatalf("result %d: %+v, want qd %d", i, r, want)
+		}
+	}
+	var b strings.Builder
+	if err := rep.WriteTable(&b); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Count(b.String(), "polytropon") != 4 || strings.Contains(b.String(), "ours / fio") {
+		t.Fatalf("table:\n%s", b.String())
+	}
+}

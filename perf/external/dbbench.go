@@ -367,26 +367,3 @@ func spreadBucket(h *results.Histogram, b dbBucket, lo, hi int64) {
 		h.RecordN(int64(v*1e3), n)
 	}
 }
-
-// DBBench is the db_bench workload with fixed benchmarks.
-type DBBench struct {
-	Benchmarks string // e.g. "fillrandom,readrandom"
-	Num        int
-	Args       []string
-	Binary     string
-}
-
-// Name implements Workload.
-func (DBBench) Name() string { return "db_bench" }
-
-// Paths implements Workload: kernel and fuse (see the package doc for direct).
-func (DBBench) Paths() []string { return append([]string(nil), paths...) }
-
-// Run implements Workload.
-func (d DBBench) Run(ctx context.Context, dir, path string, tenants int) ([]results.Cell, error) {
-	if err := checkPath("db_bench", path); err != nil {
-		return nil, err
-	}
-	return RunDBBench(ctx, DBBenchSpec{Dir: dir, Path: path, Tenants: tenants, Benchmarks: d.Benchmarks,
-		Num: d.Num, Args: d.Args, Binary: d.Binary})
-}

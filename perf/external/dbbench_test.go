@@ -152,7 +152,7 @@ func TestParseDBBenchBad(t *testing.T) {
 func TestRunDBBench(t *testing.T) {
 	needProgram(t, "db_bench", "rocksdb-tools")
 	dir := t.TempDir()
-	cells, err := DBBench{Benchmarks: "fillrandom,readrandom", Num: 5000}.Run(context.Background(), dir, "kernel", 2)
+	cells, err := RunDBBench(context.Background(), DBBenchSpec{Dir: dir, Path: "kernel", Tenants: 2, Benchmarks: "fillrandom,readrandom", Num: 5000})
 	if err != nil {
 		t.Fatal(err)
 	}

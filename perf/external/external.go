@@ -9,9 +9,12 @@
 // are those of all the tenants' operations, not an average of percentiles. With
 // one tenant a cell's percentiles are exactly the ones the program printed.
 //
-// The programs run on the kernel and FUSE paths only: they issue ordinary
-// system calls, and the direct path needs them linked against fslib through an
-// LD_PRELOAD shim that does not exist yet, so Workload.Run refuses "direct".
+// Fio and DBBench are the programs as workloads of the latency harness
+// (harness.External: `polytropon perf run --workload fio,db_bench`); RunFio and
+// RunDBBench run them directly. The programs run on the kernel and FUSE paths
+// only: they issue ordinary system calls, and the direct path needs them linked
+// against fslib through an LD_PRELOAD shim that does not exist yet, so their
+// Run refuses "direct".
 //
 // Debian's rocksdb-tools (7.8.3 in bookworm) is built with assertions enabled,
 // and db_bench says so ("benchmarks unnecessarily slow"): its absolute figures
@@ -24,7 +27,12 @@
 // install; on cancellation the programs get SIGINT (fio then still reports what
 // it measured, which is returned along with an error wrapping ctx.Err()).
 //
-// It holds no locks: each call owns its processes and buffers.
+// It holds no locks and no state: each call owns its processes and buffers,
+// and a Fio or DBBench value is its job, fixed when made.
+//
+// Measure: `polytropon perf run --workload fio --fio "JOB FLAGS" --paths
+// kernel,fuse --out DIR` and `--workload db_bench --db-bench
+// fillrandom,readrandom`.
 package external
 
 import (
@@ -40,21 +48,7 @@ import (
 	"sync"
 	"syscall"
 	"time"
-
-	"github.com/polytropon/polytropon/perf/results"
 )
-
-// Workload is an external program that the harness runs on a path with a number
-// of tenants.
-type Workload interface {
-	// Name is the workload's name in results (Cell.Workload).
-	Name() string
-	// Paths are the paths the workload can run on.
-	Paths() []string
-	// Run measures the workload with tenants concurrent processes under dir, the
-	// path's directory, and returns one cell per operation it reports.
-	Run(ctx context.Context, dir, path string, tenants int) ([]results.Cell, error)
-}
 
 // paths is what unmodified programs can run on; see the package doc for direct.
 var paths = []string{"kernel", "fuse"}
@@ -83,11 +77,8 @@ func (e *NotInstalledError) Error() string {
 
 func (e *NotInstalledError) Unwrap() error { return e.Err }
 
-// LookPath resolves binary (def when empty) to an executable file, or says which
-// Debian package pkg provides it.
-func LookPath(binary, def, pkg string) (string, error) { return lookPath(binary, def, pkg) }
-
-// lookPath resolves binary (def when empty) to an executable file.
+// lookPath resolves binary (def when empty) to an executable file, or says
+// which Debian package pkg provides it.
 func lookPath(binary, def, pkg string) (string, error) {
 	if binary == "" {
 		binary = def

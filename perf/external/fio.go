@@ -284,23 +284,3 @@ func mergeFio(lats []fioLat) (merged, error) {
 	}
 	return m, nil
 }
-
-// Fio is the fio workload with a fixed job.
-type Fio struct {
-	Args   []string // the job as flags; see FioSpec.Args
-	Binary string
-}
-
-// Name implements Workload.
-func (Fio) Name() string { return "fio" }
-
-// Paths implements Workload: kernel and fuse (see the package doc for direct).
-func (Fio) Paths() []string { return append([]string(nil), paths...) }
-
-// Run implements Workload.
-func (f Fio) Run(ctx context.Context, dir, path string, tenants int) ([]results.Cell, error) {
-	if err := checkPath("fio", path); err != nil {
-		return nil, err
-	}
-	return RunFio(ctx, FioSpec{Dir: dir, Path: path, Tenants: tenants, Args: f.Args, Binary: f.Binary})
-}

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/polytropon/polytropon/internal/testenv"
+	"github.com/polytropon/polytropon/perf/harness"
 	"github.com/polytropon/polytropon/perf/results"
 )
 
@@ -228,7 +229,7 @@ func fioArgs(runtime string) []string {
 func TestRunFio(t *testing.T) {
 	needProgram(t, "fio", "fio")
 	dir := t.TempDir()
-	cells, err := Fio{Args: fioArgs("1")}.Run(context.Background(), dir, "kernel", 2)
+	cells, err := RunFio(context.Background(), FioSpec{Dir: dir, Path: "kernel", Tenants: 2, Args: fioArgs("1")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -321,14 +322,18 @@ func TestNotInstalled(t *testing.T) {
 	if !errors.As(err, &ni) || !strings.HasPrefix(err.Error(), "db_bench not found: apt-get install rocksdb-tools") {
 		t.Errorf("db_bench: %v", err)
 	}
-	_, err = Fio{}.Run(ctx, t.TempDir(), "fuse", 1)
+	err = Fio{}.Check()
 	if !errors.As(err, &ni) || !strings.HasPrefix(err.Error(), "fio not found: apt-get install fio") {
 		t.Errorf("fio from PATH: %v", err)
+	}
+	err = DBBench{}.Check()
+	if !errors.As(err, &ni) || !strings.HasPrefix(err.Error(), "db_bench not found: apt-get install rocksdb-tools") {
+		t.Errorf("db_bench from PATH: %v", err)
 	}
 }
 
 func TestWorkloadPaths(t *testing.T) {
-	for _, w := range []Workload{Fio{}, DBBench{}} {
+	for _, w := range []harness.External{Fio{}, DBBench{Num: 10}} {
 		if !slices.Equal(w.Paths(), []string{"kernel", "fuse"}) {
 			t.Errorf("%s: paths %v", w.Name(), w.Paths())
 		}
@@ -336,13 +341,53 @@ func TestWorkloadPaths(t *testing.T) {
 		if w.Paths()[0] != "kernel" {
 			t.Errorf("%s: Paths shares its slice", w.Name())
 		}
-		_, err := w.Run(context.Background(), t.TempDir(), "direct", 1)
+		_, err := w.Run(context.Background(), harness.ExternalSpec{Path: "direct", Dirs: []string{t.TempDir()}})
 		if err == nil || !strings.Contains(err.Error(), "LD_PRELOAD") {
 			t.Errorf("%s direct: %v", w.Name(), err)
 		}
-		_, err = w.Run(context.Background(), t.TempDir(), "nfs", 1)
+		_, err = w.Run(context.Background(), harness.ExternalSpec{Path: "nfs", Dirs: []string{t.TempDir()}})
 		if err == nil || !strings.Contains(err.Error(), "valid paths: kernel, fuse") {
 			t.Errorf("%s nfs: %v", w.Name(), err)
 		}
+		_, err = w.Run(context.Background(), harness.ExternalSpec{Path: "kernel"})
+		if err == nil || !strings.Contains(err.Error(), "no tenant directory") {
+			t.Errorf("%s without directories: %v", w.Name(), err)
+		}
+	}
+	if _, err := (DBBench{Benchmarks: "fillseq"}).Run(context.Background(), harness.ExternalSpec{Path: "kernel", Dirs: []string{t.TempDir()}}); err == nil || !strings.Contains(err.Error(), "--num 0") {
+		t.Errorf("db_bench without --num: %v", err)
+	}
+}
+
+// TestFioOps: the operations a job reports are named from its --rw and
+// --fsync as RunFio names its cells.
+func TestFioOps(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want []string
+	}{
+		{nil, []string{"fio-read-read"}},
+		{[]string{"--rw=randread"}, []string{"fio-randread-read"}},
+		{[]string{"--rw=write", "--fsync=1"}, []string{"fio-write-write", "fio-write-sync"}},
+		{[]string{"--rw=randrw", "--fsync=0"}, []string{"fio-randrw-read", "fio-randrw-write"}},
+		{[]string{"--readwrite=randtrim"}, []string{"fio-randtrim-trim"}},
+	} {
+		if got := (Fio{Args: c.args}).Ops(); !slices.Equal(got, c.want) {
+			t.Errorf("Ops(%q) = %q, want %q", c.args, got, c.want)
+		}
+	}
+}
+
+// TestFioJobTiming: the harness's duration and warm-up become fio's, in whole
+// seconds, unless the job times itself.
+func TestFioJobTiming(t *testing.T) {
+	spec := harness.ExternalSpec{Duration: 1400 * time.Millisecond, Warmup: 200 * time.Millisecond}
+	got := strings.Join(Fio{Args: []string{"--rw=read"}}.job(spec), " ")
+	if got != "--rw=read --time_based --runtime=1s --ramp_time=1s" {
+		t.Errorf("job %q", got)
+	}
+	own := []string{"--rw=read", "--runtime=9"}
+	if got := (Fio{Args: own}).job(spec); !slices.Equal(got, own) {
+		t.Errorf("a job with its own --runtime became %q", got)
 	}
 }

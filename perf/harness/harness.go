@@ -3,10 +3,10 @@
 // application reaches its files by (kernel: system calls on the backing directory;
 // fuse: the same calls on the service's FUSE mount; direct: fslib over shared
 // memory), with one to many tenants at once, and writes a report (results.json, a
-// results.Run; summary.csv; a terminal table; plots through the WritePlots hook).
+// results.Run; summary.csv; a terminal table; plots through Options.Plots).
 //
 // For each tenant count N, Run starts N independent filesystem services, one per
-// tenant, each with the default stack of perf/pathperf (write-back cache over a
+// tenant, each with the default stack of perf/svcproc (write-back cache over a
 // union of an upper and a lower passthrough branch) on backing directories of its
 // own in the work area (OUT/work), FUSE-mounted when the fuse path is asked. Then,
 // for each path and each operation of each workload, it starts N worker processes
@@ -23,21 +23,25 @@
 // in the client's system time).
 //
 // Workloads are the built-in micro and Pebble ones (Workloads) and external
-// programs registered through the External interface (perf/external: fio,
-// db_bench). Processes are started by a Launcher: today plain child processes;
-// the seam where, once tenant pools exist, services and workers are started
-// inside their tenant's pool with reserved cores.
+// programs given through the External interface (Options.Externals;
+// perf/external: fio, db_bench). Processes are started by a Launcher: plain
+// child processes, or, wrapped by perf/tenantpool, each tenant's service and
+// workers inside a pool of its own with a reserved core.
 //
 // It asserts nothing about speed. It is careful with the machine: whatever fails
 // or interrupts (ctx canceled on ^C or SIGTERM), workers are stopped (SIGTERM,
-// then SIGKILL), services stopped in order (pathperf.Service.Stop: SIGTERM, exit
+// then SIGKILL), services stopped in order (svcproc.Service.Stop: SIGTERM, exit
 // 0 expected, SIGKILL after a timeout, a left mount detached), mounts left by an
 // earlier crashed run in the same work area detached, the work area removed; and
 // what was measured is still written, marked Partial.
 //
 // Invariants: a Run owns its work area, its services, workers and mounts; none
-// outlives Run. Lock order: externalMu and tailbuf.Buffer's mutex are leaves, never held
-// together.
+// outlives Run. The package holds no state between runs. Lock order: the only
+// lock is tailbuf.Buffer's, a leaf.
+//
+// Measure: `polytropon perf run --workload micro --paths kernel,fuse,direct
+// --tenants 1,2 --out DIR` (Table, results.json, summary.csv, plots), `perf
+// paper` for the seeds' Fig. 5, `perf compare A.json B.json` (PrintCompare).
 package harness
 
 import (
@@ -58,12 +62,13 @@ import (
 	"time"
 
 	"github.com/polytropon/polytropon/internal/tailbuf"
-	"github.com/polytropon/polytropon/perf/pathperf"
 	"github.com/polytropon/polytropon/perf/results"
+	"github.com/polytropon/polytropon/perf/svcproc"
 )
 
-// Launcher starts the processes of a run. A pool-aware launcher (once tenant
-// pools land) starts tenant i's service and workers inside that tenant's pool.
+// Launcher starts the processes of a run. A pool-aware launcher
+// (perf/tenantpool) starts tenant i's service and workers inside that tenant's
+// pool.
 type Launcher interface {
 	// Service returns the command running tenant's filesystem service on the
 	// configuration file cfgPath; it must print a line containing the word
@@ -129,14 +134,17 @@ type Options struct {
 	// Params are recorded in the results file with the options (the command
 	// line, say).
 	Params map[string]string
+	// Externals are the external workloads Workloads may name, beside the
+	// built-in ones (perf/external's Fio and DBBench).
+	Externals []External
+	// Plots, when set, draws the run's plots into the report directory after
+	// results.json and summary.csv (perf/plot's WriteAll); its error fails the
+	// report.
+	Plots func(run *results.Run, dir string) error
 }
 
 // ErrInterrupted is returned, with the partial run, when ctx was canceled.
 var ErrInterrupted = errors.New("harness: interrupted")
-
-// WritePlots, when set, draws the run's plots into the report directory (the
-// CLI sets it to perf/plot's WriteAll); its error fails the report.
-var WritePlots func(run *results.Run, dir string) error
 
 func pick(kind string, list, known []string) ([]string, error) {
 	if len(list) == 0 {
@@ -160,18 +168,21 @@ func (o *Options) normalize() error {
 	if o.Out == "" {
 		return errors.New("harness: no output directory")
 	}
+	if err := checkExternals(o.Externals); err != nil {
+		return err
+	}
 	if len(o.Workloads) == 0 {
-		return fmt.Errorf("harness: no workload (valid: %s)", strings.Join(Workloads(), ", "))
+		return fmt.Errorf("harness: no workload (valid: %s)", strings.Join(Workloads(o.Externals...), ", "))
 	}
 	var allOps []string
 	for _, w := range o.Workloads {
-		ops, err := WorkloadOps(w)
+		ops, err := WorkloadOps(w, o.Externals...)
 		if err != nil {
 			return err
 		}
 		allOps = append(allOps, ops...)
 	}
-	if _, err := pick("workload", o.Workloads, Workloads()); err != nil {
+	if _, err := pick("workload", o.Workloads, Workloads(o.Externals...)); err != nil {
 		return err
 	}
 	if len(o.Ops) > 0 {
@@ -186,10 +197,11 @@ func (o *Options) normalize() error {
 	// Report order, whatever the order given.
 	o.Paths = slices.DeleteFunc(slices.Clone(Paths), func(p string) bool { return !slices.Contains(o.Paths, p) })
 	for _, w := range o.Workloads {
-		if !slices.ContainsFunc(o.Paths, func(p string) bool { return slices.Contains(workloadPaths(w), p) }) {
-			return fmt.Errorf("harness: workload %s runs on %s, none of the paths asked", w, strings.Join(workloadPaths(w), ", "))
+		paths := workloadPaths(w, o.Externals)
+		if !slices.ContainsFunc(o.Paths, func(p string) bool { return slices.Contains(paths, p) }) {
+			return fmt.Errorf("harness: workload %s runs on %s, none of the paths asked", w, strings.Join(paths, ", "))
 		}
-		if e := external(w); e != nil {
+		if e := findExternal(o.Externals, w); e != nil {
 			if err := e.Check(); err != nil {
 				return err
 			}
@@ -257,7 +269,7 @@ func (o *Options) params() map[string]string {
 	p["sync"] = strconv.FormatBool(o.Sync)
 	p["keys"] = strconv.Itoa(o.Keys)
 	p["seed"] = strconv.FormatUint(o.Seed, 10)
-	p["stack"] = "cache(256MiB, writeback) > union > passthrough(upper), passthrough(lower, readonly)"
+	p["stack"] = svcproc.DefaultStackName
 	return p
 }
 
@@ -271,11 +283,11 @@ func (o *Options) plan() []cellPlan {
 	var out []cellPlan
 	for _, p := range o.Paths {
 		for _, w := range o.Workloads {
-			if !slices.Contains(workloadPaths(w), p) {
+			if !slices.Contains(workloadPaths(w, o.Externals), p) {
 				continue
 			}
-			ops, _ := WorkloadOps(w)
-			if external(w) != nil {
+			ops, _ := WorkloadOps(w, o.Externals...)
+			if findExternal(o.Externals, w) != nil {
 				// An external program measures all its operations in one call.
 				out = append(out, cellPlan{workload: w, path: p})
 				continue
@@ -320,14 +332,17 @@ func Run(ctx context.Context, opts Options) (run *results.Run, err error) {
 		return nil, fmt.Errorf("harness: %w", err)
 	}
 	run = &results.Run{Params: opts.params()}
-	m := pathperf.MachineInfo(work)
-	run.Machine = results.Machine{CPU: m.CPU, Cores: m.Cores, Kernel: m.Kernel, Go: m.Go, Date: m.Date, Backing: m.Backing}
+	run.Machine = results.ThisMachine(work)
 	defer func() {
 		if cerr := cleanWork(work); cerr != nil {
 			err = errors.Join(err, cerr)
 		}
 		if werr := WriteReport(run, out); werr != nil {
 			err = errors.Join(err, werr)
+		} else if opts.Plots != nil {
+			if perr := opts.Plots(run, out); perr != nil {
+				err = errors.Join(err, fmt.Errorf("harness: plots: %w", perr))
+			}
 		}
 		var failed []string
 		for _, c := range run.Cells {
@@ -357,14 +372,14 @@ func Run(ctx context.Context, opts Options) (run *results.Run, err error) {
 // cleanWork removes a work area, first detaching FUSE mounts left in it by a run
 // that died (its services gone, their mounts dead).
 func cleanWork(work string) error {
-	mps, err := pathperf.MountPoints()
+	mps, err := svcproc.MountPoints()
 	if err != nil {
 		return err
 	}
 	var errs []error
 	for _, mp := range mps {
 		if strings.HasPrefix(mp, work+"/") {
-			if err := pathperf.Detach(mp); err != nil {
+			if err := svcproc.Detach(mp); err != nil {
 				errs = append(errs, fmt.Errorf("harness: %s is mounted and could not be detached: %w", mp, err))
 			}
 		}
@@ -383,7 +398,7 @@ func cleanWork(work string) error {
 type tenant struct {
 	i                                int
 	dir, upper, lower, mnt, sock, cf string
-	svc                              *pathperf.Service
+	svc                              *svcproc.Service
 }
 
 // runTenants starts n services, measures every cell of plan with n tenants, and
@@ -395,8 +410,8 @@ func runTenants(ctx context.Context, o *Options, n int, work string, plan []cell
 		d := filepath.Join(work, fmt.Sprintf("n%d-t%d", n, i))
 		t := &tenant{i: i, dir: d, upper: filepath.Join(d, "upper"), lower: filepath.Join(d, "lower"),
 			mnt: filepath.Join(d, "mnt"), sock: filepath.Join(d, "s.sock"), cf: filepath.Join(d, "service.yaml")}
-		if len(t.sock) >= pathperf.MaxSocketPath {
-			return fmt.Errorf("harness: the service socket %s would be longer than a Unix socket path may be (%d bytes): choose a shorter output directory", t.sock, pathperf.MaxSocketPath-1)
+		if len(t.sock) >= svcproc.MaxSocketPath {
+			return fmt.Errorf("harness: the service socket %s would be longer than a Unix socket path may be (%d bytes): choose a shorter output directory", t.sock, svcproc.MaxSocketPath-1)
 		}
 		for _, dd := range []string{d, t.upper, t.lower, t.mnt} {
 			if err := os.Mkdir(dd, 0o755); err != nil {
@@ -407,7 +422,7 @@ func runTenants(ctx context.Context, o *Options, n int, work string, plan []cell
 		if fuse {
 			mnt = t.mnt
 		}
-		if err := os.WriteFile(t.cf, []byte(pathperf.ServiceConfig(t.sock, t.upper, t.lower, mnt)), 0o644); err != nil {
+		if err := os.WriteFile(t.cf, []byte(svcproc.Config{Socket: t.sock, Upper: t.upper, Lower: t.lower, FUSE: mnt}.YAML()), 0o644); err != nil {
 			return fmt.Errorf("harness: %w", err)
 		}
 		ts[i] = t
@@ -423,7 +438,7 @@ func runTenants(ctx context.Context, o *Options, n int, work string, plan []cell
 			if fuse {
 				mnt = t.mnt
 			}
-			t.svc, errs[t.i] = pathperf.StartService(func(cfg string) *exec.Cmd { return o.Launcher.Service(t.i, cfg) }, t.cf, mnt)
+			t.svc, errs[t.i] = svcproc.Start(func(cfg string) *exec.Cmd { return o.Launcher.Service(t.i, cfg) }, t.cf, mnt)
 			if errs[t.i] != nil {
 				errs[t.i] = fmt.Errorf("tenant %d: %w", t.i, errs[t.i])
 			}
@@ -458,7 +473,7 @@ func runTenants(ctx context.Context, o *Options, n int, work string, plan []cell
 		prog.begin(c, n)
 		var cells []results.Cell
 		var cerr error
-		if e := external(c.workload); e != nil {
+		if e := findExternal(o.Externals, c.workload); e != nil {
 			cells, cerr = runExternal(ctx, o, e, c.path, ts)
 		} else {
 			var cell results.Cell

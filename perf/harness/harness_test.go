@@ -16,8 +16,8 @@ import (
 	"time"
 
 	"github.com/polytropon/polytropon/internal/testenv"
-	"github.com/polytropon/polytropon/perf/pathperf"
 	"github.com/polytropon/polytropon/perf/results"
+	"github.com/polytropon/polytropon/perf/svcproc"
 	"github.com/polytropon/polytropon/service"
 )
 
@@ -85,7 +85,7 @@ func (l *testLauncher) gone(t *testing.T, dir string) {
 			t.Errorf("process %d still exists (kill 0: %v)", cmd.Process.Pid, err)
 		}
 	}
-	mps, err := pathperf.MountPoints()
+	mps, err := svcproc.MountPoints()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -225,12 +225,24 @@ func TestRunTwoTenants(t *testing.T) {
 	testenv.Root(t)
 	testenv.FUSE(t)
 	dir, l := outDir(t), &testLauncher{}
+	var plotted []string
+	plots := func(r *results.Run, d string) error {
+		// Drawn after the results file, from the run written.
+		if _, err := os.Stat(filepath.Join(d, ResultsFile)); err != nil || len(r.Cells) == 0 {
+			return fmt.Errorf("plots before the report: %v, %d cells", err, len(r.Cells))
+		}
+		plotted = append(plotted, d)
+		return nil
+	}
 	run, err := Run(context.Background(), Options{Out: dir, Workloads: []string{WorkloadMicro, WorkloadPebbleFillSeq},
 		Ops: []string{OpStat, OpPut}, Tenants: []int{2}, Warmup: 10 * time.Millisecond, Duration: 40 * time.Millisecond,
-		Threads: 2, Sync: true, Seed: 2, Launcher: l})
+		Threads: 2, Sync: true, Seed: 2, Launcher: l, Plots: plots})
 	l.gone(t, dir)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if len(plotted) != 1 {
+		t.Errorf("plots drawn %d times (%v), want once", len(plotted), plotted)
 	}
 	back := checkReport(t, dir, run)
 	if len(back.Cells) != 6 {
@@ -298,6 +310,13 @@ func TestBadInput(t *testing.T) {
 		{Options{Workloads: []string{WorkloadMicro}, Tenants: []int{2, 2}}, "twice"},
 		{Options{Workloads: []string{WorkloadMicro}, Duration: -time.Second}, "negative"},
 		{Options{}, "no workload"},
+		{Options{Workloads: []string{"tpcc"}, Externals: []External{named("zz", PathKernel), named("aa", PathFUSE)}},
+			"valid: micro, pebble-fillseq, pebble-fillrandom, pebble-readrandom, aa, zz"},
+		{Options{Workloads: []string{WorkloadMicro}, Externals: []External{named(WorkloadMicro, PathKernel)}}, "is built in"},
+		{Options{Workloads: []string{"e"}, Externals: []External{named("e", PathKernel), named("e", PathFUSE)}}, "given twice"},
+		{Options{Workloads: []string{"e"}, Externals: []External{named("e", PathDirect)}}, `claims path "direct"`},
+		{Options{Workloads: []string{"e"}, Externals: []External{named("e", PathKernel)}, Paths: []string{PathDirect}},
+			"runs on kernel, none of the paths asked"},
 	} {
 		c.o.Launcher = l
 		c.o.Out = filepath.Join(t.TempDir(), "out")
@@ -312,6 +331,23 @@ func TestBadInput(t *testing.T) {
 	if len(l.cmds) != 0 {
 		t.Errorf("bad input started %d processes", len(l.cmds))
 	}
+}
+
+// namedExternal is an external workload that exists only by name and paths,
+// for the checks Run makes before anything starts.
+type namedExternal struct {
+	name  string
+	paths []string
+}
+
+func named(name string, paths ...string) External { return namedExternal{name, paths} }
+
+func (e namedExternal) Name() string    { return e.name }
+func (e namedExternal) Ops() []string   { return []string{"op"} }
+func (e namedExternal) Paths() []string { return e.paths }
+func (e namedExternal) Check() error    { return nil }
+func (e namedExternal) Run(context.Context, ExternalSpec) ([]results.Cell, error) {
+	return nil, errors.New("never run")
 }
 
 func TestWorkerBadSpec(t *testing.T) {

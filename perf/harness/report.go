@@ -24,8 +24,8 @@ const (
 	SummaryFile = "summary.csv"
 )
 
-// WriteReport writes results.json and summary.csv into dir, then the plots
-// through WritePlots when it is set. Each file is written whole to a temporary
+// WriteReport writes results.json and summary.csv into dir (Run then draws
+// the plots through Options.Plots). Each file is written whole to a temporary
 // name and renamed, so a report directory never holds a torn file.
 func WriteReport(run *results.Run, dir string) error {
 	b, err := json.MarshalIndent(run, "", "  ")
@@ -39,15 +39,7 @@ func WriteReport(run *results.Run, dir string) error {
 	if err := WriteCSV(&sb, run); err != nil {
 		return err
 	}
-	if err := writeFile(filepath.Join(dir, SummaryFile), []byte(sb.String())); err != nil {
-		return err
-	}
-	if WritePlots != nil {
-		if err := WritePlots(run, dir); err != nil {
-			return fmt.Errorf("harness: plots: %w", err)
-		}
-	}
-	return nil
+	return writeFile(filepath.Join(dir, SummaryFile), []byte(sb.String()))
 }
 
 func writeFile(name string, b []byte) error {
@@ -105,7 +97,7 @@ func Table(w io.Writer, run *results.Run) error {
 		}
 		s := c.Summary
 		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%.0f\t%.2fs\t%.2fs\t\n", c.Workload, c.Op, c.Tenants, c.Path,
-			FormatNs(float64(s.P50)), FormatNs(float64(s.P99)), FormatNs(float64(s.P999)), FormatNs(s.Mean),
+			results.FormatNs(float64(s.P50)), results.FormatNs(float64(s.P99)), results.FormatNs(float64(s.P999)), results.FormatNs(s.Mean),
 			s.OpsPerSec, c.CPU.Client, c.CPU.Service)
 	}
 	if err := tw.Flush(); err != nil {
@@ -167,31 +159,6 @@ func ratio(a, b float64) float64 {
 		return 0
 	}
 	return q
-}
-
-// FormatNs prints a latency with three significant digits.
-func FormatNs(ns float64) string {
-	switch {
-	case ns < 1e3:
-		return fmt.Sprintf("%.0fns", ns)
-	case ns < 1e6:
-		return sig3(ns/1e3) + "µs"
-	case ns < 1e9:
-		return sig3(ns/1e6) + "ms"
-	default:
-		return sig3(ns/1e9) + "s"
-	}
-}
-
-func sig3(v float64) string {
-	switch {
-	case v < 10:
-		return fmt.Sprintf("%.2f", v)
-	case v < 100:
-		return fmt.Sprintf("%.1f", v)
-	default:
-		return fmt.Sprintf("%.0f", v)
-	}
 }
 
 // Diff is one cell of two runs compared: B over A. Latency ratios below 1 and
@@ -356,7 +323,7 @@ func (p *progress) end(cells []results.Cell) {
 			continue
 		}
 		fmt.Fprintf(p.w, "[%d/%d] %s/%s %s x%d: p50 %s p99 %s %.0f ops/s, ETA %s\n", p.done, p.total, c.Workload, c.Op,
-			c.Path, c.Tenants, FormatNs(float64(c.Summary.P50)), FormatNs(float64(c.Summary.P99)), c.Summary.OpsPerSec,
+			c.Path, c.Tenants, results.FormatNs(float64(c.Summary.P50)), results.FormatNs(float64(c.Summary.P99)), c.Summary.OpsPerSec,
 			p.eta().Round(time.Second))
 	}
 }

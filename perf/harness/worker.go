@@ -21,7 +21,7 @@ import (
 	"github.com/cockroachdb/pebble/v2"
 	"golang.org/x/sys/unix"
 
-	"github.com/polytropon/polytropon/perf/pathperf"
+	"github.com/polytropon/polytropon/perf/pathfs"
 	"github.com/polytropon/polytropon/perf/results"
 )
 
@@ -115,8 +115,6 @@ func (s *Spec) check() error {
 		return err
 	}
 	switch {
-	case external(s.Workload) != nil:
-		return fmt.Errorf("harness worker: %s is an external workload", s.Workload)
 	case !contains(ops, s.Op):
 		return fmt.Errorf("harness worker: workload %s has no op %q (valid: %s)", s.Workload, s.Op, strings.Join(ops, ", "))
 	case !contains(Paths, s.Path):
@@ -149,7 +147,7 @@ type thread struct {
 
 // bench is a prepared measurement.
 type bench struct {
-	fs      pathperf.FS
+	fs      pathfs.FS
 	dir     string
 	threads []thread
 	closers []func() error
@@ -160,11 +158,11 @@ type bench struct {
 func newBench(s *Spec) (b *bench, err error) {
 	b = &bench{dir: s.Dir}
 	if s.Path == PathDirect {
-		if b.fs, err = pathperf.DialFS(s.Socket); err != nil {
+		if b.fs, err = pathfs.Dial(s.Socket); err != nil {
 			return nil, err
 		}
 	} else {
-		b.fs = pathperf.OSFS
+		b.fs = pathfs.OS
 	}
 	defer func() {
 		if err != nil {
@@ -207,7 +205,7 @@ func (b *bench) prepareMicro(s *Spec, i int, data []byte) (thread, error) {
 			return thread{}, err
 		}
 	}
-	open := func(name string, flag int) (pathperf.File, error) {
+	open := func(name string, flag int) (pathfs.File, error) {
 		f, err := b.fs.OpenFile(name, flag, 0o644)
 		if err == nil {
 			b.closers = append(b.closers, f.Close)
@@ -223,7 +221,7 @@ func (b *bench) prepareMicro(s *Spec, i int, data []byte) (thread, error) {
 		return thread{}, err
 	}
 	buf := make([]byte, 128<<10)
-	for _, f := range []pathperf.File{rf, wf} {
+	for _, f := range []pathfs.File{rf, wf} {
 		for off := int64(0); off < fileSize; off += int64(len(buf)) {
 			if _, err := f.ReadAt(buf, off); err != nil && err != io.EOF {
 				return thread{}, err
@@ -308,7 +306,7 @@ func (b *bench) prepareMicro(s *Spec, i int, data []byte) (thread, error) {
 	return thread{}, fmt.Errorf("no micro op %q", s.Op)
 }
 
-func readFull(f pathperf.File, p []byte, off int64) error {
+func readFull(f pathfs.File, p []byte, off int64) error {
 	n, err := f.ReadAt(p, off)
 	if err == nil && n != len(p) {
 		err = fmt.Errorf("short read: %d bytes at %d", n, off)

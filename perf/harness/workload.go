@@ -6,7 +6,6 @@ import (
 	"slices"
 	"sort"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/polytropon/polytropon/perf/results"
@@ -64,8 +63,8 @@ var builtinOrder = []string{WorkloadMicro, WorkloadPebbleFillSeq, WorkloadPebble
 // External is a workload measured by an external program (fio, RocksDB's
 // db_bench: package perf/external), which runs on the files of the kernel or fuse
 // path and parses the program's own latency output. It is the seam through which
-// such workloads join a run: register one with RegisterExternal and `perf run
-// --workload NAME` runs it, once the tenants' services are up, for each tenant
+// such workloads join a run: give it in Options.Externals and Options.Workloads
+// may name it; Run runs it, once the tenants' services are up, for each tenant
 // count and each asked path it supports, in the same results file as the built-in
 // workloads.
 //
@@ -101,67 +100,65 @@ type ExternalSpec struct {
 	Params map[string]string
 }
 
-var (
-	externalMu sync.Mutex
-	externals  = map[string]External{}
-)
-
-// RegisterExternal makes an external workload known to Run; a name already taken
-// is an error.
-func RegisterExternal(e External) error {
-	externalMu.Lock()
-	defer externalMu.Unlock()
-	n := e.Name()
-	if _, ok := builtin[n]; ok {
-		return fmt.Errorf("harness: workload %q is built in", n)
-	}
-	if _, ok := externals[n]; ok {
-		return fmt.Errorf("harness: workload %q registered twice", n)
-	}
-	for _, p := range e.Paths() {
-		if p != PathKernel && p != PathFUSE {
-			return fmt.Errorf("harness: external workload %q claims path %q (external programs run on kernel and fuse)", n, p)
+// checkExternals refuses externals whose name is taken (built in or twice) or
+// that claim a path external programs cannot run on.
+func checkExternals(exts []External) error {
+	seen := map[string]bool{}
+	for _, e := range exts {
+		n := e.Name()
+		if _, ok := builtin[n]; ok {
+			return fmt.Errorf("harness: workload %q is built in", n)
+		}
+		if seen[n] {
+			return fmt.Errorf("harness: external workload %q given twice", n)
+		}
+		seen[n] = true
+		for _, p := range e.Paths() {
+			if p != PathKernel && p != PathFUSE {
+				return fmt.Errorf("harness: external workload %q claims path %q (external programs run on kernel and fuse)", n, p)
+			}
 		}
 	}
-	externals[n] = e
 	return nil
 }
 
-func external(name string) External {
-	externalMu.Lock()
-	defer externalMu.Unlock()
-	return externals[name]
+// findExternal returns the external workload of exts named name, or nil.
+func findExternal(exts []External, name string) External {
+	for _, e := range exts {
+		if e.Name() == name {
+			return e
+		}
+	}
+	return nil
 }
 
-// Workloads lists every workload name: the built-in ones, then the registered
-// external ones in name order.
-func Workloads() []string {
+// Workloads lists every workload name: the built-in ones, then those of exts
+// in name order.
+func Workloads(exts ...External) []string {
 	out := slices.Clone(builtinOrder)
-	externalMu.Lock()
 	var ext []string
-	for n := range externals {
-		ext = append(ext, n)
+	for _, e := range exts {
+		ext = append(ext, e.Name())
 	}
-	externalMu.Unlock()
 	sort.Strings(ext)
 	return append(out, ext...)
 }
 
-// WorkloadOps returns a workload's operations, or an error listing the valid
-// workloads.
-func WorkloadOps(name string) ([]string, error) {
+// WorkloadOps returns the operations of a workload, built in or one of exts,
+// or an error listing the valid workloads.
+func WorkloadOps(name string, exts ...External) ([]string, error) {
 	if ops, ok := builtin[name]; ok {
 		return slices.Clone(ops), nil
 	}
-	if e := external(name); e != nil {
+	if e := findExternal(exts, name); e != nil {
 		return e.Ops(), nil
 	}
-	return nil, fmt.Errorf("harness: unknown workload %q (valid: %s)", name, strings.Join(Workloads(), ", "))
+	return nil, fmt.Errorf("harness: unknown workload %q (valid: %s)", name, strings.Join(Workloads(exts...), ", "))
 }
 
 // workloadPaths returns the paths a workload runs on.
-func workloadPaths(name string) []string {
-	if e := external(name); e != nil {
+func workloadPaths(name string, exts []External) []string {
+	if e := findExternal(exts, name); e != nil {
 		return e.Paths()
 	}
 	return Paths

@@ -1,75 +1,51 @@
-// Package pathperf measures the three ways an application reaches its files, in
-// one run on one machine, for `polytropon perf paths` and the first step of
+// Package pathperf measures the ways an application reaches its files, in one
+// run on one machine, for `polytropon perf paths` and the first step of
 // `polytropon demo`:
 //
 //   - kernel: plain system calls (package os) on the backing directory, the upper
 //     branch of the service's stack, with no polytropon involved;
 //   - fuse: the same system calls on the service's FUSE mount of the instance (the
-//     legacy path: kernel -> FUSE -> service/fusegw -> stack);
+//     legacy path: kernel -> FUSE -> service/fusegw -> stack), with the kernel's
+//     default caching of names, attributes and pages;
+//   - fuse-uncached: the same on a second FUSE mount of the instance with those
+//     caches off, so that every call is a round trip to the service, as for
+//     files that fslib clients change too;
 //   - direct: fslib over shared memory to the same instance (the direct path:
 //     fslib -> RCQB -> service worker -> stack).
 //
-// Run starts a filesystem service as a child process (Options.ServiceCommand, in
-// the CLI `polytropon service --config FILE`) with the default stack, a write-back
-// cache over a union of a writable upper and a read-only lower passthrough branch in
-// a temporary directory, mounts that instance with FUSE, and makes the same
-// operations on each path, on files prepared the same way in a subdirectory of its
-// own (kernel/, fuse/, direct/ in the upper branch), caches warmed first: stat of
-// an existing file, 4 KiB pread at random page-aligned offsets of a 4 MiB file,
-// 4 KiB pwrite at random offsets of another, open+close, create+close+unlink, and
-// N puts of random 16-byte keys without sync into a fresh Pebble store (kernel and
-// fuse with Pebble's default vfs on the directory, direct with fslib/pebblevfs).
-// Each operation is timed alone into an HdrHistogram (nanoseconds); the paths run
-// one after the other for each operation, so only ratios taken within one run mean
-// anything on a shared machine, and the report carries the machine and the date.
+// Run starts a filesystem service as a child process (perf/svcproc;
+// Options.ServiceCommand, in the CLI `polytropon service --config FILE`) with the
+// default stack, a write-back cache over a union of a writable upper and a
+// read-only lower passthrough branch in a temporary directory (or, with
+// BackendCephFS, the cephfs libservice alone, and no kernel path), mounts that
+// instance with FUSE, and makes the same operations on each path through
+// perf/pathfs, on files prepared the same way in a subdirectory of its own,
+// caches warmed first: stat of an existing file, 4 KiB pread at random
+// page-aligned offsets of a 4 MiB file, 4 KiB pwrite at random offsets of
+// another, open+close, create+close+unlink, and N puts of random 16-byte keys
+// without sync into a fresh Pebble store (kernel and fuse with Pebble's
+// default vfs on the directory, direct with fslib/pebblevfs). Each operation
+// is timed alone into an HdrHistogram (nanoseconds); the paths run one after
+// the other for each operation, so only ratios taken within one run mean
+// anything on a shared machine, and the report carries the machine and the
+// date.
 //
 // It is measurement code: it asserts nothing about speed. It is also careful with
 // the machine: whatever fails, the service is stopped (SIGTERM, then SIGKILL after a
 // timeout), a FUSE mount it leaves is detached, and the temporary directory removed.
 //
-// # Measured
+// # Measuring
 //
-// `polytropon perf paths` (2 s per operation and path, 100000 Pebble keys), three
-// runs, 2026-11-21 03:22-03:24 UTC, as root, on a 2-vCPU "AMD EPYC" VM (Zen 3)
-// shared with other jobs (load average 1.2-1.6 before each run), Linux 6.18.44,
-// Go 1.26.8, ext4; p50 ranges over the runs, ratios other path / direct (above 1:
-// the direct path is faster):
+// `polytropon perf paths` prints p50 and p99 per operation and path with the
+// ratios of each path over direct (WriteTable; --json for the Report); it is
+// the first step of `polytropon demo`. A recorded run with what it shows
+// against the goals (stat and 4 KiB cached read on the direct path at or
+// below 2 µs p50, and how a FUSE mount with the kernel's caches on answers
+// those without reaching the service) is in
+// docs/results/2026-11-21/README.md and perf-paths.txt.
 //
-//	op             kernel p50    fuse p50      direct p50    kernel/direct  fuse/direct
-//	stat           2.21-2.33µs   1.99-2.56µs   0.93-0.99µs   2.36-2.43x     2.14-2.61x
-//	read4k         0.86-1.19µs   0.93-1.25µs   1.40-1.67µs   0.61-0.80x     0.66-0.84x
-//	write4k        4.78-5.80µs   36.9-50.7µs   1.29-1.39µs   3.70-4.35x     27.7-36.4x
-//	open-close     5.32-6.58µs   139-144µs     196-229µs     0.02-0.03x     0.63-0.71x
-//	create-unlink  21.9-26.1µs   584-766µs     372-443µs     0.06x          1.57-1.83x
-//	pebble-put     1.28-1.88µs   1.41-1.98µs   1.03-1.68µs   0.95-1.24x     1.13-1.37x
-//	pebble puts/s  294k-442k     120k-243k     166k-312k     direct/kernel 0.51-0.86x
-//
-// Against the goals: stat and 4 KiB cached read through the direct path have a
-// p50 at or below 2 µs, but are not 5x faster than the FUSE path: warm, the FUSE
-// path never reaches the service for them (the kernel's attribute cache, 1 s,
-// and page cache answer, so FUSE is within about 10% of the kernel), and 5x
-// below the kernel's own 0.9-2.3 µs is under the cross-process round trip itself
-// (`perf ipc`, direct-spin p50 ~0.5 µs). Pebble's 100000 puts without sync are not
-// as fast as on the kernel path (0.51-0.86x; the same p50 per put, a longer tail):
-// the WAL and the flushes go through the direct path, where 12 MiB written in
-// 32 KiB pieces took 30-40 ms and its fsync 30-38 ms, against 5-11 ms and 6-8 ms
-// on the kernel path, and on 2 cores the spinning client and service worker take
-// CPU from the put loop.
-//
-// The direct path's tails (stat and read4k p99 76-124 µs against 1.6-5.5 µs for
-// the kernel, hence 0.22-0.65x the kernel's ops/s) and its slow open-close have one
-// cause, profiled: a call spins for its answer only ipc/front's default 4000
-// polls, 1.5-3 µs on this machine, then sleeps on a futex, and the service's
-// worker spins 2000 polls before it sleeps too. An answer later than that (the
-// service's open takes ~50 µs; any third thread preempts one of the two spinners
-// on 2 cores) costs a futex wake each way, tens of µs on this VM. Spinning longer
-// on the client (SpinIters 400000) cut open-close from 208 to 40 µs p50 in the
-// same service. Under heavier load (load average ~4, earlier that day) whole
-// measurements stayed in that sleeping mode: stat or read4k p50 of 10-20 µs in 7
-// of 14 measurements, against none of 12 at load average 1.2-2.6.
-//
-// Invariants: a Run owns its work directory, its service process and its mount;
-// none outlives Run. Lock order: the package has no lock of its own (tailbuf.Buffer's is a leaf).
+// Invariants: a Run owns its work directory, its service process and its
+// mounts; none outlives Run. Lock order: the package has no lock of its own.
 package pathperf
 
 import (
@@ -85,6 +61,9 @@ import (
 	"time"
 
 	"github.com/HdrHistogram/hdrhistogram-go"
+
+	"github.com/polytropon/polytropon/perf/results"
+	"github.com/polytropon/polytropon/perf/svcproc"
 )
 
 // Paths, in report order.
@@ -123,8 +102,6 @@ const (
 	maxLatency = time.Minute
 	// maxWarm bounds the untimed operations made before each measurement.
 	maxWarm = 1000
-	// maxSocketPath is sizeof(sockaddr_un.sun_path), the terminating NUL included.
-	maxSocketPath = 108
 )
 
 // Defaults of Options.
@@ -248,8 +225,8 @@ type Settings struct {
 
 // Report is a whole run.
 type Report struct {
-	Machine  Machine  `json:"machine"`
-	Settings Settings `json:"settings"`
+	Machine  results.Machine `json:"machine"`
+	Settings Settings        `json:"settings"`
 	// Results are in Ops order, then Paths order.
 	Results []Result `json:"results"`
 	// Ratios are in Ops order, for the operations measured on the direct path.
@@ -407,8 +384,8 @@ func Run(opts Options) (rep *Report, err error) {
 	defer func() {
 		// Never remove through a mount that is still there: that would delete the
 		// instance's files through the service, or fail on a dead mount.
-		m, merr := isMounted(mnt)
-		if m2, merr2 := isMounted(mntUncached); merr == nil {
+		m, merr := svcproc.IsMounted(mnt)
+		if m2, merr2 := svcproc.IsMounted(mntUncached); merr == nil {
 			m, merr = m || m2, merr2
 		}
 		if merr != nil || m {
@@ -429,15 +406,15 @@ func Run(opts Options) (rep *Report, err error) {
 		}
 	}
 	rep = &Report{
-		Machine: machineInfo(upper),
+		Machine: results.ThisMachine(upper),
 		Settings: Settings{Paths: opts.Paths, Ops: opts.Ops, DurationNs: int64(opts.Duration),
 			Iterations: opts.Iterations, PebbleKeys: opts.PebbleKeys, Seed: opts.Seed, Backend: opts.Backend},
 	}
 
 	targets := map[string]*target{}
 	sock := filepath.Join(work, "service.sock")
-	if len(sock) >= maxSocketPath && opts.needService() {
-		return nil, fmt.Errorf("pathperf: the service socket %s would be longer than a Unix socket path may be (%d bytes): choose a shorter directory", sock, maxSocketPath-1)
+	if len(sock) >= svcproc.MaxSocketPath && opts.needService() {
+		return nil, fmt.Errorf("pathperf: the service socket %s would be longer than a Unix socket path may be (%d bytes): choose a shorter directory", sock, svcproc.MaxSocketPath-1)
 	}
 	if opts.needService() {
 		fuse, uncached := "", ""
@@ -447,18 +424,19 @@ func Run(opts Options) (rep *Report, err error) {
 		if opts.wants(PathFUSEUncached) {
 			uncached = mntUncached
 		}
-		cfg := serviceConfig(sock, upper, lower, fuse, uncached, &opts)
+		cfg := svcproc.Config{Socket: sock, Upper: upper, Lower: lower, FUSE: fuse, FUSEUncached: uncached,
+			Stack: opts.stack()}.YAML()
 		rep.Settings.ServiceConfig = cfg
 		cfgPath := filepath.Join(work, "service.yaml")
 		if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 			return nil, fmt.Errorf("pathperf: %w", err)
 		}
-		var svc *serviceProc
-		if svc, err = startService(opts.ServiceCommand, cfgPath, fuse, uncached); err != nil {
+		var svc *svcproc.Service
+		if svc, err = svcproc.Start(opts.ServiceCommand, cfgPath, fuse, uncached); err != nil {
 			return nil, err
 		}
 		defer func() {
-			if serr := svc.stop(); serr != nil {
+			if serr := svc.Stop(); serr != nil {
 				rep, err = nil, errors.Join(err, serr)
 			}
 		}()
@@ -582,37 +560,21 @@ func fill(rng *rand.Rand, b []byte) {
 	}
 }
 
-// serviceConfig is the run's service: the default stack of the design, its
-// instance at the root of the service namespace and, when fuse is not empty, also
-// mounted there. Workers and spin are the service's defaults.
-func serviceConfig(socket, upper, lower, fuse, uncached string, o *Options) string {
+// stack is the service's stack as svcproc.Config.Stack: the cephfs libservice
+// alone for BackendCephFS, else the default stack (empty).
+func (o *Options) stack() string {
+	if o.Backend != BackendCephFS {
+		return ""
+	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "socket: %q\n", socket)
-	b.WriteString("filesystems:\n  - name: root\n    mount: /\n")
-	if fuse != "" {
-		fmt.Fprintf(&b, "    fuse: %q\n", fuse)
-	}
-	if uncached != "" {
-		fmt.Fprintf(&b, "    fuse_mounts:\n      - {path: %q, attr_timeout: -1s, entry_timeout: -1s, direct_io: true}\n", uncached)
-	}
-	if o.Backend == BackendCephFS {
-		c := o.Ceph
-		fmt.Fprintf(&b, "    stack:\n      - cephfs: {conf: %q", c.Conf)
-		for _, kv := range [][2]string{{"client_id", c.ClientID}, {"keyring", c.Keyring}, {"fs_name", c.FSName}} {
-			if kv[1] != "" {
-				fmt.Fprintf(&b, ", %s: %q", kv[0], kv[1])
-			}
+	c := o.Ceph
+	fmt.Fprintf(&b, "    stack:\n      - cephfs: {conf: %q", c.Conf)
+	for _, kv := range [][2]string{{"client_id", c.ClientID}, {"keyring", c.Keyring}, {"fs_name", c.FSName}} {
+		if kv[1] != "" {
+			fmt.Fprintf(&b, ", %s: %q", kv[0], kv[1])
 		}
-		b.WriteString("}\n")
-		return b.String()
 	}
-	fmt.Fprintf(&b, `    stack:
-      - cache: {size: 256MiB, policy: writeback}
-      - union: {}
-    branches:
-      - passthrough: {dir: %q}
-      - passthrough: {dir: %q, readonly: true}
-`, upper, lower)
+	b.WriteString("}\n")
 	return b.String()
 }
 

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/polytropon/polytropon/internal/testenv"
+	"github.com/polytropon/polytropon/perf/svcproc"
 	"github.com/polytropon/polytropon/service"
 )
 
@@ -104,7 +105,7 @@ func (s *services) gone(t *testing.T, dir string, wantExit0 bool) {
 
 func noMountUnder(t *testing.T, dir string) {
 	t.Helper()
-	mps, err := mountPoints()
+	mps, err := svcproc.MountPoints()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -297,7 +298,7 @@ func TestServiceKilledMidRun(t *testing.T) {
 	go func() {
 		deadline := time.Now().Add(20 * time.Second)
 		for time.Now().Before(deadline) {
-			mps, _ := mountPoints()
+			mps, _ := svcproc.MountPoints()
 			for _, mp := range mps {
 				if strings.HasPrefix(mp, dir+"/") {
 					time.Sleep(300 * time.Millisecond)
@@ -341,7 +342,7 @@ func TestCancel(t *testing.T) {
 	cancel := make(chan struct{})
 	go func() {
 		for range 2000 {
-			mps, _ := mountPoints()
+			mps, _ := svcproc.MountPoints()
 			for _, mp := range mps {
 				if strings.HasPrefix(mp, dir+"/") {
 					time.Sleep(200 * time.Millisecond)
@@ -358,17 +359,4 @@ func TestCancel(t *testing.T) {
 		t.Fatalf("Run: %v, want ErrCanceled", err)
 	}
 	svcs.gone(t, dir, true)
-}
-
-func TestUnescapeMountinfo(t *testing.T) {
-	for in, want := range map[string]string{
-		`/mnt/a\040b`:  "/mnt/a b",
-		`/plain`:       "/plain",
-		`/x\134y\011z`: "/x\\y\tz",
-		`/trail\04`:    `/trail\04`,
-	} {
-		if got := unescapeMountinfo(in); got != want {
-			t.Errorf("unescapeMountinfo(%q) = %q, want %q", in, got, want)
-		}
-	}
 }

@@ -4,111 +4,38 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"math/rand/v2"
 	"os"
 	"sync/atomic"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
-	"github.com/cockroachdb/pebble/v2/vfs"
 
-	"github.com/polytropon/polytropon/fslib"
-	"github.com/polytropon/polytropon/fslib/pebblevfs"
+	"github.com/polytropon/polytropon/perf/pathfs"
 )
-
-// File is what the measured operations need of an open file: os.File and
-// fslib.File both have it.
-type File interface {
-	io.ReaderAt
-	io.WriterAt
-	io.Closer
-	Sync() error
-}
-
-// FS is one path's file API: package os (kernel and fuse paths, on different
-// directories) or an fslib.Client (direct path). Names are the path's own. The
-// latency harness (perf/harness) measures through it too.
-type FS interface {
-	Stat(name string) (fs.FileInfo, error)
-	OpenFile(name string, flag int, perm fs.FileMode) (File, error)
-	Remove(name string) error
-	RemoveAll(name string) error
-	Mkdir(name string, perm fs.FileMode) error
-	MkdirAll(name string, perm fs.FileMode) error
-	WriteFile(name string, data []byte, perm fs.FileMode) error
-	// PebbleOptions sets the FS a Pebble store on this path uses in o, with what
-	// that FS needs of Pebble's options (pebblevfs.Configure on the direct path).
-	PebbleOptions(o *pebble.Options)
-	Close() error
-}
-
-// OSFS is package os: the kernel and fuse paths.
-var OSFS FS = osFS{}
-
-// DialFS connects to the service on socket: the direct path. Close closes the
-// connection.
-func DialFS(socket string) (FS, error) {
-	c, err := fslib.Dial(fslib.DialOptions{Socket: socket})
-	if err != nil {
-		return nil, err
-	}
-	return clientFS{c}, nil
-}
-
-type osFS struct{}
-
-func (osFS) Stat(name string) (fs.FileInfo, error) { return os.Stat(name) }
-func (osFS) OpenFile(name string, flag int, perm fs.FileMode) (File, error) {
-	f, err := os.OpenFile(name, flag, perm)
-	if err != nil {
-		return nil, err // not a typed nil *os.File in the interface
-	}
-	return f, nil
-}
-func (osFS) Remove(name string) error                     { return os.Remove(name) }
-func (osFS) RemoveAll(name string) error                  { return os.RemoveAll(name) }
-func (osFS) Mkdir(name string, perm fs.FileMode) error    { return os.Mkdir(name, perm) }
-func (osFS) MkdirAll(name string, perm fs.FileMode) error { return os.MkdirAll(name, perm) }
-func (osFS) WriteFile(name string, data []byte, perm fs.FileMode) error {
-	return os.WriteFile(name, data, perm)
-}
-func (osFS) PebbleOptions(o *pebble.Options) { o.FS = vfs.Default }
-func (osFS) Close() error                    { return nil }
-
-type clientFS struct{ *fslib.Client }
-
-func (c clientFS) OpenFile(name string, flag int, perm fs.FileMode) (File, error) {
-	f, err := c.Client.OpenFile(name, flag, perm)
-	if err != nil {
-		return nil, err
-	}
-	return f, nil
-}
-func (c clientFS) PebbleOptions(o *pebble.Options) { pebblevfs.Configure(o, c.Client) }
 
 // target is one path, prepared: its directory, the file read and the file
 // written, open.
 type target struct {
-	fs                      FS
+	fs                      pathfs.FS
 	dir                     string
 	image, scratch, tmp, db string
-	rf, wf                  File
+	rf, wf                  pathfs.File
 }
 
-func newTarget(f FS, dir string) *target {
+func newTarget(f pathfs.FS, dir string) *target {
 	return &target{fs: f, dir: dir, image: dir + "/image.dat", scratch: dir + "/scratch.dat",
 		tmp: dir + "/tmp.dat", db: dir + "/pebble"}
 }
 
-func newOSTarget(dir string) *target { return newTarget(osFS{}, dir) }
+func newOSTarget(dir string) *target { return newTarget(pathfs.OS, dir) }
 
 func dialDirect(socket, dir string) (*target, error) {
-	c, err := fslib.Dial(fslib.DialOptions{Socket: socket})
+	f, err := pathfs.Dial(socket)
 	if err != nil {
 		return nil, fmt.Errorf("pathperf: direct path: %w", err)
 	}
-	return newTarget(clientFS{c}, dir), nil
+	return newTarget(f, dir), nil
 }
 
 // prepare makes the path's directory and files, opens them, and reads them whole
@@ -131,7 +58,7 @@ func (t *target) prepare(data []byte) error {
 		return err
 	}
 	buf := make([]byte, 128<<10)
-	for _, f := range []File{t.rf, t.wf} {
+	for _, f := range []pathfs.File{t.rf, t.wf} {
 		for off := int64(0); off < int64(len(data)); off += int64(len(buf)) {
 			if _, err := f.ReadAt(buf, off); err != nil && err != io.EOF {
 				return err
@@ -181,7 +108,7 @@ func (t *target) createUnlink() error {
 
 func (t *target) close() error {
 	var errs []error
-	for _, f := range []File{t.rf, t.wf} {
+	for _, f := range []pathfs.File{t.rf, t.wf} {
 		if f != nil {
 			errs = append(errs, f.Close())
 		}

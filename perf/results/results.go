@@ -137,14 +137,16 @@ type Cell struct {
 	Error  string `json:"error,omitempty"` // the cell failed; Summary is empty
 }
 
-// Machine is what a run was measured on.
+// Machine is what a run was measured on (ThisMachine).
 type Machine struct {
-	CPU     string `json:"cpu"`
-	Cores   int    `json:"cores"`
-	Kernel  string `json:"kernel"`
-	Go      string `json:"go"`
-	Date    string `json:"date"`    // UTC, RFC 3339
-	Backing string `json:"backing"` // filesystem type under the work directory
+	CPU    string `json:"cpu"`
+	Cores  int    `json:"cores"`
+	Kernel string `json:"kernel"`
+	Go     string `json:"go"`
+	Date   string `json:"date"` // UTC, RFC 3339
+	// Backing is the type of the filesystem under the work directory (the disk
+	// the kernel path and the services' branches use).
+	Backing string `json:"backing"`
 }
 
 // Run is a results file.

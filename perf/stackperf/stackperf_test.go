@@ -3,6 +3,7 @@ package stackperf
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -33,6 +34,15 @@ func TestRunMeasuresEveryOpOnBothPaths(t *testing.T) {
 	ents, err := os.ReadDir(filepath.Join(dir, "lower"))
 	if err != nil || len(ents) != 1 {
 		t.Errorf("lower branch changed: %v %v", ents, err)
+	}
+	var b strings.Builder
+	if err := WriteTable(&b, res); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"p50 vs kernel", "create+unlink", "stack", "1.00x"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("table lacks %q:\n%s", want, b.String())
+		}
 	}
 }
 

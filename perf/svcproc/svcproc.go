@@ -1,4 +1,21 @@
-package pathperf
+// Package svcproc runs the filesystem service a measurement needs as a child
+// process, for perf/pathperf (`polytropon perf paths`) and perf/harness (`perf
+// run`, `perf paper`, `perf isolation`): its configuration (Config, with the
+// default stack of the design), its start (Start waits for the word "ready" on
+// its stdout), its stop in order (Stop: SIGTERM, exit status 0 expected,
+// SIGKILL after a timeout), and the FUSE mounts it must not leave behind
+// (MountPoints, IsMounted, Detach).
+//
+// Contract: whatever fails, a Service that Start returned is gone after Stop,
+// and no mount it was configured to make is left (a mount found left is
+// detached and reported as an error, since the service should have unmounted
+// it). Start on error leaves no process and no mount. The child runs in its own
+// process group, so a terminal's ^C reaches only its parent, which stops it in
+// order, and the kernel SIGTERMs it if the parent dies (PR_SET_PDEATHSIG).
+//
+// Lock order: the package has no lock of its own (tailbuf.Buffer's is a leaf).
+// It measures nothing itself; its callers' commands measure through it.
+package svcproc
 
 import (
 	"bufio"
@@ -25,8 +42,8 @@ const (
 	stopTimeout = 30 * time.Second
 )
 
-// serviceProc is the filesystem service child of a Run.
-type serviceProc struct {
+// Service is a filesystem service child process started by Start.
+type Service struct {
 	cmd         *exec.Cmd
 	out         *tailbuf.Buffer
 	mountpoints []string      // the FUSE mounts the service makes
@@ -34,14 +51,16 @@ type serviceProc struct {
 	waitErr     error
 }
 
-// startService runs the command and waits for its "ready" line. On error the
-// process is gone and no mount is left.
-func startService(command func(string) *exec.Cmd, cfgPath string, mountpoints ...string) (*serviceProc, error) {
+// Start runs command(cfgPath) and waits for a line containing the word "ready"
+// on its stdout. mountpoints are the FUSE mounts the service makes (empty ones
+// are ignored), which Stop makes sure are gone. On error the process is gone
+// and no mount is left.
+func Start(command func(cfgPath string) *exec.Cmd, cfgPath string, mountpoints ...string) (*Service, error) {
 	cmd := command(cfgPath)
 	if cmd == nil {
-		return nil, errors.New("pathperf: Options.ServiceCommand returned no command")
+		return nil, errors.New("svcproc: the service command is nil")
 	}
-	s := &serviceProc{cmd: cmd, out: &tailbuf.Buffer{}, exited: make(chan struct{})}
+	s := &Service{cmd: cmd, out: &tailbuf.Buffer{}, exited: make(chan struct{})}
 	for _, m := range mountpoints {
 		if m != "" {
 			s.mountpoints = append(s.mountpoints, m)
@@ -58,10 +77,10 @@ func startService(command func(string) *exec.Cmd, cfgPath string, mountpoints ..
 	}
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
-		return nil, fmt.Errorf("pathperf: service command: %w", err)
+		return nil, fmt.Errorf("svcproc: service command: %w", err)
 	}
 	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("pathperf: starting the service (%s): %w", cmd.Path, err)
+		return nil, fmt.Errorf("svcproc: starting the service (%s): %w", cmd.Path, err)
 	}
 	ready := make(chan struct{})
 	go func() {
@@ -83,11 +102,11 @@ func startService(command func(string) *exec.Cmd, cfgPath string, mountpoints ..
 	case <-ready:
 		return s, nil
 	case <-s.exited:
-		err = fmt.Errorf("pathperf: the service exited before it was ready (%v); its output:\n%s", s.waitErr, s.out)
+		err = fmt.Errorf("svcproc: the service exited before it was ready (%v); its output:\n%s", s.waitErr, s.out)
 	case <-time.After(readyTimeout):
 		_ = cmd.Process.Kill()
 		<-s.exited
-		err = fmt.Errorf("pathperf: the service was not ready after %v and was killed; its output:\n%s", readyTimeout, s.out)
+		err = fmt.Errorf("svcproc: the service was not ready after %v and was killed; its output:\n%s", readyTimeout, s.out)
 	}
 	return nil, errors.Join(err, s.unmount())
 }
@@ -101,9 +120,16 @@ func isReady(line string) bool {
 	return false
 }
 
-// stop SIGTERMs the service and waits for exit status 0, SIGKILLs it if it does
-// not stop in time, then makes sure its mount is gone. It returns what went wrong.
-func (s *serviceProc) stop() error {
+// Pid is the service's process id.
+func (s *Service) Pid() int { return s.cmd.Process.Pid }
+
+// Output is the tail of the service's output, for error messages.
+func (s *Service) Output() string { return s.out.String() }
+
+// Stop SIGTERMs the service and waits for exit status 0, SIGKILLs it if it does
+// not stop in time, then makes sure its mounts are gone. It returns what went
+// wrong.
+func (s *Service) Stop() error {
 	var errs []error
 	select {
 	case <-s.exited:
@@ -116,48 +142,48 @@ func (s *serviceProc) stop() error {
 		case <-time.After(stopTimeout):
 			_ = s.cmd.Process.Kill()
 			<-s.exited
-			errs = append(errs, fmt.Errorf("pathperf: the service did not stop within %v of SIGTERM and was killed; its output:\n%s", stopTimeout, s.out))
+			errs = append(errs, fmt.Errorf("svcproc: the service did not stop within %v of SIGTERM and was killed; its output:\n%s", stopTimeout, s.out))
 		}
 	}
 	return errors.Join(append(errs, s.unmount())...)
 }
 
-// exitError describes the service's exit; terminated says Run sent it SIGTERM. A
+// exitError describes the service's exit; terminated says Stop sent it SIGTERM. A
 // death by another signal is a death during the run even if the SIGTERM was sent
 // (the process may have been gone already when it was).
-func (s *serviceProc) exitError(terminated bool) error {
+func (s *Service) exitError(terminated bool) error {
 	if terminated && s.waitErr == nil {
 		return nil
 	}
 	ws, _ := s.cmd.ProcessState.Sys().(syscall.WaitStatus)
 	if terminated && !(ws.Signaled() && ws.Signal() != syscall.SIGTERM) {
-		return fmt.Errorf("pathperf: the service did not stop cleanly on SIGTERM (%v); its output:\n%s", s.waitErr, s.out)
+		return fmt.Errorf("svcproc: the service did not stop cleanly on SIGTERM (%v); its output:\n%s", s.waitErr, s.out)
 	}
-	return fmt.Errorf("pathperf: the service died during the run (%v); its output:\n%s", s.cmd.ProcessState, s.out)
+	return fmt.Errorf("svcproc: the service died during the run (%v); its output:\n%s", s.cmd.ProcessState, s.out)
 }
 
 // unmount makes sure the exited service's mount is gone. A mount found left is an
 // error even when it could be detached: the service should have unmounted it.
-func (s *serviceProc) unmount() error {
+func (s *Service) unmount() error {
 	var errs []error
 	for _, mp := range s.mountpoints {
-		mounted, err := isMounted(mp)
+		mounted, err := IsMounted(mp)
 		if err != nil {
 			errs = append(errs, err)
 		} else if mounted {
-			if err := detach(mp); err != nil {
-				errs = append(errs, fmt.Errorf("pathperf: the service left %s mounted and it could not be detached: %w", mp, err))
+			if err := Detach(mp); err != nil {
+				errs = append(errs, fmt.Errorf("svcproc: the service left %s mounted and it could not be detached: %w", mp, err))
 			} else {
-				errs = append(errs, fmt.Errorf("pathperf: the service exited but left %s mounted (detached now)", mp))
+				errs = append(errs, fmt.Errorf("svcproc: the service exited but left %s mounted (detached now)", mp))
 			}
 		}
 	}
 	return errors.Join(errs...)
 }
 
-// detach lazily unmounts a FUSE mount whose server is gone: umount2 as root,
+// Detach lazily unmounts a FUSE mount whose server is gone: umount2 as root,
 // fusermount3 otherwise.
-func detach(mountpoint string) error {
+func Detach(mountpoint string) error {
 	err := unix.Unmount(mountpoint, unix.MNT_DETACH)
 	if err == nil {
 		return nil
@@ -169,10 +195,10 @@ func detach(mountpoint string) error {
 	return nil
 }
 
-// isMounted reports whether mountpoint is a mount point in this process's mount
+// IsMounted reports whether mountpoint is a mount point in this process's mount
 // namespace.
-func isMounted(mountpoint string) (bool, error) {
-	mps, err := mountPoints()
+func IsMounted(mountpoint string) (bool, error) {
+	mps, err := MountPoints()
 	if err != nil {
 		return false, err
 	}
@@ -185,12 +211,12 @@ func isMounted(mountpoint string) (bool, error) {
 	return false, nil
 }
 
-// mountPoints lists the mount points of /proc/self/mountinfo (field 5, with the
+// MountPoints lists the mount points of /proc/self/mountinfo (field 5, with the
 // kernel's octal escapes of space, tab, newline and backslash undone).
-func mountPoints() ([]string, error) {
+func MountPoints() ([]string, error) {
 	b, err := os.ReadFile("/proc/self/mountinfo")
 	if err != nil {
-		return nil, fmt.Errorf("pathperf: %w", err)
+		return nil, fmt.Errorf("svcproc: %w", err)
 	}
 	var out []string
 	for _, l := range strings.Split(string(b), "\n") {

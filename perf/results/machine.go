@@ -1,4 +1,4 @@
-package pathperf
+package results
 
 import (
 	"bufio"
@@ -11,19 +11,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Machine is what a report was measured on.
-type Machine struct {
-	CPU    string `json:"cpu"`
-	Cores  int    `json:"cores"`
-	Kernel string `json:"kernel"`
-	Go     string `json:"go"`
-	Date   string `json:"date"` // UTC, RFC 3339
-	// Backing is the type of the filesystem under the work directory (the disk
-	// the kernel path and the service's branches use).
-	Backing string `json:"backing"`
-}
-
-func machineInfo(dir string) Machine {
+// ThisMachine describes this machine now, dir being the work directory (whose
+// filesystem type is Backing).
+func ThisMachine(dir string) Machine {
 	return Machine{CPU: cpuModel(), Cores: runtime.NumCPU(), Kernel: kernel(), Go: runtime.Version(),
 		Date: time.Now().UTC().Format(time.RFC3339), Backing: fsType(dir)}
 }

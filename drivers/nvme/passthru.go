@@ -1,7 +1,6 @@
 package nvme
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -11,6 +10,7 @@ import (
 
 	"github.com/polytropon/polytropon/blockdev"
 	"github.com/polytropon/polytropon/blockdev/alignedbuf"
+	"github.com/polytropon/polytropon/blockdev/ringqueue"
 	"github.com/polytropon/polytropon/drivers/uring"
 )
 
@@ -22,8 +22,8 @@ const maxTransferLimit = 128 << 10
 // Passthrough is a blockdev.Device over an NVMe generic character device
 // (/dev/ngXnY). Synchronous calls use NVME_IOCTL_IO_CMD through *os.File (whose
 // descriptor reference counting makes Close safe against concurrent calls); queues
-// are io_uring rings with SQE128|CQE32 that register the file, so requests in flight
-// at Close still complete.
+// are blockdev/ringqueue queues on io_uring rings with SQE128|CQE32 that register
+// the file, so requests in flight at Close still complete.
 type Passthrough struct {
 	f       *os.File
 	path    string
@@ -295,7 +295,8 @@ func (d *Passthrough) Close() error {
 	return d.f.Close()
 }
 
-// NewQueue implements blockdev.Device: an io_uring queue of NVMe passthrough commands.
+// NewQueue implements blockdev.Device: an io_uring queue of NVMe passthrough
+// commands (blockdev/ringqueue's core, with SQE128|CQE32 for URING_CMD).
 func (d *Passthrough) NewQueue(depth int) (blockdev.Queue, error) {
 	if d.closed.Load() {
 		return nil, blockdev.ErrClosed
@@ -303,169 +304,61 @@ func (d *Passthrough) NewQueue(depth int) (blockdev.Queue, error) {
 	if depth < 1 || depth > 4096 {
 		return nil, fmt.Errorf("nvme: queue depth %d: want 1..4096", depth)
 	}
-	ring, err := uring.New(uint32(depth), uring.WithSQE128(), uring.WithCQE32(), uring.WithCQSize(uint32(2*depth)))
-	if err != nil {
-		return nil, err
-	}
-	if err := ring.Require(uring.OpURingCmd, uring.OpNop); err != nil {
-		ring.Close()
-		return nil, err
-	}
-	var rerr error
-	if err := d.control(func(fd uintptr) error { rerr = ring.RegisterFiles([]int32{int32(fd)}); return nil }); err != nil {
-		ring.Close()
-		return nil, err
-	}
-	if rerr != nil {
-		ring.Close()
-		return nil, rerr
-	}
-	q := &ptQueue{dev: d, ring: ring, depth: depth, cqes: make([]uring.CQE, depth), slots: make([]ptSlot, depth), free: make([]uint32, depth)}
-	for i := range q.free {
-		q.free[i] = uint32(depth - 1 - i)
-	}
-	return q, nil
+	return ringqueue.New(ptOps{d}, ringqueue.Config{Depth: depth, File: d.f,
+		Ring:    []uring.Option{uring.WithSQE128(), uring.WithCQE32(), uring.WithCQSize(uint32(2 * depth))},
+		Require: []uring.Op{uring.OpURingCmd}})
 }
 
-// ptQueue is a blockdev.Queue on one io_uring. user_data is a slot index; the slot
-// holds the caller's cookie and the byte count the completion reports.
-type ptQueue struct {
-	dev      *Passthrough
-	ring     *uring.Ring
-	depth    int
-	inflight int
-	cqes     []uring.CQE
-	slots    []ptSlot
-	free     []uint32
-	closed   bool
+// ptOps is the passthrough device's half of a queue (ringqueue.Device): each
+// request is one NVMe command; a slot's tag is the command's opcode, for its
+// status.
+type ptOps struct{ d *Passthrough }
+
+var _ ringqueue.Device = ptOps{}
+
+// Check implements ringqueue.Device: alignment, range and the controller's
+// maximum transfer.
+func (o ptOps) Check(i int, r *blockdev.Request) (int, uint8, error) {
+	d := o.d
+	switch r.Op {
+	case blockdev.OpRead:
+		n, err := blockdev.ClampRead(r.Buf, r.Off, d.bs, d.size)
+		if err == nil && n > d.maxXfer {
+			err = &TransferTooLargeError{Len: len(r.Buf), Max: d.maxXfer}
+		}
+		return n, ioRead, err
+	case blockdev.OpWrite:
+		err := blockdev.CheckWrite(r.Buf, r.Off, d.bs, d.size)
+		if err == nil && len(r.Buf) > d.maxXfer {
+			err = &TransferTooLargeError{Len: len(r.Buf), Max: d.maxXfer}
+		}
+		return len(r.Buf), ioWrite, err
+	case blockdev.OpFlush:
+		return 0, ioFlush, nil
+	}
+	return 0, 0, fmt.Errorf("nvme: request %d has unknown %v", i, r.Op)
 }
 
-type ptSlot struct {
-	cookie uint64
-	n      int
-	op     uint8
+// Prep implements ringqueue.Device: the command in the SQE's URING_CMD area.
+func (o ptOps) Prep(ring *uring.Ring, s *uring.SQE, r *blockdev.Request, sl *ringqueue.Slot, ud uint64) {
+	d := o.d
+	c := passthruCmd{Opcode: sl.Tag, NSID: d.nsid}
+	if sl.Tag != ioFlush {
+		c = d.rwCmd(sl.Tag, r.Buf[:sl.N], r.Off)
+	}
+	s.PrepURingCmd(0, uringCmdIO, ud)
+	s.UseFixedFile()
+	putCmd(ring.Cmd(s), &c)
 }
 
-var _ blockdev.Queue = (*ptQueue)(nil)
-
-// Submit implements blockdev.Queue.
-func (q *ptQueue) Submit(reqs []blockdev.Request) (int, error) {
-	if q.closed || q.dev.closed.Load() {
-		return 0, blockdev.ErrClosed
+// Complete implements ringqueue.Device: a positive result is the command's
+// NVMe status.
+func (o ptOps) Complete(res int32, sl *ringqueue.Slot) blockdev.Completion {
+	if res > 0 {
+		return blockdev.Completion{Err: statusError(sl.Tag, uint16(res))}
 	}
-	d := q.dev
-	accepted := 0
-	var reqErr error
-	for i := range reqs {
-		if q.inflight == q.depth {
-			break
-		}
-		r := &reqs[i]
-		var c passthruCmd
-		n, nop := 0, false
-		switch r.Op {
-		case blockdev.OpRead:
-			n, reqErr = blockdev.ClampRead(r.Buf, r.Off, d.bs, d.size)
-			if reqErr == nil && n > d.maxXfer {
-				reqErr = &TransferTooLargeError{Len: len(r.Buf), Max: d.maxXfer}
-			}
-			nop = n == 0
-			c = d.rwCmd(ioRead, r.Buf[:n], r.Off)
-		case blockdev.OpWrite:
-			reqErr = blockdev.CheckWrite(r.Buf, r.Off, d.bs, d.size)
-			if reqErr == nil && len(r.Buf) > d.maxXfer {
-				reqErr = &TransferTooLargeError{Len: len(r.Buf), Max: d.maxXfer}
-			}
-			n = len(r.Buf)
-			c = d.rwCmd(ioWrite, r.Buf, r.Off)
-		case blockdev.OpFlush:
-			c = passthruCmd{Opcode: ioFlush, NSID: d.nsid}
-		default:
-			reqErr = fmt.Errorf("nvme: request %d has unknown %v", i, r.Op)
-		}
-		if reqErr != nil {
-			break
-		}
-		si := q.free[len(q.free)-1]
-		q.free = q.free[:len(q.free)-1]
-		q.slots[si] = ptSlot{cookie: r.Cookie, n: n, op: c.Opcode}
-		s := q.ring.GetSQE()
-		if nop {
-			s.PrepNop(uint64(si))
-		} else {
-			s.PrepURingCmd(0, uringCmdIO, uint64(si))
-			s.UseFixedFile()
-			putCmd(q.ring.Cmd(s), &c)
-		}
-		q.inflight++
-		accepted++
-	}
-	if accepted > 0 {
-		if _, err := q.ring.Submit(); err != nil && !errors.Is(err, uring.ErrBusy) {
-			n := q.ring.CancelPending()
-			// The withdrawn entries are the last ones prepared, whose slots were the
-			// last popped off the free stack: they still sit just past its end.
-			q.free = q.free[:len(q.free)+n]
-			q.inflight -= n
-			return accepted - n, err
-		}
-	}
-	return accepted, reqErr
+	return blockdev.Completion{N: sl.N}
 }
 
-// Poll implements blockdev.Queue.
-func (q *ptQueue) Poll(min int, out []blockdev.Completion) (int, error) {
-	if q.closed {
-		return 0, blockdev.ErrClosed
-	}
-	if q.inflight == 0 || len(out) == 0 {
-		return 0, nil
-	}
-	if q.ring.Pending() > 0 {
-		if _, err := q.ring.Submit(); err != nil && !errors.Is(err, uring.ErrBusy) {
-			return 0, err
-		}
-	}
-	wait, lim := blockdev.PollBounds(min, len(out), len(q.cqes), q.inflight)
-	n, err := q.ring.WaitCQEs(wait, q.cqes[:lim])
-	for i := 0; i < n; i++ {
-		c := &q.cqes[i]
-		sl := q.slots[c.UserData]
-		q.free = append(q.free, uint32(c.UserData))
-		switch {
-		case c.Res < 0:
-			out[i] = blockdev.Completion{Cookie: sl.cookie, Err: unix.Errno(-c.Res)}
-		case c.Res > 0:
-			out[i] = blockdev.Completion{Cookie: sl.cookie, Err: statusError(sl.op, uint16(c.Res))}
-		default:
-			out[i] = blockdev.Completion{Cookie: sl.cookie, N: sl.n}
-		}
-	}
-	q.inflight -= n
-	return n, err
-}
-
-// Depth implements blockdev.Queue.
-func (q *ptQueue) Depth() int { return q.depth }
-
-// InFlight implements blockdev.Queue.
-func (q *ptQueue) InFlight() int { return q.inflight }
-
-// Close implements blockdev.Queue.
-func (q *ptQueue) Close() error {
-	if q.closed {
-		return blockdev.ErrClosed
-	}
-	for q.inflight > 0 {
-		n, err := q.ring.WaitCQEs(1, q.cqes)
-		if err != nil {
-			break
-		}
-		for i := 0; i < n; i++ {
-			q.free = append(q.free, uint32(q.cqes[i].UserData))
-		}
-		q.inflight -= n
-	}
-	q.closed = true
-	return q.ring.Close()
-}
+// Closed implements ringqueue.Device.
+func (o ptOps) Closed() bool { return o.d.closed.Load() }

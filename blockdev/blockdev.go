@@ -3,10 +3,15 @@
 // asynchronous form for queue depth (Queue: Submit and Poll), plus the errors and
 // checks every implementation shares.
 //
-// Implementations live in subpackages: file (regular files, loop and raw block
-// devices through io_uring), mem (memory, for tests); wrappers crash, faulty and
-// cache stack on any Device and expose Unwrap. blockdevtest is the conformance suite
-// every implementation passes.
+// Implementations live elsewhere: file (regular files, loop and raw block devices
+// through io_uring), mem (memory, for tests), rbd (a Ceph RBD image), and
+// drivers/nvme (NVMe passthrough and a user-level VFIO driver); wrappers crash,
+// faulty and cache stack on any Device and expose Unwrap. Queues come from one of
+// two cores: SyncQueue (here) performs each request inside Submit through the
+// Device's synchronous methods, and ringqueue runs them on io_uring for file and
+// the NVMe passthrough device. blockdevtest is the conformance suite every
+// implementation passes; alignedbuf allocates the buffers O_DIRECT and io_uring
+// need.
 //
 // # Rules every implementation keeps
 //
@@ -32,6 +37,10 @@
 //     OpFlush request) completes.
 //
 // There are no locks in this package.
+//
+// Measure a device with `polytropon perf blockdev --dev PATH --vs-fio` (a file,
+// a block device, /dev/ngXnY or nvme:PCIADDR, beside fio), or in process with
+// `go test -run '^$' -bench . -benchmem ./blockdev/...`.
 package blockdev
 
 import (

@@ -28,4 +28,8 @@
 // netstack has no locks. A Pool is not safe for concurrent Teardown calls;
 // Setup and Reconcile for the same prefix must not run concurrently either
 // (the caller, serve, is single-threaded in its pool lifecycle).
+//
+// Measure: TestRateLimitTakesEffect (root) checks each direction's rate
+// limit against traffic through the veth; nothing else here is on a measured
+// path.
 package netstack

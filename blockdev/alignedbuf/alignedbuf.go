@@ -10,7 +10,8 @@
 // Invariants: every buffer Get returns starts on a page boundary and is bufSize long
 // (bufSize is rounded up to a whole number of pages); a buffer is either free or
 // handed out, never both (Put of a foreign or already free buffer is an error). Lock
-// order: Pool.mu is a leaf.
+// order: Pool.mu is a leaf. Measure: `go test -run '^$' -bench GetPut -benchmem
+// ./blockdev/alignedbuf`.
 package alignedbuf
 
 import (

@@ -6,6 +6,9 @@
 // Invariants: the suite only writes inside the device and compares every read with a
 // model of what it wrote, so it works on raw devices with arbitrary old contents. It
 // starts goroutines only inside subtests and waits for all of them. No locks.
+//
+// It is a test suite: it measures nothing (the devices' benchmarks and
+// `polytropon perf blockdev` do).
 package blockdevtest
 
 import (

@@ -9,6 +9,8 @@
 // reached MaxPendingBytes (a disk may write its cache back whenever it likes, so that
 // is a legal outcome too). The overlay holds at most MaxPendingBytes. Randomness comes
 // only from the seed. Lock order: Device.mu, then whatever the inner device takes.
+//
+// It is a test device: it makes no performance claim and nothing measures it.
 package crash
 
 import (

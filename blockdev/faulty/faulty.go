@@ -7,6 +7,8 @@
 // not reach the inner device (no partial effects). Rules are matched in order and the
 // first that fires wins. Lock order: Device.mu is taken only to pick a fault and is
 // released before the inner device is called.
+//
+// It is a test device: it makes no performance claim and nothing measures it.
 package faulty
 
 import (

@@ -5,6 +5,8 @@
 // Invariants: data never changes size; after Close every call fails with
 // blockdev.ErrClosed. Lock order: Device.mu is a leaf. One RWMutex covers the whole
 // device: this is a test device, not a hot path.
+//
+// It makes no performance claim and nothing measures it.
 package mem
 
 import (

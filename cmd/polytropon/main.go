@@ -1,10 +1,17 @@
 // Command polytropon is the one command-line tool for everything a user of polytropon
 // does: run the host daemon and filesystem services, mount, measure, tune.
 //
+// It parses flags and calls packages: the services are in service and pool, the
+// measurements in perf/... (one package per experiment), the copy tuner in
+// ipc/memcopy/tune. What a subcommand's file holds beyond its flags is the glue
+// of a process: signals, where output goes, how this binary starts itself again
+// (a service, a perf worker, a copy reader, a pool-exec).
+//
 // Each subcommand lives in its own file and registers itself from init() with
 // register (or registerUnder for a group such as perf or tune). A group command is
 // added to the tree only when at least one subcommand registered under it, so --help
-// never lists a command that does nothing.
+// never lists a command that does nothing. `polytropon demo` runs the main
+// measurements; `polytropon --help` lists the rest.
 package main
 
 import (

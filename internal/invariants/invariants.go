@@ -1,13 +1,14 @@
 // Package invariants holds the switch for expensive self-checks.
 //
-// polytropon has two tiers of assertions (CONVENTIONS 10): cheap invariants are
-// ordinary code and always run; expensive ones (walking a whole queue, comparing a
-// cache against its backing store, checking copy ranges for overlap) are guarded by
-// Enabled, which is a constant so that the compiler removes the checks entirely from
-// normal builds. CI runs the whole test suite a second time with `-tags invariants`.
+// polytropon has two tiers of assertions: cheap invariants are ordinary code and
+// always run; expensive ones (walking a whole queue, comparing a cache against its
+// backing store, checking copy ranges for overlap) are guarded by Enabled, which
+// is a constant so that the compiler removes the checks entirely from normal
+// builds: they cost nothing there, which is why there is nothing to measure. CI
+// runs the whole test suite a second time with `-tags invariants`.
 //
-// This package is not a public contract and imports nothing outside the standard
-// library.
+// This package is not a public contract, holds no state and no locks, and
+// imports nothing outside the standard library.
 package invariants
 
 import "fmt"

@@ -1,7 +1,15 @@
 // Package lint holds polytropon's lint rules, written as Go tests so that `go test`
-// and CI enforce them (CONVENTIONS 15). The package has no non-test code.
+// and CI enforce them: a rule that is only written down is not kept. The package
+// has no non-test code.
 //
-// Rules, each with its reason beside it in lint_test.go: gofmt; forbidden imports;
-// `unsafe` only in files named *_unsafe.go; no catch-all package names; every
-// package has a doc comment.
+// Rules, each with its reason beside it in lint_test.go: gofmt; forbidden imports
+// (the hot-path leaves ipc/rcqb and ipc/memcopy import only the standard library,
+// x/sys and the invariants switch; libservices reach devices only through the
+// blockdev contract; no iceber/iouring-go); `unsafe` only in files named
+// *_unsafe.go, so every such line is easy to find and review; no catch-all package
+// names (util, common, types, helpers, misc), which hide what a package is; every
+// package has a doc comment saying what it is.
+//
+// It walks the module's source from go.mod down and needs nothing outside the
+// repository. Run it with `go test ./internal/lint`; it measures nothing.
 package lint

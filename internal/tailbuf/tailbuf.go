@@ -1,7 +1,8 @@
 // Package tailbuf keeps the last bytes a child process wrote, for error
 // messages: perf's helpers start services and workers whose output matters only
 // when they fail. A Buffer is safe for concurrent use (exec copies stdout and
-// stderr from two goroutines); its mutex is a leaf.
+// stderr from two goroutines); its mutex is a leaf. It keeps at most Size
+// bytes, whatever the child writes; it is off every measured path.
 package tailbuf
 
 import (

@@ -83,11 +83,11 @@
 // The spin time matters in Go: a goroutine asleep in FUTEX_WAIT keeps its P
 // until the runtime's monitor hands it off, 20 µs to 10 ms later, so with more
 // goroutines than Ps an early sleep also stalls the goroutines queued behind it,
-// often the very peer being waited for. 4096 polls alone last about a
-// microsecond on a current x86 core; with them only, 2P2C throughput ran at 127 % CPU of 200 %
-// (about 2000 sleeps of ~200 µs per 10 million values). DefaultSpinTime (200 µs)
-// left almost none. Callers that must not burn CPU pass WithSpin(0) and wait
-// their own way (the ipc drivers do).
+// often the very peer being waited for. A poll count alone bounds the spin to
+// about a microsecond, far below that hand-off, so the spin also lasts at least
+// DefaultSpinTime (200 µs), which removed almost every such sleep at 2P2C in the
+// runs of docs/results/2026-11-21/rcqb.md. Callers that must not burn CPU pass
+// WithSpin(0) and wait their own way (the ipc drivers do).
 //
 // # Ordering
 //

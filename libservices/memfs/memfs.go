@@ -12,6 +12,9 @@
 //
 // Lock order: FS.mu alone. One RWMutex per FS guards the whole inode table and all
 // data: memfs favours obviously correct over scalable; put a cache above it.
+//
+// It is not on the default stack, and nothing measures it on its own yet;
+// its conformance run is `go test ./libservices/memfs`.
 package memfs
 
 import (

@@ -3,6 +3,8 @@
 // it, not the registry alone, where stacks are built from YAML.
 //
 // It holds no state and no locks; the registry it fills is libservices'.
+//
+// Measure: `polytropon perf stack` builds the default stack through it.
 package stack
 
 import (

@@ -12,6 +12,9 @@
 // external program that reported only percentiles) are left out of the CDFs.
 //
 // It holds no locks and keeps no state between calls.
+//
+// It measures nothing; `polytropon perf run` and `perf paper` call it through
+// harness.Options.Plots.
 package plot
 
 import (

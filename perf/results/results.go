@@ -9,6 +9,9 @@
 //
 // It holds no locks; a Histogram is not safe for concurrent use (each thread
 // records into its own and they are merged).
+//
+// ThisMachine describes the machine a run is made on; FormatNs prints a
+// latency for the tables. It measures nothing itself.
 package results
 
 import (

@@ -1,13 +1,16 @@
 package external
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -253,14 +256,13 @@ func TestRunFioInterrupted(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	dir := t.TempDir()
-	// Interrupt once fio has laid out its file and done I/O for a while: on a
-	// loaded machine a fixed delay could stop it before its first read.
+	// Interrupt once fio's job has read: laying out its file only writes, so
+	// reads are the job's own. A fixed delay after the layout stopped it before
+	// its first read on a loaded machine (load average 27 on 2 cores).
 	go func() {
 		defer cancel()
-		file := filepath.Join(dir, "fio-t0", "polytropon-t0.0.0")
-		for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-			if st, err := os.Stat(file); err == nil && st.Size() == 4<<20 {
-				time.Sleep(time.Second)
+		for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+			if fioReadBytes(os.Getpid()) >= 256<<10 {
 				return
 			}
 		}
@@ -276,6 +278,60 @@ func TestRunFioInterrupted(t *testing.T) {
 	if len(cells) == 0 || cells[0].Summary.Count == 0 {
 		t.Errorf("no partial results: %+v", cells)
 	}
+}
+
+// fioReadBytes sums the bytes read (rchar of /proc/PID/io) by the fio
+// processes descended from pid: fio runs each job in a child of its own.
+func fioReadBytes(pid int) int64 {
+	ents, _ := os.ReadDir("/proc")
+	parent := map[int]int{}
+	comm := map[int]string{}
+	for _, e := range ents {
+		p, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid ...: comm may hold spaces, so split after ')'.
+		i := bytes.LastIndexByte(b, ')')
+		j := bytes.IndexByte(b, '(')
+		f := strings.Fields(string(b[i+1:]))
+		if i < 0 || j < 0 || len(f) < 2 {
+			continue
+		}
+		parent[p], _ = strconv.Atoi(f[1])
+		comm[p] = string(b[j+1 : i])
+	}
+	var sum int64
+	for p, c := range comm {
+		if c != "fio" {
+			continue
+		}
+		descends := false
+		for q, n := parent[p], 0; q > 1 && n < 64; q, n = parent[q], n+1 {
+			if q == pid {
+				descends = true
+				break
+			}
+		}
+		if !descends {
+			continue
+		}
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", p))
+		if err != nil {
+			continue
+		}
+		for _, l := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(l, "rchar: "); ok {
+				n, _ := strconv.ParseInt(v, 10, 64)
+				sum += n
+			}
+		}
+	}
+	return sum
 }
 
 func TestRunFioBadInput(t *testing.T) {

@@ -97,6 +97,35 @@ func writeBackCache(tb testing.TB) (*FS, libservices.Handle) {
 	return c, h
 }
 
+// TestWritePathAllocs checks that a write-back cache holds a 4 KiB write back
+// without allocating: into a page that is dirty already, and into pages that a
+// flush has just written (their memory is recycled).
+func TestWritePathAllocs(t *testing.T) {
+	c, h := writeBackCache(t)
+	buf := make([]byte, PageSize)
+	if n := testing.AllocsPerRun(200, func() { c.WriteAt(h, buf, 5*PageSize) }); n != 0 {
+		t.Errorf("4 KiB write into a dirty page allocates %v times", n)
+	}
+	cycle := func() {
+		for i := range 16 {
+			c.WriteAt(h, buf, int64(i)*PageSize)
+		}
+		if err := c.Flush(h); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cycle()
+	if d := dirtyBytes(c); d != 0 {
+		t.Fatalf("%d dirty bytes after Flush", d)
+	}
+	if raceEnabled {
+		return
+	}
+	if n := testing.AllocsPerRun(100, cycle); n != 0 {
+		t.Errorf("16 writes of 4 KiB into clean pages and a flush allocate %v times", n)
+	}
+}
+
 // BenchmarkCachedWrite4K: 4 KiB writes held back by a write-back cache, into
 // pages that are dirty already.
 func BenchmarkCachedWrite4K(b *testing.B) {

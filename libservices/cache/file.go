@@ -215,7 +215,8 @@ func (f *FS) readDirty(ch *handle, p []byte, off int64) (int, error) {
 }
 
 // WriteAt implements libservices.FS: write-through, then update cached pages;
-// or, write-back, into dirty pages.
+// or, write-back, into dirty pages when the store has room for them (see
+// "Space" in the package doc), else write-through after the file's dirty pages.
 func (f *FS) WriteAt(h libservices.Handle, p []byte, off int64) (int, error) {
 	ch, err := f.handle(h)
 	if err != nil {
@@ -227,11 +228,6 @@ func (f *FS) WriteAt(h libservices.Handle, p []byte, off int64) (int, error) {
 	}
 	in.mu.Lock()
 	defer in.mu.Unlock()
-	if ch.direct {
-		if err := f.flushLocked(in, nil); err != nil {
-			return 0, err
-		}
-	}
 	if f.writeBack && !ch.direct {
 		if ch.flags&libservices.O_ACCMODE == libservices.O_RDONLY {
 			return 0, syscall.EBADF
@@ -239,20 +235,41 @@ func (f *FS) WriteAt(h libservices.Handle, p []byte, off int64) (int, error) {
 		if ch.flags&libservices.O_APPEND != 0 {
 			off = in.size.Load()
 		}
-		// A write that extends the file sets the inner size at once: the inner FS
-		// decides EFBIG and ENOSPC-for-metadata now, not at some later flush.
-		if end := off + int64(len(p)); len(p) > 0 && off >= 0 && end > in.size.Load() {
-			if err := f.inner.Ftruncate(ch.inner, end); err != nil {
-				return 0, err
+		if off < 0 || off+int64(len(p)) < 0 {
+			return 0, syscall.EINVAL
+		}
+		if len(p) == 0 {
+			return 0, nil
+		}
+		// Nothing reaches the store's size until the data does: the size a
+		// held-back write sets is the cache's (overlay) until its pages are
+		// written, in page order, so the store never has a size that covers
+		// data it did not take.
+		if off+int64(len(p)) <= maxHeldEnd {
+			if need := newPages(in, off, len(p)); f.reserve(need) {
+				n, err := f.writeLocked(ch, p, off, need)
+				if err == nil && f.dirtyBytes.Load() > f.dirtyLimit {
+					// A failure keeps the pages dirty, to be retried and
+					// reported at the next fsync or close (this write is
+					// held and acknowledged); it also turns the cache to
+					// write-through (refused).
+					f.flushLocked(in, ch.inner)
+				}
+				return n, err
 			}
 		}
-		n, err := f.writeLocked(ch, p, off)
-		if err == nil && f.dirtyBytes.Load() > f.dirtyLimit {
-			err = f.flushLocked(in, ch.inner)
+		// Written through, after the pages held back for this file, so that
+		// the store takes this file's data in order and never gets a size
+		// past data it has not taken.
+		if err := f.flushLocked(in, ch.inner); err != nil {
+			return 0, err
 		}
-		return n, err
+	} else if ch.direct {
+		if err := f.flushLocked(in, nil); err != nil {
+			return 0, err
+		}
 	}
-	if ch.flags&libservices.O_APPEND != 0 {
+	if ch.flags&libservices.O_APPEND != 0 && (ch.direct || !f.writeBack) {
 		var a libservices.Attr
 		if err := f.inner.Fstat(ch.inner, &a); err != nil {
 			return 0, err
@@ -260,6 +277,12 @@ func (f *FS) WriteAt(h libservices.Handle, p []byte, off int64) (int, error) {
 		off = a.Size
 	}
 	n, err := f.inner.WriteAt(ch.inner, p, off)
+	if f.writeBack {
+		f.space.consumed.Add(int64(n))
+		if err != nil {
+			f.refused(err)
+		}
+	}
 	if n > 0 {
 		k := in.key
 		k.epoch = in.epoch.Load()

@@ -42,7 +42,7 @@
 //
 // Reservation (space.go): every page held back counts 4 KiB against the
 // store's free space (Statfs: Bavail * Frsize), less a margin of 1/128 of the
-// store's size (at least 64 KiB, at most 64 MiB) for its metadata, block
+// store's size (at least 16 KiB, at most 64 MiB) for its metadata, block
 // rounding and other writers; every byte the cache has written since that
 // Statfs counts too. The count is conservative: a page that overwrites blocks
 // the store has already allocated counts as new space (the cache cannot tell

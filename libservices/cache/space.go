@@ -36,7 +36,7 @@ const (
 	// 1/128 of the store's size, for its metadata (extent and indirect blocks,
 	// directory blocks of the files being written), block rounding and the
 	// writes of others between two Statfs.
-	marginMin = 16 * PageSize
+	marginMin = 4 * PageSize
 	marginMax = 64 << 20
 
 	// spaceStale is how old the free-space figure may get before a flush or
@@ -172,7 +172,7 @@ func (f *FS) setSpace(st *libservices.Statfs, c0 int64, refused bool) {
 	base := avail - f.space.hidden - margin + c0
 	used := f.dirtyBytes.Load() + f.space.consumed.Load()
 	f.space.base.Store(base)
-	f.space.soft.Store(used + max(0, base-used)/2)
+	f.space.soft.Store(min(base, used+max(0, base-used)/2))
 	f.space.readAt.Store(sinceStart())
 	f.space.mu.Unlock()
 }

@@ -319,6 +319,13 @@ func TestSpaceOtherWriterFills(t *testing.T) {
 				if got := readAll(t, c, "f"); !bytes.Equal(got, stored) {
 					t.Fatalf("after the failed close the cache reads %d bytes of f, the store has %d", len(got), len(stored))
 				}
+				// The pages dropped at close freed nothing in the store.
+				g, err := c.Open("g", libservices.O_RDWR|libservices.O_CREAT, 0o644)
+				mustOK(t, "create g", err)
+				if n, err := c.WriteAt(g, []byte("more"), 0); n != 0 || err != syscall.ENOSPC {
+					t.Fatalf("write after the dropped pages: %d, %v, want ENOSPC", n, err)
+				}
+				mustOK(t, "close g", c.Close(g))
 			} else {
 				mustOK(t, "unlink filler", c.Unlink("filler"))
 				mustOK(t, "fsync after space was freed", c.Fsync(h))

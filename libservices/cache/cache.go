@@ -2,6 +2,7 @@ package cache
 
 import (
 	"hash/maphash"
+	"math"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -355,7 +356,9 @@ func (f *FS) Removexattr(name, attr string) error {
 
 // Setattr implements libservices.FS. A size change drops the file's cached
 // pages; dirty pages of the file are written first, so that their times and size
-// do not override the change.
+// do not override the change, except those a truncation cuts (see resize). Only
+// a change of size or times fails when they cannot be written; otherwise they
+// stay dirty, for fsync and close to report.
 func (f *FS) Setattr(name string, sa *libservices.SetAttr) error {
 	if sa.Valid&libservices.SetSize == 0 && f.dirtyInodes.Load() == 0 {
 		return f.after(f.inner.Setattr(name, sa))
@@ -367,15 +370,22 @@ func (f *FS) Setattr(name string, sa *libservices.SetAttr) error {
 	f.inodesMu.Lock()
 	in := f.inodes[a.Ino]
 	f.inodesMu.Unlock()
+	kept := int64(math.MaxInt64)
+	if sa.Valid&libservices.SetSize != 0 {
+		kept = keptBelow(sa.Size)
+	}
+	const ordered = libservices.SetSize | libservices.SetAtime | libservices.SetMtime |
+		libservices.SetAtimeNow | libservices.SetMtimeNow
 	if in != nil {
 		in.mu.Lock()
 		defer in.mu.Unlock()
-		if err := f.flushLocked(in, nil); err != nil {
+		if err := f.flushBelowLocked(in, nil, kept); err != nil && sa.Valid&ordered != 0 {
 			return err
 		}
 	}
 	err := f.inner.Setattr(name, sa)
 	if in != nil && err == nil && sa.Valid&libservices.SetSize != 0 {
+		f.discardLocked(in) // the pages past kept, cut by the truncation
 		in.epoch.Add(1 << 32)
 		in.size.Store(sa.Size)
 	}

@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"math"
 	"sync/atomic"
 	"syscall"
 
@@ -321,7 +322,16 @@ func (f *FS) Ftruncate(h libservices.Handle, size int64) error {
 	if err != nil {
 		return err
 	}
-	return f.resize(ch, func() error { return f.inner.Ftruncate(ch.inner, size) })
+	return f.resize(ch, keptBelow(size), func() error { return f.inner.Ftruncate(ch.inner, size) })
+}
+
+// keptBelow is the offset below which a truncation to size keeps a file's
+// data; the pages from there on need not be written before it.
+func keptBelow(size int64) int64 {
+	if size < 0 {
+		return math.MaxInt64 // EINVAL below: nothing is cut
+	}
+	return size
 }
 
 // Fallocate implements libservices.FS.
@@ -330,23 +340,27 @@ func (f *FS) Fallocate(h libservices.Handle, mode uint32, off, length int64) err
 	if err != nil {
 		return err
 	}
-	return f.resize(ch, func() error { return f.inner.Fallocate(ch.inner, mode, off, length) })
+	return f.resize(ch, math.MaxInt64, func() error { return f.inner.Fallocate(ch.inner, mode, off, length) })
 }
 
 // resize runs an operation that may change size or contents wholesale, then
-// drops the file's cached pages (a new epoch) and refreshes its size.
-func (f *FS) resize(ch *handle, op func() error) error {
+// drops the file's cached pages (a new epoch) and refreshes its size. Dirty
+// pages are written first, except those from kept on, which a truncation cuts
+// (they stay dirty if op fails): a full store does not stop a truncation that
+// frees space.
+func (f *FS) resize(ch *handle, kept int64, op func() error) error {
 	in := ch.in
 	if in == nil {
 		return f.after(op())
 	}
 	in.mu.Lock()
 	defer in.mu.Unlock()
-	if err := f.flushLocked(in, ch.inner); err != nil {
+	if err := f.flushBelowLocked(in, ch.inner, kept); err != nil {
 		return err
 	}
 	err := op()
 	if err == nil {
+		f.discardLocked(in) // the pages past kept, cut by op
 		var a libservices.Attr
 		if err := f.inner.Fstat(ch.inner, &a); err != nil {
 			return err

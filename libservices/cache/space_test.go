@@ -256,11 +256,7 @@ func TestSpaceOtherWriterSeen(t *testing.T) {
 // file is open the cache still has all of it, and a later fsync, once space
 // is freed, writes it.
 func TestSpaceOtherWriterFills(t *testing.T) {
-	for _, closeFull := range []bool{false, true} {
-		name := "fsync-after-free"
-		if closeFull {
-			name = "close-while-full"
-		}
+	for _, name := range []string{"fsync-after-free", "close-while-full", "truncate-while-full"} {
 		t.Run(name, func(t *testing.T) {
 			dir := smallTmpfs(t, "8m")
 			c, p := spaceCache(t, dir)
@@ -308,7 +304,8 @@ func TestSpaceOtherWriterFills(t *testing.T) {
 			}
 			mustOK(t, "close synced", c.Close(s))
 
-			if closeFull {
+			switch name {
+			case "close-while-full":
 				if err := c.Close(h); err != syscall.ENOSPC {
 					t.Fatalf("close of f in a full store: %v, want ENOSPC", err)
 				}
@@ -326,7 +323,32 @@ func TestSpaceOtherWriterFills(t *testing.T) {
 					t.Fatalf("write after the dropped pages: %d, %v, want ENOSPC", n, err)
 				}
 				mustOK(t, "close g", c.Close(g))
-			} else {
+			case "truncate-while-full":
+				// The held pages do not stop a change of mode, nor a
+				// truncation that cuts them: the way to free space.
+				mustOK(t, "chmod", c.Setattr("f", &libservices.SetAttr{Valid: libservices.SetMode, Mode: 0o600}))
+				mustOK(t, "truncate below the refused pages", c.Ftruncate(h, 512<<10))
+				if d := dirtyBytes(c); d != 0 {
+					t.Fatalf("%d dirty bytes after the truncation cut them", d)
+				}
+				data = data[:512<<10]
+				if got := hostBytes(t, filepath.Join(dir, "f")); !bytes.Equal(got, data) {
+					t.Fatalf("after the truncation the store has %d bytes of f, want %d", len(got), len(data))
+				}
+				// The space freed lets a write be held back again.
+				more := randomBytes(9, 64<<10)
+				if n, err := c.WriteAt(h, more, int64(len(data))); n != len(more) || err != nil {
+					t.Fatalf("write after the truncation freed space: %d, %v", n, err)
+				}
+				if d := dirtyBytes(c); d != int64(len(more)) {
+					t.Fatalf("%d bytes held back after the truncation freed space, want %d", d, len(more))
+				}
+				data = append(data, more...)
+				mustOK(t, "close f", c.Close(h))
+				if got := hostBytes(t, filepath.Join(dir, "f")); !bytes.Equal(got, data) {
+					t.Fatalf("after close the store has %d bytes of f, %d acknowledged", len(got), len(data))
+				}
+			default:
 				mustOK(t, "unlink filler", c.Unlink("filler"))
 				mustOK(t, "fsync after space was freed", c.Fsync(h))
 				mustOK(t, "close f", c.Close(h))

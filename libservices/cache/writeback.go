@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"math"
 	"slices"
 	"sync"
 	"syscall"
@@ -114,6 +115,12 @@ func now() libservices.Timespec {
 // store's size never passes data it did not take (the pages before it landed in
 // order). Called with in.mu held.
 func (f *FS) flushLocked(in *inode, h libservices.Handle) error {
+	return f.flushBelowLocked(in, h, math.MaxInt64)
+}
+
+// flushBelowLocked is flushLocked for the pages that start below offset below;
+// the others stay dirty. Called with in.mu held.
+func (f *FS) flushBelowLocked(in *inode, h libservices.Handle, below int64) error {
 	if len(in.dirty) == 0 {
 		return nil
 	}
@@ -132,6 +139,9 @@ func (f *FS) flushLocked(in *inode, h libservices.Handle) error {
 	k := in.key
 	k.epoch = in.epoch.Load()
 	for _, idx := range in.order {
+		if idx*PageSize >= below {
+			break
+		}
 		pg := in.dirty[idx]
 		if n := min(int64(PageSize), size-idx*PageSize); n > 0 {
 			if err := f.writePage(h, pg[:n], idx*PageSize); err != nil {
@@ -179,8 +189,8 @@ func (f *FS) writePage(h libservices.Handle, p []byte, off int64) error {
 }
 
 // discardLocked drops in's dirty pages: the file was truncated to zero
-// underneath, or its last handle closed after a failed flush (whose error Close
-// reported).
+// underneath, or truncated below them, or its last handle closed after a failed
+// flush (whose error Close reported).
 func (f *FS) discardLocked(in *inode) {
 	if len(in.dirty) == 0 {
 		return

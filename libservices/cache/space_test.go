@@ -52,6 +52,18 @@ func randomBytes(seed int64, n int) []byte {
 	return b
 }
 
+// createSynced creates name through c with data, fsyncs it and returns it open.
+func createSynced(t *testing.T, c *FS, name string, data []byte) libservices.Handle {
+	t.Helper()
+	h, err := c.Open(name, libservices.O_RDWR|libservices.O_CREAT, 0o644)
+	mustOK(t, "create "+name, err)
+	if n, err := c.WriteAt(h, data, 0); n != len(data) || err != nil {
+		t.Fatalf("write %s: %d of %d bytes, %v", name, n, len(data), err)
+	}
+	mustOK(t, "fsync "+name, c.Fsync(h))
+	return h
+}
+
 // readAll reads name through fsys, checking that the size it reports is the
 // number of bytes it reads.
 func readAll(t *testing.T, fsys libservices.FS, name string) []byte {
@@ -113,12 +125,7 @@ func TestSpaceENOSPCAtWrite(t *testing.T) {
 	c, _ := spaceCache(t, dir)
 
 	synced := randomBytes(1, 1<<20)
-	s, err := c.Open("synced", libservices.O_RDWR|libservices.O_CREAT, 0o644)
-	mustOK(t, "create synced", err)
-	_, err = c.WriteAt(s, synced, 0)
-	mustOK(t, "write synced", err)
-	mustOK(t, "fsync synced", c.Fsync(s))
-	mustOK(t, "close synced", c.Close(s))
+	mustOK(t, "close synced", c.Close(createSynced(t, c, "synced", synced)))
 
 	h, err := c.Open("big", libservices.O_RDWR|libservices.O_CREAT, 0o644)
 	mustOK(t, "create big", err)
@@ -175,12 +182,7 @@ func TestSpaceENOSPCAtWrite(t *testing.T) {
 func TestSpaceFreedHoldsBackAgain(t *testing.T) {
 	dir := smallTmpfs(t, "8m")
 	c, _ := spaceCache(t, dir)
-	old := randomBytes(3, 2<<20)
-	o, err := c.Open("old", libservices.O_RDWR|libservices.O_CREAT, 0o644)
-	mustOK(t, "create old", err)
-	_, err = c.WriteAt(o, old, 0)
-	mustOK(t, "write old", err)
-	mustOK(t, "close old", c.Close(o))
+	mustOK(t, "close old", c.Close(createSynced(t, c, "old", randomBytes(3, 2<<20))))
 	f, err := c.Open("filler", libservices.O_RDWR|libservices.O_CREAT, 0o644)
 	mustOK(t, "create filler", err)
 	if acked, err := appendUntilFull(t, c, f, make([]byte, 8<<20), 1<<20); err != syscall.ENOSPC {
@@ -261,20 +263,11 @@ func TestSpaceOtherWriterFills(t *testing.T) {
 			dir := smallTmpfs(t, "8m")
 			c, p := spaceCache(t, dir)
 			synced := randomBytes(5, 1<<20)
-			s, err := c.Open("synced", libservices.O_RDWR|libservices.O_CREAT, 0o644)
-			mustOK(t, "create synced", err)
-			_, err = c.WriteAt(s, synced, 0)
-			mustOK(t, "write synced", err)
-			mustOK(t, "fsync synced", c.Fsync(s))
+			s := createSynced(t, c, "synced", synced)
 			// Half a MiB of the file lands: its pages below are then
 			// overwritten and extended by held-back writes.
-			h, err := c.Open("f", libservices.O_RDWR|libservices.O_CREAT, 0o644)
-			mustOK(t, "create f", err)
-			data := randomBytes(6, 2<<20)
-			_, err = c.WriteAt(h, data[:512<<10], 0)
-			mustOK(t, "write f", err)
-			mustOK(t, "fsync f", c.Fsync(h))
-			data = randomBytes(7, 2<<20)
+			h := createSynced(t, c, "f", randomBytes(6, 512<<10))
+			data := randomBytes(7, 2<<20)
 			n, err := c.WriteAt(h, data, 0)
 			if err != nil || n != len(data) {
 				t.Fatalf("write f: %d, %v", n, err)

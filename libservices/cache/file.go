@@ -247,15 +247,7 @@ func (f *FS) WriteAt(h libservices.Handle, p []byte, off int64) (int, error) {
 		// written, in page order, so the store never has a size that covers
 		// data it did not take.
 		if off+int64(len(p)) <= maxHeldEnd {
-			if need := newPages(in, off, len(p)); f.reserve(need) {
-				n, err := f.writeLocked(ch, p, off, need)
-				if err == nil && f.dirtyBytes.Load() > f.dirtyLimit {
-					// A failure keeps the pages dirty, to be retried and
-					// reported at the next fsync or close (this write is
-					// held and acknowledged); it also turns the cache to
-					// write-through (refused).
-					f.flushLocked(in, ch.inner)
-				}
+			if n, held, err := f.holdLocked(ch, p, off); held {
 				return n, err
 			}
 		}

@@ -24,6 +24,30 @@ import (
 // pages its flushes wrote, instead of allocating 4 KiB per page written.
 var pagePool = sync.Pool{New: func() any { return new([PageSize]byte) }}
 
+// holdLocked holds a write back in dirty pages if the store has room for the
+// new ones (held), and flushes the file when the cache's dirty bytes pass the
+// dirty limit. The caller checked off and len(p). Called with in.mu held.
+func (f *FS) holdLocked(ch *handle, p []byte, off int64) (n int, held bool, err error) {
+	in := ch.in
+	if pg := dirtyPage(in, off, len(p)); pg != nil {
+		// The common rewrite: one page, dirty already, so nothing to reserve,
+		// and one map lookup as before reservations.
+		n = copy(pg[off%PageSize:], p)
+		f.heldLocked(ch, off+int64(n))
+	} else if need := newPages(in, off, len(p)); f.reserve(need) {
+		n, err = f.writeLocked(ch, p, off, need)
+	} else {
+		return 0, false, nil
+	}
+	if err == nil && f.dirtyBytes.Load() > f.dirtyLimit {
+		// A failure keeps the pages dirty, to be retried and reported at the
+		// next fsync or close (this write is held and acknowledged); it also
+		// turns the cache to write-through (refused).
+		f.flushLocked(in, ch.inner)
+	}
+	return n, true, err
+}
+
 // writeLocked stores p at off in dirty pages. reserved is the bytes reserve
 // counted for the pages it creates (newPages); what is not used is returned.
 // The caller checked off and len(p). Called with in.mu held.
@@ -45,12 +69,8 @@ func (f *FS) writeLocked(ch *handle, p []byte, off int64, reserved int64) (int, 
 				f.unreserve(reserved)
 				// The bytes before are held: the size covers them, or they
 				// would be acknowledged and then dropped by the flush.
-				if end := off + int64(done); end > in.size.Load() {
-					in.size.Store(end)
-				}
 				if done > 0 {
-					in.wtime = now()
-					in.wh = ch.inner
+					f.heldLocked(ch, off+int64(done))
 				}
 				return done, err
 			}
@@ -66,12 +86,29 @@ func (f *FS) writeLocked(ch *handle, p []byte, off int64, reserved int64) (int, 
 	// newPages counted the pages created here, under the same hold of in.mu.
 	invariants.Check(reserved == 0, "cache: %d bytes reserved but not used", reserved)
 	f.unreserve(reserved)
-	if end := off + int64(len(p)); end > in.size.Load() {
+	f.heldLocked(ch, off+int64(len(p)))
+	return len(p), nil
+}
+
+// heldLocked records a write held back through ch that ended at end: the size
+// the cache reports, the file's times, and the handle a flush may use. Called
+// with in.mu held.
+func (f *FS) heldLocked(ch *handle, end int64) {
+	in := ch.in
+	if end > in.size.Load() {
 		in.size.Store(end)
 	}
 	in.wtime = now()
 	in.wh = ch.inner
-	return len(p), nil
+}
+
+// dirtyPage returns the dirty page that holds all of the n bytes at off, or
+// nil when they span pages or the page is not dirty. Called with in.mu held.
+func dirtyPage(in *inode, off int64, n int) *[PageSize]byte {
+	if in.dirty == nil || int(off%PageSize)+n > PageSize {
+		return nil
+	}
+	return in.dirty[off/PageSize]
 }
 
 // startPage fills a recycled page with page idx's current bytes, before a

@@ -164,9 +164,6 @@ func (f *FS) flushBelowLocked(in *inode, h libservices.Handle, below int64) erro
 	if h == nil {
 		h = in.wh
 	}
-	if h == nil {
-		return syscall.EBADF // cannot happen: dirty pages imply an open writer
-	}
 	in.order = in.order[:0]
 	for idx := range in.dirty {
 		in.order = append(in.order, idx)
@@ -178,6 +175,11 @@ func (f *FS) flushBelowLocked(in *inode, h libservices.Handle, below int64) erro
 	for _, idx := range in.order {
 		if idx*PageSize >= below {
 			break
+		}
+		if h == nil {
+			// Its writers closed after a failed flush, and a reader keeps
+			// the pages; nothing can write them until a writer opens.
+			return syscall.EBADF
 		}
 		pg := in.dirty[idx]
 		if n := min(int64(PageSize), size-idx*PageSize); n > 0 {

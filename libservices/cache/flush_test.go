@@ -189,7 +189,7 @@ func TestFlushError(t *testing.T) {
 		t.Fatalf("%d dirty files counted after the last close", c.dirtyInodes.Load())
 	}
 	// A reader that outlives the failing writer still reads the pages that did
-	// not make it; its close, the last, drops them.
+	// not make it, until a truncation cuts them.
 	mustOK(t, "unlink filler", c.Unlink("filler"))
 	w, err := c.Open("g", libservices.O_RDWR|libservices.O_CREAT, 0o644)
 	mustOK(t, "create g", err)
@@ -208,6 +208,14 @@ func TestFlushError(t *testing.T) {
 	buf := make([]byte, len(data))
 	if n, err := c.ReadAt(r, buf, 0); err != nil || n != len(data) || !bytes.Equal(buf, data) {
 		t.Fatalf("read g after the failed close: %d %v", n, err)
+	}
+	// With no writer left to write them, truncating cuts them all the same.
+	mustOK(t, "truncate g", c.Setattr("g", &libservices.SetAttr{Valid: libservices.SetSize}))
+	if d := dirtyBytes(c); d != 0 {
+		t.Fatalf("%d dirty bytes after g was truncated", d)
+	}
+	if n, err := c.ReadAt(r, buf, 0); err != nil || n != 0 {
+		t.Fatalf("read g after the truncation: %d %v", n, err)
 	}
 	mustOK(t, "close g's reader", c.Close(r))
 	if d := dirtyBytes(c); d != 0 {

@@ -1,55 +1,8 @@
-// Package cache is a libservices.FS that caches another: a user-level page cache
-// (4 KiB pages in a Store with a fixed byte budget, CLOCK replacement) and an
-// attribute cache (Lstat/Stat results by path), both read on a hit without a
-// system call, an allocation or a lock other than one shard's read lock.
-//
-// Policies: write-through (the default): every write, truncate and namespace
-// change goes to the wrapped FS before it returns, and updates or invalidates
-// what is cached. Write-back: writes stay in per-file dirty pages until fsync,
-// close, the dirty limit or the flush interval (see writeback.go); namespace
-// changes are still write-through.
-//
-// Sharing: a Store may serve several cache FSes (`shared: NAME` in the
-// configuration). Page keys are (backing FS identity, inode, epoch, page index);
-// the epoch is the file's ctime when the cache first opened it, so two containers
-// over one read-only image branch share its pages, and a file changed behind the
-// cache's back between opens gets a new epoch. Coherence assumes that while a
-// file is open through a cache, nobody writes it except through that cache.
-//
-// Attribute and dentry cache: Lstat and Stat results by path, including ENOENT
-// (negative entries), bounded by Options.Attrs. ReadDir, Readlink and xattrs go
-// to the inner FS. Entries carry the cache's generation, which every modification
-// through this cache bumps after the modification completes, so an entry fetched
-// before a change is never served after it.
-//
-// Invariants: a cached page holds exactly the file's bytes (zeros past its end as
-// the cache saw it) for its key; every slot mapped in a Store shard is in use by
-// its policy (checked by Store walks under -tags invariants).
-//
-// Lock order: inode.mu, then a Store shard's mu or Store.allocMu (never both
-// shard and allocMu at once, except allocMu then the shard of an evicted page);
-// FS.inodesMu and an attribute shard's mu are leaves.
-//
-// Performance, `go test -run XXX -bench Cached -benchmem -benchtime=1000000x
-// -count 3 ./libservices/cache`, cache over memfs, 16 hot pages, Go 1.26, on an
-// "AMD EPYC" VM with 2 vCPUs (CPUID family 25 model 1, Zen 3):
-//
-//	                               quiet machine         loaded (load average ~6)
-//	                               2026-11-21 02:27 UTC  2026-11-21 02:16 UTC
-//	BenchmarkCachedRead4K          132-151 ns/op         206-415 ns/op   0 allocs/op
-//	BenchmarkCachedStat             37-66 ns/op           61-67 ns/op    0 allocs/op
-//	BenchmarkCachedRead4KParallel   85-164 ns/op         128-252 ns/op   0 allocs/op
-//
-// Goal <= 300 ns and 0 allocations per operation: met on the quiet machine; under
-// heavy load from other processes the read exceeded it in some runs. The 4 KiB read
-// is dominated by the 4 KiB copy itself (runtime.memmove, ~40% of the profile).
-// With a 1 MiB working set (256 pages) reads measured ~470 ns under load, the copy
-// then coming from L3.
-// TestHitPathAllocs checks the 0 allocations in every test run.
 package cache
 
 import (
 	"hash/maphash"
+	"math"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -157,6 +110,7 @@ type inode struct {
 	ndirty atomic.Int32
 	wh     libservices.Handle // a writable inner handle that flushes can use
 	wtime  libservices.Timespec
+	order  []int64 // flushLocked's scratch: the dirty page indexes, sorted
 }
 
 // FS is a caching layer over an inner FS.
@@ -177,9 +131,12 @@ type FS struct {
 	// Hit and miss counters for metrics (libservices.CounterReporter).
 	pageHits, pageMisses, attrHits, attrMisses atomic.Int64
 
-	writeBack   bool
-	dirtyLimit  int64
+	writeBack  bool
+	dirtyLimit int64
+	// dirtyBytes counts the pages held back, and pages reserved for a write
+	// about to hold them (see space.go).
 	dirtyBytes  atomic.Int64
+	space       space
 	dirtyInodes atomic.Int64
 	stop        chan struct{}
 	flusherDone chan struct{}
@@ -225,17 +182,22 @@ func New(inner libservices.FS, store *Store, o Options) *FS {
 	for i := range f.attrs {
 		f.attrs[i].m = map[uint64]*attrEntry{}
 	}
+	// The free space is read at the first write that needs it.
+	f.space.base.Store(noSpace)
+	f.space.soft.Store(noSpace)
 	return f
 }
 
 // Counters implements libservices.CounterReporter: page and attribute cache hits
-// and misses, and the dirty bytes a write-back cache holds.
+// and misses, the dirty bytes a write-back cache holds, and how many writes it
+// wrote through instead for want of space on the store.
 func (f *FS) Counters(fn func(name string, value int64)) {
 	fn("cache_page_hits", f.pageHits.Load())
 	fn("cache_page_misses", f.pageMisses.Load())
 	fn("cache_attr_hits", f.attrHits.Load())
 	fn("cache_attr_misses", f.attrMisses.Load())
 	fn("cache_dirty_bytes", f.dirtyBytes.Load())
+	fn("cache_space_writethroughs", f.space.writeThroughs.Load())
 }
 
 // CacheSize, CacheMaxSize and ResizeCache expose the page store's budget to the
@@ -374,9 +336,6 @@ func (f *FS) Readlink(name string) (string, error) { return f.inner.Readlink(nam
 // ReadDir implements libservices.FS.
 func (f *FS) ReadDir(name string) ([]libservices.DirEntry, error) { return f.inner.ReadDir(name) }
 
-// Statfs implements libservices.FS.
-func (f *FS) Statfs(st *libservices.Statfs) error { return f.inner.Statfs(st) }
-
 // Getxattr implements libservices.FS.
 func (f *FS) Getxattr(name, attr string, dest []byte) (int, error) {
 	return f.inner.Getxattr(name, attr, dest)
@@ -397,7 +356,9 @@ func (f *FS) Removexattr(name, attr string) error {
 
 // Setattr implements libservices.FS. A size change drops the file's cached
 // pages; dirty pages of the file are written first, so that their times and size
-// do not override the change.
+// do not override the change, except those a truncation cuts (see resize). Only
+// a change of size or times fails when they cannot be written; otherwise they
+// stay dirty, for fsync and close to report.
 func (f *FS) Setattr(name string, sa *libservices.SetAttr) error {
 	if sa.Valid&libservices.SetSize == 0 && f.dirtyInodes.Load() == 0 {
 		return f.after(f.inner.Setattr(name, sa))
@@ -409,15 +370,22 @@ func (f *FS) Setattr(name string, sa *libservices.SetAttr) error {
 	f.inodesMu.Lock()
 	in := f.inodes[a.Ino]
 	f.inodesMu.Unlock()
+	kept := int64(math.MaxInt64)
+	if sa.Valid&libservices.SetSize != 0 {
+		kept = keptBelow(sa.Size)
+	}
+	const ordered = libservices.SetSize | libservices.SetAtime | libservices.SetMtime |
+		libservices.SetAtimeNow | libservices.SetMtimeNow
 	if in != nil {
 		in.mu.Lock()
 		defer in.mu.Unlock()
-		if err := f.flushLocked(in, nil); err != nil {
+		if err := f.flushBelowLocked(in, nil, kept); err != nil && sa.Valid&ordered != 0 {
 			return err
 		}
 	}
 	err := f.inner.Setattr(name, sa)
 	if in != nil && err == nil && sa.Valid&libservices.SetSize != 0 {
+		f.discardLocked(in) // the pages past kept, cut by the truncation
 		in.epoch.Add(1 << 32)
 		in.size.Store(sa.Size)
 	}

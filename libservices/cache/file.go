@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"math"
 	"sync/atomic"
 	"syscall"
 
@@ -215,7 +216,8 @@ func (f *FS) readDirty(ch *handle, p []byte, off int64) (int, error) {
 }
 
 // WriteAt implements libservices.FS: write-through, then update cached pages;
-// or, write-back, into dirty pages.
+// or, write-back, into dirty pages when the store has room for them (see
+// "Space" in the package doc), else write-through after the file's dirty pages.
 func (f *FS) WriteAt(h libservices.Handle, p []byte, off int64) (int, error) {
 	ch, err := f.handle(h)
 	if err != nil {
@@ -227,11 +229,6 @@ func (f *FS) WriteAt(h libservices.Handle, p []byte, off int64) (int, error) {
 	}
 	in.mu.Lock()
 	defer in.mu.Unlock()
-	if ch.direct {
-		if err := f.flushLocked(in, nil); err != nil {
-			return 0, err
-		}
-	}
 	if f.writeBack && !ch.direct {
 		if ch.flags&libservices.O_ACCMODE == libservices.O_RDONLY {
 			return 0, syscall.EBADF
@@ -239,20 +236,33 @@ func (f *FS) WriteAt(h libservices.Handle, p []byte, off int64) (int, error) {
 		if ch.flags&libservices.O_APPEND != 0 {
 			off = in.size.Load()
 		}
-		// A write that extends the file sets the inner size at once: the inner FS
-		// decides EFBIG and ENOSPC-for-metadata now, not at some later flush.
-		if end := off + int64(len(p)); len(p) > 0 && off >= 0 && end > in.size.Load() {
-			if err := f.inner.Ftruncate(ch.inner, end); err != nil {
-				return 0, err
+		if off < 0 || off+int64(len(p)) < 0 {
+			return 0, syscall.EINVAL
+		}
+		if len(p) == 0 {
+			return 0, nil
+		}
+		// Nothing reaches the store's size until the data does: the size a
+		// held-back write sets is the cache's (overlay) until its pages are
+		// written, in page order, so the store never has a size that covers
+		// data it did not take.
+		if off+int64(len(p)) <= maxHeldEnd {
+			if n, held, err := f.holdLocked(ch, p, off); held {
+				return n, err
 			}
 		}
-		n, err := f.writeLocked(ch, p, off)
-		if err == nil && f.dirtyBytes.Load() > f.dirtyLimit {
-			err = f.flushLocked(in, ch.inner)
+		// Written through, after the pages held back for this file, so that
+		// the store takes this file's data in order and never gets a size
+		// past data it has not taken.
+		if err := f.flushLocked(in, ch.inner); err != nil {
+			return 0, err
 		}
-		return n, err
+	} else if ch.direct {
+		if err := f.flushLocked(in, nil); err != nil {
+			return 0, err
+		}
 	}
-	if ch.flags&libservices.O_APPEND != 0 {
+	if ch.flags&libservices.O_APPEND != 0 && (ch.direct || !f.writeBack) {
 		var a libservices.Attr
 		if err := f.inner.Fstat(ch.inner, &a); err != nil {
 			return 0, err
@@ -260,6 +270,12 @@ func (f *FS) WriteAt(h libservices.Handle, p []byte, off int64) (int, error) {
 		off = a.Size
 	}
 	n, err := f.inner.WriteAt(ch.inner, p, off)
+	if f.writeBack {
+		f.space.consumed.Add(int64(n))
+		if err != nil {
+			f.refused(err)
+		}
+	}
 	if n > 0 {
 		k := in.key
 		k.epoch = in.epoch.Load()
@@ -298,7 +314,16 @@ func (f *FS) Ftruncate(h libservices.Handle, size int64) error {
 	if err != nil {
 		return err
 	}
-	return f.resize(ch, func() error { return f.inner.Ftruncate(ch.inner, size) })
+	return f.resize(ch, keptBelow(size), func() error { return f.inner.Ftruncate(ch.inner, size) })
+}
+
+// keptBelow is the offset below which a truncation to size keeps a file's
+// data; the pages from there on need not be written before it.
+func keptBelow(size int64) int64 {
+	if size < 0 {
+		return math.MaxInt64 // EINVAL below: nothing is cut
+	}
+	return size
 }
 
 // Fallocate implements libservices.FS.
@@ -307,23 +332,27 @@ func (f *FS) Fallocate(h libservices.Handle, mode uint32, off, length int64) err
 	if err != nil {
 		return err
 	}
-	return f.resize(ch, func() error { return f.inner.Fallocate(ch.inner, mode, off, length) })
+	return f.resize(ch, math.MaxInt64, func() error { return f.inner.Fallocate(ch.inner, mode, off, length) })
 }
 
 // resize runs an operation that may change size or contents wholesale, then
-// drops the file's cached pages (a new epoch) and refreshes its size.
-func (f *FS) resize(ch *handle, op func() error) error {
+// drops the file's cached pages (a new epoch) and refreshes its size. Dirty
+// pages are written first, except those from kept on, which a truncation cuts
+// (they stay dirty if op fails): a full store does not stop a truncation that
+// frees space.
+func (f *FS) resize(ch *handle, kept int64, op func() error) error {
 	in := ch.in
 	if in == nil {
 		return f.after(op())
 	}
 	in.mu.Lock()
 	defer in.mu.Unlock()
-	if err := f.flushLocked(in, ch.inner); err != nil {
+	if err := f.flushBelowLocked(in, ch.inner, kept); err != nil {
 		return err
 	}
 	err := op()
 	if err == nil {
+		f.discardLocked(in) // the pages past kept, cut by op
 		var a libservices.Attr
 		if err := f.inner.Fstat(ch.inner, &a); err != nil {
 			return err

@@ -124,11 +124,35 @@ func TestFlushThroughWrappers(t *testing.T) {
 	}
 }
 
-// TestFlushError: when the inner FS refuses the data (memfs out of space), Flush
-// reports it and keeps what was not written dirty; the Close that follows reports
-// it again and drops the pages, leaving no dirty bytes counted.
+// fill writes name on fsys (below the cache, as another writer of the store)
+// until the store has room for exactly pagesLeft pages, and returns the bytes
+// written.
+func fill(t *testing.T, fsys libservices.FS, name string, pagesLeft uint64) int64 {
+	t.Helper()
+	var st libservices.Statfs
+	mustOK(t, "statfs", fsys.Statfs(&st))
+	if st.Bavail < pagesLeft {
+		t.Fatalf("the store has %d pages free, fewer than the %d to leave", st.Bavail, pagesLeft)
+	}
+	h, err := fsys.Open(name, libservices.O_RDWR|libservices.O_CREAT, 0o644)
+	mustOK(t, "create "+name, err)
+	defer fsys.Close(h)
+	var a libservices.Attr
+	mustOK(t, "fstat "+name, fsys.Fstat(h, &a))
+	n := int64(st.Bavail-pagesLeft) * st.Bsize
+	if _, err := fsys.WriteAt(h, make([]byte, n), a.Size); err != nil {
+		t.Fatalf("fill %s: %v", name, err)
+	}
+	return n
+}
+
+// TestFlushError: when the inner FS refuses held-back data (another writer
+// filled it after the cache reserved the space), Flush reports it and keeps
+// what was not written dirty, the store's size covers only the pages it took;
+// the Close that follows reports it again and drops the pages, leaving no dirty
+// bytes counted.
 func TestFlushError(t *testing.T) {
-	m := memfs.New(memfs.Options{Size: 2 * memfs.PageSize})
+	m := memfs.New(memfs.Options{Size: 64 * memfs.PageSize})
 	c := New(m, NewStore(1<<20), wbOptions())
 	h, err := c.Open("f", libservices.O_RDWR|libservices.O_CREAT, 0o644)
 	mustOK(t, "create", err)
@@ -136,6 +160,10 @@ func TestFlushError(t *testing.T) {
 	if _, err := c.WriteAt(h, data, 0); err != nil {
 		t.Fatalf("write into dirty pages: %v", err)
 	}
+	if d := dirtyBytes(c); d != 3*PageSize {
+		t.Fatalf("%d dirty bytes after a 3-page write into an empty store, want it held back", d)
+	}
+	fill(t, m, "filler", 2)
 	if err := c.Flush(h); err != syscall.ENOSPC {
 		t.Fatalf("flush of 3 pages into 2: %v, want ENOSPC", err)
 	}
@@ -146,6 +174,9 @@ func TestFlushError(t *testing.T) {
 	mustOK(t, "fstat", c.Fstat(h, &a))
 	if a.Size != int64(len(data)) {
 		t.Fatalf("size %d after the failed flush, want %d", a.Size, len(data))
+	}
+	if got := contents(t, m, "f"); !bytes.Equal(got, data[:2*PageSize]) {
+		t.Fatalf("the store has %d bytes of f after taking 2 pages, want them and no size past them", len(got))
 	}
 	c.checkDirtyAccounting()
 	if err := c.Close(h); err != syscall.ENOSPC {
@@ -158,7 +189,8 @@ func TestFlushError(t *testing.T) {
 		t.Fatalf("%d dirty files counted after the last close", c.dirtyInodes.Load())
 	}
 	// A reader that outlives the failing writer still reads the pages that did
-	// not make it; its close, the last, drops them.
+	// not make it, until a truncation cuts them.
+	mustOK(t, "unlink filler", c.Unlink("filler"))
 	w, err := c.Open("g", libservices.O_RDWR|libservices.O_CREAT, 0o644)
 	mustOK(t, "create g", err)
 	r, err := c.Open("g", libservices.O_RDONLY, 0)
@@ -166,6 +198,10 @@ func TestFlushError(t *testing.T) {
 	if _, err := c.WriteAt(w, data, 0); err != nil {
 		t.Fatalf("write g: %v", err)
 	}
+	if d := dirtyBytes(c); d != 3*PageSize {
+		t.Fatalf("%d dirty bytes after writing g once space was freed, want it held back", d)
+	}
+	fill(t, m, "filler", 0)
 	if err := c.Close(w); err != syscall.ENOSPC {
 		t.Fatalf("close of g's writer: %v, want ENOSPC", err)
 	}
@@ -173,11 +209,23 @@ func TestFlushError(t *testing.T) {
 	if n, err := c.ReadAt(r, buf, 0); err != nil || n != len(data) || !bytes.Equal(buf, data) {
 		t.Fatalf("read g after the failed close: %d %v", n, err)
 	}
+	// With no writer left to write them, truncating cuts them all the same.
+	mustOK(t, "truncate g", c.Setattr("g", &libservices.SetAttr{Valid: libservices.SetSize}))
+	if d := dirtyBytes(c); d != 0 {
+		t.Fatalf("%d dirty bytes after g was truncated", d)
+	}
+	if n, err := c.ReadAt(r, buf, 0); err != nil || n != 0 {
+		t.Fatalf("read g after the truncation: %d %v", n, err)
+	}
 	mustOK(t, "close g's reader", c.Close(r))
 	if d := dirtyBytes(c); d != 0 {
 		t.Fatalf("%d dirty bytes counted after the reader's close", d)
 	}
+	if got := contents(t, m, "g"); len(got) != 0 {
+		t.Fatalf("the store has %d bytes of g, which it never took", len(got))
+	}
 	mustOK(t, "unlink g", c.Unlink("g"))
+	mustOK(t, "unlink filler", c.Unlink("filler"))
 
 	// The cache goes on working.
 	mustOK(t, "truncate", c.Setattr("f", &libservices.SetAttr{Valid: libservices.SetSize}))

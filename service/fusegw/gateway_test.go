@@ -330,9 +330,11 @@ func TestNoFlushWithoutHoldingBack(t *testing.T) {
 }
 
 // TestWriteBackFlushAtClose mounts a write-back cache over a passthrough on a tiny
-// tmpfs. On a full tmpfs the write(2) succeeds (the data waits in the cache) and
-// close(2) returns the ENOSPC of writing it back; once there is room, close(2)
-// returns with the data on the tmpfs.
+// tmpfs. A write(2) the tmpfs has room for waits in the cache; when another
+// writer then fills the tmpfs, close(2) returns the ENOSPC of writing it back.
+// On the full tmpfs write(2) itself fails with ENOSPC (the cache holds back only
+// what the store can take); once there is room again, close(2) returns with the
+// data on the tmpfs.
 func TestWriteBackFlushAtClose(t *testing.T) {
 	needFUSE(t)
 	dir := t.TempDir()
@@ -340,19 +342,6 @@ func TestWriteBackFlushAtClose(t *testing.T) {
 		t.Fatalf("mount a tmpfs: %v", err)
 	}
 	t.Cleanup(func() { unix.Unmount(dir, unix.MNT_DETACH) })
-	fill, err := os.Create(dir + "/fill")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err = fill.Write(make([]byte, 4096)); err != nil {
-			break
-		}
-	}
-	fill.Close()
-	if !errors.Is(err, syscall.ENOSPC) {
-		t.Fatalf("filling the tmpfs: %v, want ENOSPC", err)
-	}
 	pt, err := passthrough.New(passthrough.Options{Dir: dir})
 	if err != nil {
 		t.Fatal(err)
@@ -362,34 +351,63 @@ func TestWriteBackFlushAtClose(t *testing.T) {
 	mp := mountOn(t, wb, Options{}).Mountpoint()
 
 	data := []byte("written back at close(2)")
-	f, err := os.Create(mp + "/f")
+	// writeHeld writes data to a new file name and checks that the cache holds
+	// it back; the file stays open (a failing test closes it first: a file of
+	// our own mount left open at exit would wait for our own server).
+	writeHeld := func(name string) *os.File {
+		t.Helper()
+		f, err := os.Create(mp + "/" + name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.Write(data); err != nil {
+			f.Close()
+			t.Fatalf("write into the write-back cache: %v", err)
+		}
+		if b, _ := os.ReadFile(dir + "/" + name); string(b) == string(data) {
+			f.Close()
+			t.Fatal("the data reached the tmpfs before close(2): the cache is not holding it back")
+		}
+		return f
+	}
+	f := writeHeld("f")
+	fill, err := os.Create(dir + "/fill")
 	if err != nil {
+		f.Close()
 		t.Fatal(err)
 	}
-	if _, err := f.Write(data); err != nil {
-		t.Fatalf("write into the write-back cache: %v", err)
+	for {
+		if _, err = fill.Write(make([]byte, 4096)); err != nil {
+			break
+		}
+	}
+	fill.Close()
+	if !errors.Is(err, syscall.ENOSPC) {
+		f.Close()
+		t.Fatalf("filling the tmpfs: %v, want ENOSPC", err)
 	}
 	if err := f.Close(); !errors.Is(err, syscall.ENOSPC) {
 		t.Fatalf("close(2) with a full tmpfs below: %v, want ENOSPC", err)
 	}
 
-	if err := os.Remove(dir + "/fill"); err != nil {
-		t.Fatal(err)
-	}
-	f, err = os.Create(mp + "/g")
+	g, err := os.Create(mp + "/g")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := f.Write(data); err != nil {
+	_, err = g.Write(data)
+	g.Close()
+	if !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("write(2) with a full tmpfs below: %v, want ENOSPC", err)
+	}
+
+	if err := os.Remove(dir + "/fill"); err != nil {
 		t.Fatal(err)
 	}
-	if b, _ := os.ReadFile(dir + "/g"); string(b) == string(data) {
-		t.Fatal("the data reached the tmpfs before close(2): the cache is not holding it back")
-	}
-	if err := f.Close(); err != nil {
+	h := writeHeld("h")
+	if err := h.Close(); err != nil {
 		t.Fatalf("close(2) with room below: %v", err)
 	}
-	if b, err := os.ReadFile(dir + "/g"); err != nil || string(b) != string(data) {
+	if b, err := os.ReadFile(dir + "/h"); err != nil || string(b) != string(data) {
 		t.Fatalf("on the tmpfs right after close(2): %q %v", b, err)
 	}
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"math"
 	"os"
 	"os/signal"
 	"syscall"
@@ -9,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
 
+	"github.com/polytropon/polytropon/internal/privdrop"
 	"github.com/polytropon/polytropon/pool"
 )
 
@@ -103,21 +105,35 @@ Example configuration:
 	return cmd
 }
 
-// newPoolExecCmd is serve's helper: it joins the pool's cgroups, then execs the
-// service (see pool.EnterAndExec for why not start-then-move).
+// newPoolExecCmd is serve's helper (and a root-started service's with a
+// user): it joins the pool's cgroups and network namespace, drops to the
+// pool's user for good, then execs the service (see pool.EnterAndExec for
+// why not start-then-move, and internal/privdrop for the drop).
 func newPoolExecCmd() *cobra.Command {
 	var procs []string
 	var netns string
+	var uid, gid int64
 	cmd := &cobra.Command{
-		Use:    "pool-exec --cgroup-procs FILE... [--netns PATH] -- CMD ARGS",
-		Short:  "Enter cgroups, then exec a command (used by serve)",
+		Use:    "pool-exec [--cgroup-procs FILE...] [--netns PATH] [--uid N --gid M] -- CMD ARGS",
+		Short:  "Enter cgroups, drop to a user, then exec a command (used by serve)",
 		Hidden: true,
 		Args:   cobra.MinimumNArgs(1),
 		RunE: func(_ *cobra.Command, args []string) error {
-			return pool.EnterAndExec(procs, netns, args)
+			if (uid < 0) != (gid < 0) {
+				return fmt.Errorf("pool-exec: --uid and --gid go together")
+			}
+			if uid < 0 {
+				return pool.EnterAndExec(procs, netns, args)
+			}
+			if uid > math.MaxUint32 || gid > math.MaxUint32 {
+				return fmt.Errorf("pool-exec: --uid %d --gid %d out of range", uid, gid)
+			}
+			return pool.EnterAndExecAs(procs, netns, &privdrop.Identity{UID: uint32(uid), GID: uint32(gid)}, args)
 		},
 	}
 	cmd.Flags().StringArrayVar(&procs, "cgroup-procs", nil, "cgroup.procs file to write our pid to (repeatable)")
 	cmd.Flags().StringVar(&netns, "netns", "", "network namespace to run in (bind-mounted namespace file)")
+	cmd.Flags().Int64Var(&uid, "uid", -1, "user to drop to before the exec (with --gid)")
+	cmd.Flags().Int64Var(&gid, "gid", -1, "group to drop to before the exec (with --uid)")
 	return cmd
 }

@@ -81,12 +81,18 @@ var poolCred = &syscall.Credential{Uid: poolUID, Gid: poolGID, Groups: []uint32{
 // combined output.
 func asPool(t *testing.T, env []string, exe string, args ...string) string {
 	t.Helper()
+	return asUser(t, poolCred, env, exe, args...)
+}
+
+// asUser runs exe (args, extra env) as cred and returns its combined output.
+func asUser(t *testing.T, cred *syscall.Credential, env []string, exe string, args ...string) string {
+	t.Helper()
 	cmd := exec.Command(exe, args...)
 	cmd.Env = append(os.Environ(), env...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: poolCred}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
 	out, err := cmd.CombinedOutput()
 	if err != nil {
-		t.Fatalf("%s %v as the pool's user: %v\n%s", exe, args, err, out)
+		t.Fatalf("%s %v as uid %d: %v\n%s", exe, args, cred.Uid, err, out)
 	}
 	return strings.TrimSpace(string(out))
 }

@@ -353,7 +353,7 @@ func TestEscalationsAsThePoolUser(t *testing.T) {
 	kernel := runEscalations(t, exe, "kernel:"+kernelDir)
 	paths := []struct {
 		name, short, mode string
-		bins       []string // where the binary made through this path can be run
+		bins              []string // where the binary made through this path can be run
 	}{
 		{"fslib", "fslib", "fslib:" + e.socket() + ":/fslib", []string{filepath.Join(branch, "fslib", "idbin")}},
 		{"the service's FUSE mount", "fuse", "kernel:" + filepath.Join(fuseMnt, "fuse"),

@@ -346,11 +346,15 @@ func TestServeKeepsABusyService(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { c.Close() })
+	var released, stuck bool
+	t.Cleanup(func() {
+		if !stuck {
+			c.Close()
+		}
+	})
 	// Cleanups run last first: the clients close only after a writer has
 	// released the worker and their calls returned (closing a client under a
 	// call in flight is not what this test is about).
-	var released bool
 	opened := make(chan error, 1)
 	go func() {
 		f, err := c.Open("/fifo")
@@ -365,20 +369,42 @@ func TestServeKeepsABusyService(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { c2.Close() })
+	t.Cleanup(func() {
+		if !stuck {
+			c2.Close()
+		}
+	})
 	queued := make(chan error, 1)
 	go func() {
 		_, err := c2.Stat("/fifo")
 		queued <- err
 	}()
-	release := func() (error, error) {
+	// release lets a writer in until both calls returned (a writer's open
+	// fails at once while no reader waits, e.g. if the service was replaced
+	// and the call not retried yet), within a bound: a test that fails must
+	// not hang.
+	release := func() (oerr, qerr error) {
 		released = true
-		w, err := os.OpenFile(fifo, os.O_WRONLY, 0)
-		if err != nil {
-			t.Fatal(err)
+		got := 0
+		deadline := time.Now().Add(30 * time.Second)
+		for got < 2 {
+			if w, err := os.OpenFile(fifo, os.O_WRONLY|syscall.O_NONBLOCK, 0); err == nil {
+				w.Close()
+			}
+			select {
+			case oerr = <-opened:
+				got++
+			case qerr = <-queued:
+				got++
+			case <-time.After(10 * time.Millisecond):
+			}
+			if time.Now().After(deadline) {
+				stuck = true
+				t.Errorf("the calls on the FIFO did not return within 30 s of a writer")
+				return nil, nil
+			}
 		}
-		w.Close()
-		return <-opened, <-queued
+		return oerr, qerr
 	}
 	t.Cleanup(func() {
 		if !released {

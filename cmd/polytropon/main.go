@@ -1,6 +1,11 @@
 // Command polytropon is the one command-line tool for everything a user of polytropon
 // does: run the host daemon and filesystem services, mount, measure, tune.
 //
+// Privilege: serve and a root-started `service` whose configuration names a
+// user are privileged parents that make sockets and FUSE mounts and hand them
+// to a service running as the tenant's user (`pool-exec` drops to it); see
+// package service and SECURITY.md at the repository root.
+//
 // Each subcommand lives in its own file and registers itself from init() with
 // register (or registerUnder for a group such as perf or tune). A group command is
 // added to the tree only when at least one subcommand registered under it, so --help

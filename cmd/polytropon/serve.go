@@ -28,8 +28,15 @@ func newServeCmd() *cobra.Command {
 pool's cpuset, memory, pids and block I/O limits, a state directory (root's,
 group the pool's gid, mode 0751) holding the service's socket (0660 uid:gid), and the pool's
 filesystem service started inside the cgroup, its workers pinned to the pool's
-CPUs. Services that exit are restarted with exponential backoff; fslib clients
-reconnect on their own. A pool with a network: block gets a network namespace
+CPUs. The service runs as the pool's uid and gid (both required, neither 0)
+with no capabilities, no_new_privs and not dumpable: serve makes its sockets
+and FUSE mounts (the pool user's) and hands them over; its control socket is
+root's alone; its passthrough branches must be usable by the pool's user.
+Services that exit are restarted with exponential backoff; fslib clients
+reconnect on their own. serve pings each service's control socket every
+health.interval (2s) within health.timeout (5s) and kills and restarts one
+that fails health.failures (3) checks in a row (detected within 17s with the
+defaults); a busy service still answers and is left alone. A pool with a network: block gets a network namespace
 pt-NAME (NAME at most 10 bytes: the host's veth end is pt-NAME-h, and Linux
 interface names have 15), eth0 there with address, the host end with
 host_address, a default route through it and a TBF rate limit (bytes/s) each
@@ -53,6 +60,7 @@ Example configuration:
   cgroup: polytropon          # parent cgroup (default)
   run_dir: /run/polytropon    # lock, record, default state directories
   exclusive_cpus: false       # true: exclusive cpusets for disjoint pools
+  health: {interval: 2s, timeout: 5s, failures: 3}   # the defaults
   pools:
     - name: tenant-a
       cpus: "1"

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -124,7 +125,7 @@ func runServiceParent(cmd *cobra.Command, config, socket string, cfg *service.Co
 		return err
 	}
 	id := cfg.User.Identity()
-	return service.RunParent(config, service.ParentOptions{
+	err = service.RunParent(config, service.ParentOptions{
 		Socket: socket,
 		Command: func(handoffArgs []string) *exec.Cmd {
 			args := []string{"pool-exec", "--uid", strconv.FormatUint(uint64(id.UID), 10), "--gid", strconv.FormatUint(uint64(id.GID), 10),
@@ -137,4 +138,10 @@ func runServiceParent(cmd *cobra.Command, config, socket string, cfg *service.Co
 			return c
 		},
 	}, log)
+	// The service said why it failed; its status is ours.
+	var ee *exec.ExitError
+	if errors.As(err, &ee) && ee.ExitCode() > 0 {
+		return &exitError{code: ee.ExitCode()}
+	}
+	return err
 }

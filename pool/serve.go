@@ -510,8 +510,16 @@ func (r *running) supervise() {
 			go func() { waitc <- cmd.Wait() }()
 			var werr error
 			unhealthy := ""
+			readyTimer := time.NewTimer(r.s.opts.ReadyTimeout)
 			select {
+			case <-readyTimer.C:
+				// Hung while starting: no health check reaches it yet.
+				unhealthy = fmt.Sprintf("not ready %v after its start", r.s.opts.ReadyTimeout)
+				log.Error("service does not get ready; killing it", zap.Int("pid", cmd.Process.Pid), zap.String("why", unhealthy))
+				_ = cmd.Process.Kill()
+				werr = <-waitc
 			case <-readyc:
+				readyTimer.Stop()
 				log.Info("service ready", zap.Int("pid", cmd.Process.Pid), zap.String("socket", r.p.Socket()),
 					zap.Stringer("user", privdrop.Identity{UID: r.p.UID, GID: r.p.GID}))
 				r.mu.Lock()
@@ -539,6 +547,7 @@ func (r *running) supervise() {
 				}
 				close(stopHealth)
 			case werr = <-waitc:
+				readyTimer.Stop()
 			}
 			// Its mounts and sockets go with it; a restart makes them anew.
 			if err := parent.Cleanup(); err != nil {
@@ -554,7 +563,11 @@ func (r *running) supervise() {
 			default:
 			}
 			if first {
-				r.ready <- fmt.Errorf("service exited before it was ready: %v; its last words: %s", werr, lastLines(tail.String(), 3))
+				why := fmt.Sprintf("exited before it was ready: %v", werr)
+				if unhealthy != "" {
+					why = unhealthy
+				}
+				r.ready <- fmt.Errorf("service %s; its last words: %s", why, lastLines(tail.String(), 3))
 				return
 			}
 			if time.Since(started) > time.Minute {
@@ -595,6 +608,10 @@ func (r *running) watchHealth(log *zap.Logger, stop <-chan struct{}, sick chan<-
 	for {
 		select {
 		case <-stop:
+			return
+		case <-r.stop:
+			// serve is stopping the service: a graceful stop (flushing
+			// write-back caches) may take longer than the health bound.
 			return
 		case <-time.After(time.Until(next)):
 		}

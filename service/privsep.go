@@ -192,7 +192,6 @@ func Prepare(cfg *Config, cfgFile *os.File, u privdrop.Identity, logger *zap.Log
 	p := &Parent{user: u, log: logging.OrNop(logger)}
 	defer func() {
 		if err != nil {
-			p.closeFiles()
 			_ = p.Cleanup()
 		}
 	}()
@@ -370,10 +369,12 @@ func (p *Parent) detach() error {
 	return errors.Join(errs...)
 }
 
-// Cleanup, once the service process has exited, detaches what is left of its
-// FUSE mounts (lazily: a mount still busy goes when its files are closed)
-// and removes the sockets made for it.
+// Cleanup, once the service process has exited (or failed to start),
+// detaches what is left of its FUSE mounts (lazily: a mount still busy goes
+// when its files are closed) and removes the sockets made for it.
 func (p *Parent) Cleanup() error {
+	// Still held when the process never started.
+	p.closeFiles()
 	var errs []error
 	if p.monitor != nil {
 		p.monitor.Close()
@@ -462,7 +463,6 @@ func RunParent(cfgPath string, o ParentOptions, logger *zap.Logger) error {
 	cmd := o.Command(p.HandoffArgs())
 	cmd.ExtraFiles = p.ExtraFiles()
 	if err := cmd.Start(); err != nil {
-		p.closeFiles()
 		return errors.Join(err, p.Cleanup())
 	}
 	p.Started()

@@ -238,7 +238,9 @@ func TestServeServiceRunsAsPoolUser(t *testing.T) {
 // status; a client reconnects to the new one.
 func TestServeRestartsAStoppedService(t *testing.T) {
 	e := newServeEnv(t)
-	withHealth(t, e, "{interval: 100ms, timeout: 300ms, failures: 3}")
+	// A deadline generous enough for a loaded test machine: only the stop
+	// makes a check fail.
+	withHealth(t, e, "{interval: 100ms, timeout: 1s, failures: 3}")
 	serve := startServe(t, e)
 	pids := e.servicePids(t)
 	if len(pids) != 1 {
@@ -305,6 +307,7 @@ func TestServeStoppedServiceClientTimesOut(t *testing.T) {
 	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
+	waitStopped(t, pid)
 	_, err = c.Stat("/f")
 	if err2 := syscall.Kill(pid, syscall.SIGCONT); err2 != nil {
 		t.Fatal(err2)
@@ -325,8 +328,9 @@ func TestServeStoppedServiceClientTimesOut(t *testing.T) {
 
 // TestServeKeepsABusyService: a service whose only worker is blocked (in
 // open(2) of a FIFO nobody writes, as it would be in slow I/O) still answers
-// its health checks, so serve leaves it alone for many times the health
-// bound, and logs that its workers make no progress.
+// its health checks, so serve leaves it alone while the stall lasts many
+// times health.failures x health.interval, and logs that its workers make
+// no progress.
 func TestServeKeepsABusyService(t *testing.T) {
 	dir := tenantDir(t)
 	branch := filepath.Join(dir, "branch")
@@ -341,7 +345,9 @@ func TestServeKeepsABusyService(t *testing.T) {
 		t.Fatal(err)
 	}
 	e := newServeEnvWith(t, "    workers: 1\n", fmt.Sprintf("    filesystems:\n      - name: data\n        stack: [{passthrough: {dir: %s}}]\n", branch))
-	withHealth(t, e, "{interval: 50ms, timeout: 200ms, failures: 2}")
+	// Checks every 50ms, each with a deadline a loaded machine meets: the
+	// worker's stall lasts many times failures x interval.
+	withHealth(t, e, "{interval: 50ms, timeout: 5s, failures: 3}")
 	serve := startServe(t, e)
 	pid := e.servicePids(t)[0]
 	c, err := fslib.Dial(fslib.DialOptions{Socket: e.socket(), Prefix: "/data"})
@@ -416,7 +422,7 @@ func TestServeKeepsABusyService(t *testing.T) {
 	waitFor(t, "serve to see the worker make no progress", func() bool {
 		return strings.Contains(serveLog(t, e), "made no progress while requests wait")
 	})
-	// Many times the bound (50ms + 2 x 200ms): the service is not killed.
+	// 40 check intervals with the worker stalled: the service is not killed.
 	time.Sleep(2 * time.Second)
 	if p := e.servicePids(t); len(p) != 1 || p[0] != pid {
 		t.Fatalf("serve replaced a busy service: %v, was %d", p, pid)
@@ -433,6 +439,29 @@ func TestServeKeepsABusyService(t *testing.T) {
 		t.Errorf("the call queued behind it: %v", qerr)
 	}
 	stopServe(t, e, serve)
+}
+
+// waitStopped waits until every thread of pid is stopped (kill(2) returns
+// before the signal took effect on threads running on other CPUs).
+func waitStopped(t *testing.T, pid int) {
+	t.Helper()
+	waitFor(t, fmt.Sprintf("process %d to stop", pid), func() bool {
+		tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+		if err != nil {
+			return false
+		}
+		for _, task := range tasks {
+			data, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/stat", pid, task.Name()))
+			if err != nil {
+				return false
+			}
+			i := strings.LastIndexByte(string(data), ')')
+			if i < 0 || len(data) < i+3 || data[i+2] != 'T' {
+				return false
+			}
+		}
+		return true
+	})
 }
 
 // serveLog is what serve has logged so far (startServe writes it to a file

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"net/http"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -101,6 +102,7 @@ func TestServiceDropsToConfiguredUser(t *testing.T) {
 	sock, ctl := filepath.Join(dir, "s.sock"), filepath.Join(dir, "c.sock")
 	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(`socket: %s
 control: %s
+metrics: 127.0.0.1:0
 spin: 0
 user: {uid: %d, gid: %d}
 filesystems:
@@ -143,6 +145,18 @@ filesystems:
 	out, err := exec.Command(os.Args[0], "status", "--socket", sock).CombinedOutput()
 	if want := fmt.Sprintf("runs as: uid %d gid %d, no capabilities", poolUID, poolGID); err != nil || !strings.Contains(string(out), want) {
 		t.Errorf("status: %v, want %q in:\n%s", err, want, out)
+	}
+	// The metrics listener, made by the parent, is served by the service.
+	var metrics string
+	for _, l := range strings.Split(string(out), "\n") {
+		if a, ok := strings.CutPrefix(l, "metrics: "); ok {
+			metrics = a
+		}
+	}
+	if resp, err := http.Get(metrics); err != nil || resp.StatusCode != http.StatusOK {
+		t.Errorf("GET %q: %v %v", metrics, resp, err)
+	} else {
+		resp.Body.Close()
 	}
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)

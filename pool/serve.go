@@ -31,8 +31,10 @@ import (
 
 // Options tune Serve; zero values take the defaults.
 type Options struct {
-	// Exe is the polytropon binary started (as `pool-exec ... -- EXE service`)
-	// for each pool; default os.Executable().
+	// Exe is the polytropon binary started (as `pool-exec ... --uid U --gid G
+	// -- EXE service --handoff ...`) for each pool; default os.Executable().
+	// The pool's user needs execute permission on it (not on its directory:
+	// it is executed through a descriptor opened as root).
 	Exe string
 	// Stderr receives the services' logs; default os.Stderr.
 	Stderr io.Writer

@@ -36,8 +36,66 @@ type Config struct {
 	// CPUs, so it is opt-in. Where the kernel refuses (another cpuset beside the
 	// parent uses the CPUs), serve logs why and goes on without.
 	ExclusiveCPUs bool `yaml:"exclusive_cpus"`
+	// Health tunes serve's health checks of the services (see Health).
+	Health Health `yaml:"health"`
 	// Pools are the tenants' pools.
 	Pools []Pool `yaml:"pools"`
+}
+
+// Health is how serve checks that each pool's service still answers: every
+// Interval it asks the service's control socket for a ping, which must
+// answer within Timeout; after Failures consecutive failures serve kills the
+// service (SIGKILL, which a stopped process cannot ignore) and restarts it.
+// A service that stops answering is so detected within Interval + Failures x
+// max(Timeout, Interval): 17 s with the defaults.
+//
+// The control socket is answered by a goroutine of its own, not by the
+// workers, so a service whose workers are all busy (long fsyncs under the
+// pool's I/O throttle, a slow branch) still answers at once; what keeps it
+// from answering is the whole process not running (SIGSTOP, a frozen cgroup,
+// a wedged runtime) or a deadlocked control path. A healthy process can
+// still stall for seconds under memory reclaim at the pool's memory limit,
+// so one miss is never enough: the defaults need 15 s of silence in a row.
+type Health struct {
+	// Interval between checks (default 2s).
+	Interval time.Duration `yaml:"interval"`
+	// Timeout of one check, connect included (default 5s).
+	Timeout time.Duration `yaml:"timeout"`
+	// Failures in a row before the service is restarted (default 3).
+	Failures int `yaml:"failures"`
+}
+
+// Health defaults.
+const (
+	DefaultHealthInterval = 2 * time.Second
+	DefaultHealthTimeout  = 5 * time.Second
+	DefaultHealthFailures = 3
+)
+
+func (h *Health) validate() error {
+	if h.Interval == 0 {
+		h.Interval = DefaultHealthInterval
+	}
+	if h.Timeout == 0 {
+		h.Timeout = DefaultHealthTimeout
+	}
+	if h.Failures == 0 {
+		h.Failures = DefaultHealthFailures
+	}
+	switch {
+	case h.Interval < 10*time.Millisecond:
+		return cfgErr("health.interval", "%v: at least 10ms", h.Interval)
+	case h.Timeout < 10*time.Millisecond:
+		return cfgErr("health.timeout", "%v: at least 10ms", h.Timeout)
+	case h.Failures < 1 || h.Failures > 100:
+		return cfgErr("health.failures", "%d, want 1..100", h.Failures)
+	}
+	return nil
+}
+
+// Bound is how long a service that stopped answering may go undetected.
+func (h *Health) Bound() time.Duration {
+	return h.Interval + time.Duration(h.Failures)*max(h.Timeout, h.Interval)
 }
 
 // Pool is one tenant's pool: reserved resources and the filesystem service that
@@ -57,8 +115,9 @@ type Pool struct {
 	// Network, when set, gives the pool its own network namespace (the service
 	// and every container run in it) joined to the host by a rate-limited veth.
 	Network *Network `yaml:"network"`
-	// UID and GID own the pool's state directory and socket; only they (and root)
-	// may connect to the pool's service.
+	// UID and GID are the pool's user: its service runs as them (with no
+	// capabilities), they own the pool's socket, and only they (and root) may
+	// connect to the service. Neither may be 0.
 	UID uint32 `yaml:"uid"`
 	GID uint32 `yaml:"gid"`
 	// StateDir holds the pool's socket and generated service configuration
@@ -232,6 +291,9 @@ func (c *Config) Validate() error {
 	if len(c.Pools) == 0 {
 		return cfgErr("pools", "at least one pool is required")
 	}
+	if err := c.Health.validate(); err != nil {
+		return err
+	}
 	online, err := onlineCPUs()
 	if err != nil {
 		return err
@@ -350,6 +412,22 @@ func (p *Pool) validate(key, runDir string, online []int) error {
 			return cfgErr(key+"."+ce.Key, "%s", ce.Msg)
 		}
 		return fmt.Errorf("%s: %w", key, err)
+	}
+	return nil
+}
+
+// CheckUsers refuses pools without a user of their own: a pool's service
+// runs as the pool's uid and gid, and root's ids would make it host root
+// again. Serve calls it; ParseConfig does not, so that tools that only read
+// a configuration (status, the cgroup tests) take one without users.
+func (c *Config) CheckUsers() error {
+	for i, p := range c.Pools {
+		if p.UID == 0 {
+			return cfgErr(fmt.Sprintf("pools[%d].uid", i), "required and not 0: the pool's service runs as this user")
+		}
+		if p.GID == 0 {
+			return cfgErr(fmt.Sprintf("pools[%d].gid", i), "required and not 0: the pool's service runs with this group")
+		}
 	}
 	return nil
 }

@@ -3,6 +3,7 @@ package pool
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/polytropon/polytropon/service"
 )
@@ -30,6 +31,12 @@ func TestParseConfigGood(t *testing.T) {
 	p := c.Pools[0]
 	if c.Cgroup != DefaultCgroup || p.StateDir != "/run/ptest/a" || p.Socket() != "/run/ptest/a/service.sock" {
 		t.Fatalf("defaults: cgroup %q state_dir %q", c.Cgroup, p.StateDir)
+	}
+	if h := c.Health; h.Interval != DefaultHealthInterval || h.Timeout != DefaultHealthTimeout || h.Failures != DefaultHealthFailures || h.Bound() != 17*time.Second {
+		t.Fatalf("health defaults %+v, bound %v", h, h.Bound())
+	}
+	if err := c.CheckUsers(); err != nil {
+		t.Fatal(err)
 	}
 	data, err := p.ServiceConfig()
 	if err != nil {
@@ -81,6 +88,10 @@ func TestParseConfigErrorsNameKeys(t *testing.T) {
 		{"pools:\n  - name: a\n    network: {address: 10.9.0.2/30, host_address: 10.9.0.1/30, rate: 1MB, burst: 100}" + fs, "pools[0].network.burst:"},
 		{"pools:\n  - name: a\n    network: {address: 10.9.0.2/30, host_address: 10.9.0.1/30, rate: 1MB, latency: soon}" + fs, "line 3: cannot unmarshal !!str `soon` into time.Duration"},
 		{"pools:\n  - name: a\n    network: {colour: red}" + fs, "field colour not found"},
+		{"health: {failures: -1}\n" + pool0, "health.failures:"},
+		{"health: {interval: 1ms}\n" + pool0, "health.interval:"},
+		{"health: {timeout: 1ms}\n" + pool0, "health.timeout:"},
+		{"health: {colour: red}\n" + pool0, "field colour not found"},
 		{"pools:\n  - name: a\n    network: {address: 10.9.0.2/30, host_address: 10.9.0.1/30, rate: 1MB}" + fs +
 			"\n  - name: b\n    network: {address: 10.9.0.3/29, host_address: 10.9.0.4/29, rate: 1MB}" + fs, `pools[1].network.host_address: subnet 10.9.0.0/29 overlaps pool "a"'s 10.9.0.0/30`},
 	} {
@@ -88,6 +99,29 @@ func TestParseConfigErrorsNameKeys(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%q: error %v, want it to contain %q", tc.yaml, err, tc.want)
 		}
+	}
+}
+
+// TestCheckUsers: serve refuses a pool whose service would run as root.
+func TestCheckUsers(t *testing.T) {
+	fs := "\n    filesystems: [{name: d, stack: [{memfs: {}}]}]"
+	for _, tc := range []struct{ yaml, want string }{
+		{"pools:\n  - name: a" + fs, "pools[0].uid: required and not 0"},
+		{"pools:\n  - name: a\n    uid: 5" + fs, "pools[0].gid: required and not 0"},
+		{"pools:\n  - name: a\n    uid: 5\n    gid: 5" + fs + "\n  - name: b\n    gid: 6" + fs, "pools[1].uid: required and not 0"},
+		{"pools:\n  - name: a\n    uid: 5\n    gid: 5" + fs, ""},
+	} {
+		c, err := ParseConfig([]byte(tc.yaml))
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = c.CheckUsers()
+		if (tc.want == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), tc.want)) {
+			t.Errorf("%q: %v, want %q", tc.yaml, err, tc.want)
+		}
+	}
+	if _, err := Serve(Config{Pools: []Pool{{Name: "a"}}}, Options{}, nil); err == nil || !strings.Contains(err.Error(), "pools[0].uid") {
+		t.Errorf("Serve of a pool without a user: %v", err)
 	}
 }
 

@@ -12,6 +12,44 @@
 // status (Status: reservations, cgroup usage, service state, and a Decisions
 // slot for the elasticity controller).
 //
+// # Who the service is
+//
+// A pool's service runs as the pool's uid and gid (both required, neither 0)
+// with no supplementary groups, every capability set empty, no_new_privs
+// and not dumpable: whatever a bug in the service lets through, the kernel
+// still limits it to the pool user's rights. serve is its privileged parent
+// (OpenSSH-style privilege separation, service.Parent): for each start it
+// makes the service's direct-path socket (the pool user's, 0660), its
+// control socket (root's, 0600: only root may connect, so the tenant cannot
+// resize its own service) and its FUSE mounts (mount(2) with
+// user_id/group_id the pool's, default_permissions, allow_other as
+// configured), hands them over as inherited descriptors with the service's
+// configuration (which the pool's user may not read: the state directory's
+// files are root's), and `polytropon pool-exec` joins the pool's cgroups and
+// network namespace, drops to the pool's user for good (internal/privdrop)
+// and execs `polytropon service --handoff`. The service asks serve, over a
+// socket pair, to detach its FUSE mounts when it stops (it may not); serve
+// detaches what is left and removes the sockets once it exited, and makes
+// everything afresh for a restart. The copy profile is the daemon's
+// (/var/lib/polytropon, readable by all). A passthrough branch the pool's
+// user cannot use fails the start, naming the directory and the fix: serve
+// never chowns a configured path.
+//
+// # Health
+//
+// serve pings each service's control socket every health.interval (default
+// 2 s) with a deadline of health.timeout (5 s); after health.failures (3)
+// failures in a row it kills the service with SIGKILL (which a SIGSTOPped
+// process cannot delay) and restarts it through the ordinary backoff, logs
+// why, and counts it (status: restarts, "unhealthy" restarts, the last
+// reason). A service that stops answering is so detected within
+// Health.Bound() = interval + failures x max(timeout, interval), 17 s by
+// default. The ping is answered by the control socket's own goroutine, not
+// by the workers, so a service that is merely busy (all workers in slow
+// I/O) is never killed; workers that make no progress while requests wait
+// are logged once per episode instead (a deadlock inside the stack that
+// leaves the process answering is not detected: it looks like slow I/O).
+//
 // Elasticity (pool/elastic, elastic.go): a pool's `elasticity:` block makes serve
 // run a driver that every interval samples the pool (its cgroup's CPU time and
 // memory, its service's status over the service's root-only control socket) and
@@ -47,19 +85,27 @@
 // other users; the kernel checks permission bits), or with `run --root` as uid 0,
 // either way with the capability bounding set cut to Docker's default set
 // without CAP_MKNOD, and no_new_privs. There is no user namespace: uid 0 in a
-// --root container is the host's root, confined by capabilities only.
+// --root container is the host's root, confined by capabilities only; its
+// files still reach the instance through the service, which acts as the
+// pool's user (a --root container cannot read what that user cannot, and
+// what it creates belongs to that user).
 //
 // # Invariants
 //
-//   - A pool's service never runs a thread outside the pool's cgroup: it is started
-//     by EnterAndExec (`polytropon pool-exec`), which joins the cgroup before it
-//     execs the service.
+//   - A pool's service never runs a thread outside the pool's cgroup, nor with
+//     more than the pool user's rights: it is started by EnterAndExecAs
+//     (`polytropon pool-exec`), which joins the cgroup, then drops to the pool's
+//     user, then execs the service.
 //   - The state directory is created 0700 by root and stays root's (group the
 //     pool's gid, mode 0751: traversable, not listable, writable by root only),
-//     because root reads the service's config there and chowns the socket: a
+//     because root reads the service's config there and makes the sockets: a
 //     tenant that could rename in it could swap in a symlink or its own config.
-//     The socket is 0660 uid:gid once the service is ready. The service itself admits only root, its own uid and the pool's uid
-//     (SO_PEERCRED).
+//     The socket is 0660 uid:gid from its creation (serve makes it before the
+//     service starts), the control socket root's 0600. The service admits only
+//     root and the pool's uid on the direct path, root alone on the control
+//     socket (SO_PEERCRED).
+//   - serve holds no copy of a descriptor it handed a service (a FUSE
+//     connection it kept would outlive the service and hang its users).
 //   - Pool cgroups live under one parent (Config.Cgroup) nested in serve's own
 //     cgroup; everything under it belongs to the serve holding RunDir/serve.lock,
 //     so a new serve kills and removes whatever it finds there (reconcile), and
@@ -86,9 +132,10 @@
 // # Lock order
 //
 // Server.mu (the pools list, the record's writes) before running.mu (the
-// current service process, its state and restart count). Neither is held while
+// current service process, its state and restart counts). Neither is held while
 // waiting for a process; a supervisor takes running.mu alone, and Server.mu
 // (writeRecord, which takes running.mu inside) only without running.mu held.
+// A health watcher takes no lock: it only answers its supervisor on a channel.
 // The elastic driver's locks (see pool/elastic) are never held while it calls
 // into the pool. Serve and Close are not called concurrently.
 package pool

@@ -7,6 +7,8 @@ import (
 	"runtime"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/polytropon/polytropon/internal/privdrop"
 )
 
 // EnterAndExec moves the calling process into the cgroups whose cgroup.procs
@@ -24,6 +26,16 @@ import (
 // namespace is joined by this thread, locked to it, and execve keeps the
 // calling thread's namespaces.
 func EnterAndExec(procsFiles []string, netns string, argv []string) error {
+	return EnterAndExecAs(procsFiles, netns, nil, argv)
+}
+
+// EnterAndExecAs is EnterAndExec that, when user is not nil, drops to that
+// user for good after joining the cgroups and the namespace and before the
+// exec (privdrop.Exec: no capabilities, no_new_privs, not dumpable once the
+// program calls privdrop.Finish). Descriptors the caller inherited without
+// close-on-exec reach the program: serve hands a pool's service its sockets
+// and FUSE connections that way.
+func EnterAndExecAs(procsFiles []string, netns string, user *privdrop.Identity, argv []string) error {
 	if len(argv) == 0 {
 		return fmt.Errorf("pool-exec: no command")
 	}
@@ -37,6 +49,9 @@ func EnterAndExec(procsFiles []string, netns string, argv []string) error {
 		if err := os.WriteFile(f, pidString(os.Getpid()), 0); err != nil {
 			return fmt.Errorf("pool-exec: enter cgroup: %w", err)
 		}
+	}
+	if user != nil {
+		return fmt.Errorf("pool-exec: %w", privdrop.Exec(*user, argv, os.Environ()))
 	}
 	path, err := exec.LookPath(argv[0])
 	if err != nil {

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -21,14 +22,19 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/polytropon/polytropon/internal/logging"
+	"github.com/polytropon/polytropon/internal/privdrop"
+	"github.com/polytropon/polytropon/internal/tailbuf"
 	"github.com/polytropon/polytropon/netstack"
 	"github.com/polytropon/polytropon/pool/elastic"
+	"github.com/polytropon/polytropon/service"
 )
 
 // Options tune Serve; zero values take the defaults.
 type Options struct {
-	// Exe is the polytropon binary started (as `pool-exec ... -- EXE service`)
-	// for each pool; default os.Executable().
+	// Exe is the polytropon binary started (as `pool-exec ... --uid U --gid G
+	// -- EXE service --handoff ...`) for each pool; default os.Executable().
+	// The pool's user needs execute permission on it (not on its directory:
+	// it is executed through a descriptor opened as root).
 	Exe string
 	// Stderr receives the services' logs; default os.Stderr.
 	Stderr io.Writer
@@ -105,8 +111,13 @@ type running struct {
 	mu       sync.Mutex
 	cmd      *exec.Cmd // the current service process; nil between restarts
 	restarts int
-	up       bool       // the service printed its ready line and has not exited since
-	ready    chan error // the first start's outcome; buffered, written once
+	// healthRestarts counts the restarts serve forced because the service
+	// stopped answering its health checks; lastUnhealthy says why the last
+	// one was.
+	healthRestarts int
+	lastUnhealthy  string
+	up             bool       // the service printed its ready line and has not exited since
+	ready          chan error // the first start's outcome; buffered, written once
 }
 
 // record is what serve leaves in RunDir so that the next serve can clean up after
@@ -137,6 +148,10 @@ type recordPool struct {
 	ServicePid  int         `json:"service_pid,omitempty"`
 	ServiceUp   bool        `json:"service_up,omitempty"`
 	Restarts    int         `json:"restarts,omitempty"`
+	// HealthRestarts are the restarts serve forced on a service that
+	// stopped answering (counted in Restarts too), LastUnhealthy why.
+	HealthRestarts int    `json:"health_restarts,omitempty"`
+	LastUnhealthy  string `json:"last_unhealthy,omitempty"`
 	// UID and GID are the pool's user: `run --rootfs` runs the image's
 	// command as them.
 	UID uint32 `json:"uid"`
@@ -174,6 +189,9 @@ type NetRes struct {
 // tears everything down.
 func Serve(cfg Config, opts Options, logger *zap.Logger) (_ *Server, err error) {
 	if err := opts.defaults(); err != nil {
+		return nil, err
+	}
+	if err := cfg.CheckUsers(); err != nil {
 		return nil, err
 	}
 	s := &Server{cfg: cfg, opts: opts, log: logging.OrNop(logger)}
@@ -389,6 +407,7 @@ func (s *Server) writeRecord() error {
 					rp.ServicePid = r.cmd.Process.Pid
 				}
 				rp.ServiceUp, rp.Restarts = r.up, r.restarts
+				rp.HealthRestarts, rp.LastUnhealthy = r.healthRestarts, r.lastUnhealthy
 				r.mu.Unlock()
 			}
 		}
@@ -472,7 +491,8 @@ func (s *Server) startPool(p *Pool) (*running, error) {
 
 // supervise runs the pool's service until stop, restarting it with exponential
 // backoff (capped at MaxBackoff, reset after a run that lasted a minute) when it
-// exits. A service that exits before its first start completes fails Serve.
+// exits, or after killing it when it stops answering its health checks (see
+// Health). A service that exits before its first start completes fails Serve.
 func (r *running) supervise() {
 	defer close(r.done)
 	log := r.s.log.With(zap.String("pool", r.p.Name))
@@ -480,7 +500,7 @@ func (r *running) supervise() {
 	first := true
 	for {
 		started := time.Now()
-		cmd, readyc, err := r.start()
+		cmd, readyc, parent, tail, err := r.start()
 		if err != nil {
 			if first {
 				r.ready <- err
@@ -491,12 +511,19 @@ func (r *running) supervise() {
 			waitc := make(chan error, 1)
 			go func() { waitc <- cmd.Wait() }()
 			var werr error
+			unhealthy := ""
+			readyTimer := time.NewTimer(r.s.opts.ReadyTimeout)
 			select {
+			case <-readyTimer.C:
+				// Hung while starting: no health check reaches it yet.
+				unhealthy = fmt.Sprintf("not ready %v after its start", r.s.opts.ReadyTimeout)
+				log.Error("service does not get ready; killing it", zap.Int("pid", cmd.Process.Pid), zap.String("why", unhealthy))
+				_ = cmd.Process.Kill()
+				werr = <-waitc
 			case <-readyc:
-				if err := r.readied(); err != nil {
-					log.Error("service socket", zap.Error(err))
-				}
-				log.Info("service ready", zap.Int("pid", cmd.Process.Pid), zap.String("socket", r.p.Socket()))
+				readyTimer.Stop()
+				log.Info("service ready", zap.Int("pid", cmd.Process.Pid), zap.String("socket", r.p.Socket()),
+					zap.Stringer("user", privdrop.Identity{UID: r.p.UID, GID: r.p.GID}))
 				r.mu.Lock()
 				r.up = true
 				r.mu.Unlock()
@@ -507,8 +534,26 @@ func (r *running) supervise() {
 					r.ready <- nil
 					first = false
 				}
-				werr = <-waitc
+				stopHealth := make(chan struct{})
+				sick := make(chan string, 1)
+				go r.watchHealth(log, stopHealth, sick)
+				select {
+				case werr = <-waitc:
+				case unhealthy = <-sick:
+					// SIGKILL: a stopped process cannot delay it, and a
+					// service that does not answer would not honour
+					// SIGTERM's graceful stop either.
+					log.Error("service does not answer its health checks; killing it", zap.Int("pid", cmd.Process.Pid), zap.String("why", unhealthy))
+					_ = cmd.Process.Kill()
+					werr = <-waitc
+				}
+				close(stopHealth)
 			case werr = <-waitc:
+				readyTimer.Stop()
+			}
+			// Its mounts and sockets go with it; a restart makes them anew.
+			if err := parent.Cleanup(); err != nil {
+				log.Warn("cleaning up after the service", zap.Error(err))
 			}
 			r.mu.Lock()
 			r.cmd = nil
@@ -520,7 +565,11 @@ func (r *running) supervise() {
 			default:
 			}
 			if first {
-				r.ready <- fmt.Errorf("service exited before it was ready: %v", werr)
+				why := fmt.Sprintf("exited before it was ready: %v", werr)
+				if unhealthy != "" {
+					why = unhealthy
+				}
+				r.ready <- fmt.Errorf("service %s; its last words: %s", why, lastLines(tail.String(), 3))
 				return
 			}
 			if time.Since(started) > time.Minute {
@@ -529,6 +578,10 @@ func (r *running) supervise() {
 			r.mu.Lock()
 			r.restarts++
 			n := r.restarts
+			if unhealthy != "" {
+				r.healthRestarts++
+				r.lastUnhealthy = time.Now().UTC().Format(time.RFC3339) + " " + unhealthy
+			}
 			r.mu.Unlock()
 			log.Warn("service exited; restarting", zap.Error(werr), zap.Int("restart", n), zap.Duration("backoff", backoff))
 			if err := r.s.writeRecord(); err != nil {
@@ -544,9 +597,107 @@ func (r *running) supervise() {
 	}
 }
 
-// start launches the service inside the pool's cgroup; readyc is closed when it
-// prints its ready line.
-func (r *running) start() (*exec.Cmd, chan struct{}, error) {
+// watchHealth pings the service's control socket every Health.Interval until
+// stop, and sends on sick why it gave up after Health.Failures failures in a
+// row. Workers that make no progress while requests wait are logged, not
+// killed: a worker blocked in slow I/O looks the same.
+func (r *running) watchHealth(log *zap.Logger, stop <-chan struct{}, sick chan<- string) {
+	h := r.s.cfg.Health
+	fails := 0
+	var lastServed int64 = -1
+	stalled := 0
+	next := time.Now().Add(h.Interval)
+	for {
+		select {
+		case <-stop:
+			return
+		case <-r.stop:
+			// serve is stopping the service: a graceful stop (flushing
+			// write-back caches) may take longer than the health bound.
+			return
+		case <-time.After(time.Until(next)):
+		}
+		start := time.Now()
+		next = start.Add(h.Interval)
+		rep, err := ping(r.p.controlSocket(), h.Timeout)
+		if err != nil {
+			fails++
+			log.Warn("service health check failed", zap.Int("failures", fails), zap.Int("of", h.Failures), zap.Error(err))
+			if fails >= h.Failures {
+				sick <- fmt.Sprintf("%d health checks in a row failed (every %v, %v each), the last: %v", fails, h.Interval, h.Timeout, err)
+				return
+			}
+			continue
+		}
+		if fails > 0 {
+			log.Info("service answers its health checks again", zap.Int("after_failures", fails))
+		}
+		fails = 0
+		if rep.Pending > 0 && rep.Value == lastServed {
+			stalled++
+			if stalled == h.Failures {
+				log.Warn("service workers made no progress while requests wait (busy in slow I/O, or stuck); not restarting it for that",
+					zap.Int64("pending", rep.Pending), zap.Duration("for", time.Duration(stalled)*h.Interval))
+			}
+		} else {
+			stalled = 0
+		}
+		lastServed = rep.Value
+	}
+}
+
+// ping is one health check: connect, ask, answer, all within timeout.
+func ping(control string, timeout time.Duration) (service.ControlReply, error) {
+	deadline := time.Now().Add(timeout)
+	c, err := net.DialTimeout("unix", control, timeout)
+	if err != nil {
+		return service.ControlReply{}, err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(deadline)
+	if _, err := c.Write([]byte(`{"op":"` + service.ControlPing + `"}` + "\n")); err != nil {
+		return service.ControlReply{}, err
+	}
+	line, err := bufio.NewReader(c).ReadBytes('\n')
+	if err != nil {
+		return service.ControlReply{}, err
+	}
+	var rep service.ControlReply
+	if err := json.Unmarshal(line, &rep); err != nil {
+		return rep, fmt.Errorf("ping reply %q: %w", line, err)
+	}
+	if rep.Error != "" {
+		return rep, errors.New("service: " + rep.Error)
+	}
+	return rep, nil
+}
+
+// start launches the service inside the pool's cgroup, as the pool's user:
+// serve makes its sockets and FUSE mounts (service.Prepare) and pool-exec
+// joins the cgroups and the network namespace, drops to the pool's uid and
+// gid for good and execs the service with them. readyc is closed when it
+// prints its ready line; the caller calls parent.Cleanup once it exited.
+func (r *running) start() (*exec.Cmd, chan struct{}, *service.Parent, *tailbuf.Buffer, error) {
+	// The configuration serve wrote, handed over open: the pool's user may
+	// not read the state directory's files.
+	f, err := os.Open(r.p.serviceConfigPath())
+	if err != nil {
+		return nil, nil, nil, nil, err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(f)
+	if err != nil {
+		return nil, nil, nil, nil, err
+	}
+	scfg, err := service.ParseConfig(data)
+	if err != nil {
+		return nil, nil, nil, nil, fmt.Errorf("%s: %w", r.p.serviceConfigPath(), err)
+	}
+	user := privdrop.Identity{UID: r.p.UID, GID: r.p.GID}
+	parent, err := service.Prepare(scfg, f, user, r.s.log.With(zap.String("pool", r.p.Name)))
+	if err != nil {
+		return nil, nil, nil, nil, err
+	}
 	args := []string{"pool-exec"}
 	for _, f := range r.cg.ProcsFiles() {
 		args = append(args, "--cgroup-procs", f)
@@ -554,25 +705,31 @@ func (r *running) start() (*exec.Cmd, chan struct{}, error) {
 	if r.net != nil {
 		args = append(args, "--netns", r.net.NetnsPath)
 	}
+	args = append(args, "--uid", strconv.FormatUint(uint64(user.UID), 10), "--gid", strconv.FormatUint(uint64(user.GID), 10))
 	args = append(args, "--", r.s.opts.Exe, "service", "--config", r.p.serviceConfigPath())
+	args = append(args, parent.HandoffArgs()...)
 	cmd := exec.Command(r.s.opts.Exe, args...)
-	cmd.Stderr = r.s.opts.Stderr
+	cmd.ExtraFiles = parent.ExtraFiles()
+	tail := &tailbuf.Buffer{}
+	cmd.Stderr = io.MultiWriter(r.s.opts.Stderr, tail)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
-		return nil, nil, err
+		_ = parent.Cleanup()
+		return nil, nil, nil, nil, err
 	}
-	// A stale socket would make the service's listen fail.
-	_ = os.Remove(r.p.Socket())
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	select {
 	case <-r.stop:
-		return nil, nil, errors.New("stopping")
+		_ = parent.Cleanup()
+		return nil, nil, nil, nil, errors.New("stopping")
 	default:
 	}
 	if err := cmd.Start(); err != nil {
-		return nil, nil, err
+		_ = parent.Cleanup()
+		return nil, nil, nil, nil, err
 	}
+	parent.Started()
 	r.cmd = cmd
 	readyc := make(chan struct{})
 	go func() {
@@ -589,27 +746,13 @@ func (r *running) start() (*exec.Cmd, chan struct{}, error) {
 		}
 		_, _ = io.Copy(io.Discard, out)
 	}()
-	return cmd, readyc, nil
+	return cmd, readyc, parent, tail, nil
 }
 
-// readied gives the socket to the pool's owner. Until then the socket has the
-// service's default mode, which lets nobody but root connect, and the service
-// admits only root, itself and the pool's uid anyway (SO_PEERCRED).
-func (r *running) readied() error {
-	// The directory is root's, so nobody can swap the socket for a symlink;
-	// still, never follow one here (defence in depth: root chowning through
-	// a symlink gives its target away).
-	fi, err := os.Lstat(r.p.Socket())
-	if err != nil {
-		return err
-	}
-	if fi.Mode().Type() != os.ModeSocket {
-		return fmt.Errorf("%s is not the service's socket (%v)", r.p.Socket(), fi.Mode().Type())
-	}
-	if err := os.Lchown(r.p.Socket(), int(r.p.UID), int(r.p.GID)); err != nil {
-		return err
-	}
-	return os.Chmod(r.p.Socket(), 0o660)
+// lastLines is the last n lines of s, joined by " | ".
+func lastLines(s string, n int) string {
+	ls := strings.Split(s, "\n")
+	return strings.Join(ls[max(0, len(ls)-n):], " | ")
 }
 
 // ServicePid is the pid of the pool's current service process, 0 if none.

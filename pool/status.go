@@ -55,6 +55,14 @@ type ServiceState struct {
 	Pid      int  `json:"pid,omitempty"`
 	Running  bool `json:"running"`
 	Restarts int  `json:"restarts"`
+	// HealthRestarts are the restarts serve forced because the service
+	// stopped answering its health checks (included in Restarts);
+	// LastUnhealthy is when and why the last one was.
+	HealthRestarts int    `json:"health_restarts"`
+	LastUnhealthy  string `json:"last_unhealthy,omitempty"`
+	// UID and GID are the pool's user, which the service runs as.
+	UID uint32 `json:"uid"`
+	GID uint32 `json:"gid"`
 }
 
 // Status reads the record of the serve of runDir (RunDir/pools.json) and the
@@ -73,7 +81,8 @@ func Status(runDir string) (*Report, error) {
 	for _, p := range rec.Pools {
 		ps := PoolStatus{
 			Name: p.Name, Socket: p.Socket, Reservation: p.Reservation, Decisions: []string{},
-			Service: ServiceState{Pid: p.ServicePid, Restarts: p.Restarts},
+			Service: ServiceState{Pid: p.ServicePid, Restarts: p.Restarts, HealthRestarts: p.HealthRestarts,
+				LastUnhealthy: p.LastUnhealthy, UID: p.UID, GID: p.GID},
 		}
 		ps.Service.Running = rep.ServeRunning && p.ServiceUp && p.ServicePid > 0 && unix.Kill(p.ServicePid, 0) == nil
 		ps.Usage = usage(p.CgroupProcs)

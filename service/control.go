@@ -18,9 +18,13 @@ import (
 
 // The control socket (Config.Control) is how serve's elasticity watches and moves
 // a running service: one JSON request per connection line, one JSON answer line.
-// Only root and the service's own uid may use it (SO_PEERCRED, and the socket is
-// 0600): a tenant may read its status over the direct path, not resize its service.
+// Only root may use it when a privileged parent started the service (serve:
+// the service's uid is the tenant's, and the tenant must not resize its own
+// service); root and the service's own uid for a service a user runs for
+// itself (SO_PEERCRED, and the socket is 0600): a tenant may read its status
+// over the direct path.
 //
+//	{"op":"ping"}                       -> {"value":SERVED,"pending":N}
 //	{"op":"status"}                     -> {"status":{...Status...}}
 //	{"op":"set_workers","value":N}      -> {"value":N}   (SetWorkers)
 //	{"op":"set_cache_bytes","value":N}  -> {"value":SET} (ResizeCaches)
@@ -38,10 +42,16 @@ type ControlReply struct {
 	Error  string  `json:"error,omitempty"`
 	Value  int64   `json:"value,omitempty"`
 	Status *Status `json:"status,omitempty"`
+	// Pending (ping) is how many requests wait in the ring.
+	Pending int64 `json:"pending,omitempty"`
 }
 
 // Control operations.
 const (
+	// ControlPing is serve's health check: it answers at once, from the
+	// control goroutine, with the requests served so far (Value) and those
+	// waiting (Pending), without gathering the metrics a status does.
+	ControlPing          = "ping"
 	ControlStatus        = "status"
 	ControlSetWorkers    = "set_workers"
 	ControlSetCacheBytes = "set_cache_bytes"
@@ -133,10 +143,12 @@ func (s *Service) controlPeer(conn *net.UnixConn) error {
 	if cerr != nil {
 		return cerr
 	}
-	if cred.Uid != 0 && int(cred.Uid) != os.Geteuid() {
-		return fmt.Errorf("uid %d (pid %d) may not control the service", cred.Uid, cred.Pid)
+	for _, u := range s.ctlUIDs {
+		if cred.Uid == u {
+			return nil
+		}
 	}
-	return nil
+	return fmt.Errorf("uid %d (pid %d) may not control the service", cred.Uid, cred.Pid)
 }
 
 func (s *Service) controlConn(conn *net.UnixConn) {
@@ -163,6 +175,9 @@ func (s *Service) controlConn(conn *net.UnixConn) {
 
 func (s *Service) control(req ControlRequest) ControlReply {
 	switch req.Op {
+	case ControlPing:
+		bs := s.back.Stats()
+		return ControlReply{Value: bs.Served, Pending: int64(s.back.QueueLen())}
 	case ControlStatus:
 		st := s.Status()
 		return ControlReply{Status: &st}
@@ -230,22 +245,23 @@ func (c *ControlClient) Do(req ControlRequest, timeout time.Duration) (ControlRe
 	return rep, nil
 }
 
-// removeStaleControl removes a control socket nobody listens on (a killed
-// service's); anything else at the path is an error.
-func removeStaleControl(path string) error {
+// removeStaleSocket removes a socket of type network ("unix", "unixpacket")
+// nobody listens on (a killed service's); anything else at the path is an
+// error.
+func removeStaleSocket(path, network string) error {
 	fi, err := os.Lstat(path)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
 	}
 	if err != nil {
-		return fmt.Errorf("control: %w", err)
+		return fmt.Errorf("service: %w", err)
 	}
 	if fi.Mode()&os.ModeSocket == 0 {
-		return fmt.Errorf("control: %s exists and is not a socket", path)
+		return fmt.Errorf("service: %s exists and is not a socket", path)
 	}
-	if c, err := net.DialTimeout("unix", path, 100*time.Millisecond); err == nil {
+	if c, err := net.DialTimeout(network, path, 100*time.Millisecond); err == nil {
 		c.Close()
-		return fmt.Errorf("control: a service already listens on %s", path)
+		return fmt.Errorf("service: a service already listens on %s", path)
 	}
 	return os.Remove(path)
 }

@@ -26,11 +26,36 @@
 // instances, which flushes write-back caches. A SIGKILLed service loses only what
 // was not fsynced; its stale FUSE mountpoints are cleaned at the next start.
 //
+// # Who the service is (privilege separation)
+//
+// A tenant's service runs as the tenant's user, with no capabilities: serve
+// starts each pool's service so, and `polytropon service` started by root
+// does when its configuration has a user (Config.User). What needs root is
+// done by a privileged parent before the service starts, and handed over as
+// inherited descriptors (Handoff): Prepare makes the direct path's listening
+// socket (the user's, 0660), the control socket (root's, 0600), the metrics
+// listener and every FUSE mount (fusegw.MountConnection: the user's mount,
+// default_permissions); the process is dropped to the user
+// (internal/privdrop, through `polytropon pool-exec`); Inherit completes the
+// drop before anything else and reads the configuration from its inherited
+// descriptor; Start serves the inherited listeners and connections
+// (fusegw.ServeConnection). The service asks its parent over a socket pair
+// (the monitor: one request, "detach", no arguments) to detach its FUSE
+// mounts when it stops; the parent detaches what is left and removes the
+// sockets once it exited (Parent.Cleanup), and RunParent is that parent for
+// a standalone service (it forwards SIGTERM and SIGINT). A root service
+// without a user warns loudly at start; Status says who the service runs as
+// (UID, GID, Privileged, RunsAs). A service that is not root checks at start
+// that its user can use every passthrough branch and names the directory
+// and the fix when it cannot.
+//
 // # Control
 //
 // With Config.Control set, the service also listens on a control socket (0600,
-// root and its own uid only, by SO_PEERCRED) that serve's elasticity uses: its
-// status document, SetWorkers (the back driver adds or retires workers between
+// by SO_PEERCRED root alone when a privileged parent started it, root and its
+// own uid for a user's own service) that serve uses: ping (serve's health
+// check, answered by the control goroutine, not the workers), its status
+// document, SetWorkers (the back driver adds or retires workers between
 // requests) and ResizeCaches (every resizable page cache of its stacks, each
 // within its own max_size). Tenants read status over the direct path; they
 // cannot resize their service.
@@ -43,5 +68,6 @@
 //
 // Lock order: back.ClientCtx's handle-table lock and the handler's clientState.mu
 // are never held together (the handler takes one, releases it, then the other);
-// object.mu (a directory's listing) and lockTable.mu are leaves.
+// object.mu (a directory's listing), lockTable.mu and Service.monitorMu (one
+// request to the parent at a time) are leaves.
 package service

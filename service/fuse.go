@@ -27,6 +27,18 @@ func mountFUSE(m FUSEMount, in *instance, log *zap.Logger) (fuseMount, error) {
 	return fuseMount{srv: srv, log: log}, nil
 }
 
+// serveFUSE serves in on a FUSE connection the privileged parent mounted
+// (hf); askParent asks it to detach the mount, which this process may not.
+func serveFUSE(m FUSEMount, hf HandoffFUSE, in *instance, log *zap.Logger, askParent func() error) (fuseMount, error) {
+	srv, err := fusegw.ServeConnection(hf.FD, hf.Path, hf.Dev, in.fs, fusegw.Options{Name: "polytropon:" + in.name, Logger: log,
+		AttrTimeout: m.AttrTimeout, EntryTimeout: m.EntryTimeout, DirectIO: m.DirectIO, AllowOther: m.AllowOther}, askParent)
+	if err != nil {
+		return fuseMount{}, err
+	}
+	log.Info("FUSE mount (mounted by the parent)", zap.String("fs", in.name), zap.String("mountpoint", srv.Mountpoint()))
+	return fuseMount{srv: srv, log: log}, nil
+}
+
 // unmountWait bounds how long shutdown waits for the kernel to release a mount
 // whose files are still open in other processes (the lazy unmount lets it go
 // later; the instance must outlive the last request, so the wait is not skipped

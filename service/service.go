@@ -18,7 +18,9 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/polytropon/polytropon/internal/logging"
+	"github.com/polytropon/polytropon/internal/privdrop"
 	"github.com/polytropon/polytropon/ipc/back"
+	"github.com/polytropon/polytropon/ipc/shm"
 	"github.com/polytropon/polytropon/libservices"
 	"github.com/polytropon/polytropon/libservices/stack"
 )
@@ -52,6 +54,16 @@ type Config struct {
 	HugePages bool `yaml:"huge_pages"`
 	// Filesystems are the instances the service hosts.
 	Filesystems []FilesystemConfig `yaml:"filesystems"`
+	// User, for a service started by root, is the user it runs as: `polytropon
+	// service` then stays root only in a small parent that makes the sockets
+	// and FUSE mounts and hands them to the service process, which runs as
+	// User with no capabilities (RunParent). Without it a root-started
+	// service runs as host root, and says so loudly.
+	User *User `yaml:"user"`
+
+	// Handoff, set in a service process a privileged parent started
+	// (Inherit), holds the descriptors it inherited.
+	Handoff *Handoff `yaml:"-"`
 }
 
 // FilesystemConfig is one instance: its stack, where it appears in the service's
@@ -126,6 +138,11 @@ func (c *Config) Validate() error {
 	if len(c.Filesystems) == 0 {
 		return &libservices.ConfigError{Key: "filesystems", Msg: "at least one filesystem is required"}
 	}
+	if c.User != nil {
+		if err := c.User.Identity().Validate(); err != nil {
+			return &libservices.ConfigError{Key: "user", Msg: err.Error()}
+		}
+	}
 	names := map[string]bool{}
 	fuse := map[string]string{}
 	for i := range c.Filesystems {
@@ -177,6 +194,16 @@ type Service struct {
 	httpLn  net.Listener
 	fuse    []fuseMount
 	started time.Time
+	// runsAs is who this process is (privdrop.State), read at Start.
+	runsAs privdrop.State
+	// monitor (with monitorMu) reaches the privileged parent of a service
+	// started with a Handoff; nil otherwise.
+	monitor   *net.UnixConn
+	monitorMu sync.Mutex
+	// ctlUIDs may use the control socket: root alone for a service whose
+	// parent is privileged (its user is the tenant), root and its own uid
+	// otherwise (a user's own service).
+	ctlUIDs []uint32
 	ctlLn   *net.UnixListener
 	ctlWG   sync.WaitGroup
 	// ctlMu guards ctlConns and ctlClosed: Close closes the open control
@@ -191,6 +218,11 @@ type Service struct {
 
 // Start builds every instance, mounts their FUSE mountpoints, listens on the socket
 // and, when configured, serves metrics. On error nothing is left running.
+//
+// With cfg.Handoff (a process a privileged parent started; see Inherit) the
+// sockets and FUSE mounts are the inherited ones, and the control socket
+// admits root only. Without it, a service running as root warns that it
+// holds host root.
 func Start(cfg Config, logger *zap.Logger) (_ *Service, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -201,6 +233,29 @@ func Start(cfg Config, logger *zap.Logger) (_ *Service, err error) {
 			s.teardown()
 		}
 	}()
+	if s.runsAs, err = privdrop.Self(); err != nil {
+		return nil, fmt.Errorf("service: %w", err)
+	}
+	h := cfg.Handoff
+	if err := s.checkIdentity(); err != nil {
+		return nil, err
+	}
+	if h != nil {
+		// The daemon's copy profile (/var/lib/polytropon), as when serve ran
+		// its services as root; the first call wins, back.Listen's is a no-op.
+		shm.UseCopyProfile(true, s.log)
+		c, err := inheritConn(h.Monitor, "monitor")
+		if err != nil {
+			return nil, err
+		}
+		s.monitor = c
+		s.ctlUIDs = []uint32{0}
+	} else {
+		s.ctlUIDs = []uint32{0, uint32(os.Geteuid())}
+	}
+	if err := checkBranches(&cfg); err != nil {
+		return nil, err
+	}
 	env := &libservices.Env{Logger: s.log, Shared: &libservices.Shared{}}
 	for i := range cfg.Filesystems {
 		f := &cfg.Filesystems[i]
@@ -215,9 +270,20 @@ func Start(cfg Config, logger *zap.Logger) (_ *Service, err error) {
 	}
 	m := newMetrics(s.insts)
 	s.h = &handler{mounts: s.mounts, log: s.log, m: m, status: s.statusJSON}
+	k := 0
 	for i, f := range cfg.Filesystems {
 		for _, m := range f.mounts() {
-			fm, err := mountFUSE(m, s.insts[i], s.log)
+			var fm fuseMount
+			var err error
+			if h != nil {
+				if k >= len(h.FUSE) {
+					return nil, fmt.Errorf("filesystems[%d].fuse %s: the parent mounted %d FUSE mountpoints, fewer than configured", i, m.Path, len(h.FUSE))
+				}
+				fm, err = serveFUSE(m, h.FUSE[k], s.insts[i], s.log, s.askParent)
+				k++
+			} else {
+				fm, err = mountFUSE(m, s.insts[i], s.log)
+			}
 			if err != nil {
 				return nil, fmt.Errorf("filesystems[%d].fuse %s: %w", i, m.Path, err)
 			}
@@ -228,6 +294,11 @@ func Start(cfg Config, logger *zap.Logger) (_ *Service, err error) {
 	bc := back.Config{SocketPath: cfg.Socket, Handler: s.h, Workers: cfg.Workers, CPUs: cfg.CPUs,
 		MaxClients: cfg.MaxClients, DescsPerClient: cfg.Descriptors, SlotBytes: int(cfg.SlotSize),
 		HugePages: cfg.HugePages, Logger: s.log}
+	if h != nil {
+		if bc.Listener, err = inheritUnixListener(h.Socket, "socket"); err != nil {
+			return nil, err
+		}
+	}
 	if cfg.Spin != nil {
 		bc.SpinBudget = *cfg.Spin
 		if bc.SpinBudget == 0 {
@@ -240,10 +311,18 @@ func Start(cfg Config, logger *zap.Logger) (_ *Service, err error) {
 		bc.Allow = back.AllowUIDs(allowed...)
 	}
 	if s.back, err = back.Listen(bc); err != nil {
+		if bc.Listener != nil {
+			bc.Listener.Close()
+		}
 		return nil, err
 	}
-	if cfg.Control != "" {
-		if err := removeStaleControl(cfg.Control); err != nil {
+	switch {
+	case h != nil && h.Control != 0:
+		if s.ctlLn, err = inheritUnixListener(h.Control, "control"); err != nil {
+			return nil, err
+		}
+	case h == nil && cfg.Control != "":
+		if err := removeStaleSocket(cfg.Control, "unix"); err != nil {
 			return nil, err
 		}
 		if s.ctlLn, err = net.ListenUnix("unix", &net.UnixAddr{Name: cfg.Control, Net: "unix"}); err != nil {
@@ -252,13 +331,25 @@ func Start(cfg Config, logger *zap.Logger) (_ *Service, err error) {
 		if err := os.Chmod(cfg.Control, 0o600); err != nil {
 			return nil, fmt.Errorf("control: %w", err)
 		}
+	}
+	if s.ctlLn != nil {
 		s.ctlWG.Add(1)
 		go s.serveControl(s.ctlLn)
 	}
-	if cfg.Metrics != "" {
+	switch {
+	case h != nil && h.Metrics != 0:
+		f := os.NewFile(uintptr(h.Metrics), "metrics")
+		s.httpLn, err = net.FileListener(f)
+		f.Close()
+		if err != nil {
+			return nil, fmt.Errorf("metrics: inherited listener: %w", err)
+		}
+	case h == nil && cfg.Metrics != "":
 		if s.httpLn, err = net.Listen("tcp", cfg.Metrics); err != nil {
 			return nil, fmt.Errorf("metrics: %w", err)
 		}
+	}
+	if s.httpLn != nil {
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{}))
 		s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
@@ -269,8 +360,63 @@ func Start(cfg Config, logger *zap.Logger) (_ *Service, err error) {
 		}()
 	}
 	s.log.Info("service started", zap.String("socket", cfg.Socket), zap.Int("filesystems", len(s.insts)),
-		zap.String("metrics", s.MetricsAddr()))
+		zap.String("metrics", s.MetricsAddr()), zap.String("runs_as", s.runsAs.Describe()))
 	return s, nil
+}
+
+// checkIdentity refuses a configuration's user the process cannot be, and
+// warns loudly when it runs as host root.
+func (s *Service) checkIdentity() error {
+	u, h := s.cfg.User, s.cfg.Handoff
+	euid := uint32(os.Geteuid())
+	switch {
+	case h != nil:
+		if s.runsAs.Privileged() {
+			return fmt.Errorf("service: started with a handoff but runs as %s", s.runsAs.Describe())
+		}
+	case u != nil && euid == 0:
+		return fmt.Errorf("service: the configuration's user is %v: as root, run it through RunParent (`polytropon service` does), which makes its sockets and mounts and drops to that user", u.Identity())
+	case u != nil && (u.UID != euid || u.GID != uint32(os.Getegid())):
+		return fmt.Errorf("service: the configuration's user is %v, but this process is uid %d gid %d and cannot become it (only root can)", u.Identity(), euid, os.Getegid())
+	case euid == 0:
+		s.log.Warn("THE SERVICE RUNS AS HOST ROOT: every request it serves acts with root's rights on the host; "+
+			"add `user: {uid: N, gid: M}` to its configuration to run it as that user with no capabilities",
+			zap.String("runs_as", s.runsAs.Describe()))
+	}
+	return nil
+}
+
+// askParent asks the privileged parent to detach this service's FUSE mounts.
+func (s *Service) askParent() error { return askParent(s.monitor, &s.monitorMu, monitorDetach) }
+
+func inheritUnixListener(fd int, what string) (*net.UnixListener, error) {
+	f := os.NewFile(uintptr(fd), what)
+	defer f.Close()
+	ln, err := net.FileListener(f)
+	if err != nil {
+		return nil, fmt.Errorf("service: inherited %s listener (fd %d): %w", what, fd, err)
+	}
+	ul, ok := ln.(*net.UnixListener)
+	if !ok {
+		ln.Close()
+		return nil, fmt.Errorf("service: inherited %s (fd %d) is not a Unix socket listener", what, fd)
+	}
+	return ul, nil
+}
+
+func inheritConn(fd int, what string) (*net.UnixConn, error) {
+	f := os.NewFile(uintptr(fd), what)
+	defer f.Close()
+	c, err := net.FileConn(f)
+	if err != nil {
+		return nil, fmt.Errorf("service: inherited %s (fd %d): %w", what, fd, err)
+	}
+	uc, ok := c.(*net.UnixConn)
+	if !ok {
+		c.Close()
+		return nil, fmt.Errorf("service: inherited %s (fd %d) is not a Unix socket", what, fd)
+	}
+	return uc, nil
 }
 
 // Socket returns the direct path's socket.
@@ -330,6 +476,9 @@ func (s *Service) teardown() error {
 			errs = append(errs, fmt.Errorf("closing %s: %w", in.name, err))
 		}
 	}
+	if s.monitor != nil {
+		s.monitor.Close()
+	}
 	err := errors.Join(errs...)
 	if err != nil {
 		s.log.Error("service stopped with errors", zap.Error(err))
@@ -359,6 +508,13 @@ type Status struct {
 	Filesystems []StatusFS     `json:"filesystems"`
 	Ops         []StatusOp     `json:"ops"`
 	Counters    []StatusSample `json:"counters,omitempty"`
+	// UID and GID are the service process's; Privileged is true when it
+	// holds host privilege (uid 0 or any capability), and RunsAs says who it
+	// runs as in words.
+	UID        uint32 `json:"uid"`
+	GID        uint32 `json:"gid"`
+	Privileged bool   `json:"privileged"`
+	RunsAs     string `json:"runs_as"`
 }
 
 // StatusCache is one resizable page cache (top first, as the stacks list them).
@@ -398,6 +554,7 @@ type StatusSample struct {
 func (s *Service) Status() Status {
 	bs := s.back.Stats()
 	st := Status{Socket: s.cfg.Socket, PID: os.Getpid(), UptimeSec: time.Since(s.started).Seconds(),
+		UID: s.runsAs.UIDs[1], GID: s.runsAs.GIDs[1], Privileged: s.runsAs.Privileged(), RunsAs: s.runsAs.Describe(),
 		Workers: bs.Workers, Clients: bs.LiveClients, Served: bs.Served, Rejected: bs.Rejected,
 		Metrics: s.MetricsAddr(), Queue: s.back.QueueLen(), Dequeued: bs.Served + bs.Dropped, Queued: bs.Queued}
 	for _, c := range s.caches() {

@@ -7,6 +7,11 @@
 // of a process: signals, where output goes, how this binary starts itself again
 // (a service, a perf worker, a copy reader, a pool-exec).
 //
+// Privilege: serve and a root-started `service` whose configuration names a
+// user are privileged parents that make sockets and FUSE mounts and hand them
+// to a service running as the tenant's user (`pool-exec` drops to it); see
+// package service and SECURITY.md at the repository root.
+//
 // Each subcommand lives in its own file and registers itself from init() with
 // register (or registerUnder for a group such as perf or tune). A group command is
 // added to the tree only when at least one subcommand registered under it, so --help

@@ -29,7 +29,12 @@ func newMountCmd() *cobra.Command {
 FUSE (the legacy path). Requests reach the service over the direct path, so the
 mount shows exactly what fslib clients see. It runs in the foreground until
 SIGTERM or SIGINT, or until the mount is unmounted from outside, and unmounts on
-exit; a stale mount left at MOUNTPOINT by a killed gateway is cleaned up first.`,
+exit; a stale mount left at MOUNTPOINT by a killed gateway is cleaned up first.
+
+Run by a user, it is that user's mount (fusermount3) with default_permissions:
+the kernel checks every caller's permission bits, the service checks the
+mounter's credentials on each request, and the service itself acts with no
+more than its own user's rights.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if fsName == "" {

@@ -209,6 +209,11 @@ func newRootfsEnv(t *testing.T) (e *serveEnv, serve *exec.Cmd, runDir, upper, im
 			t.Fatal(err)
 		}
 	}
+	// The service runs as the pool's user, which must be able to write the
+	// upper layer.
+	if err := os.Chown(upper, poolUID, poolGID); err != nil {
+		t.Fatal(err)
+	}
 	e = newServeEnvWith(t, "", fmt.Sprintf(`    filesystems:
       - name: root
         stack: [{union: {}}]

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"math"
 	"os"
 	"os/signal"
 	"syscall"
@@ -9,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
 
+	"github.com/polytropon/polytropon/internal/privdrop"
 	"github.com/polytropon/polytropon/pool"
 )
 
@@ -26,8 +28,15 @@ func newServeCmd() *cobra.Command {
 pool's cpuset, memory, pids and block I/O limits, a state directory (root's,
 group the pool's gid, mode 0751) holding the service's socket (0660 uid:gid), and the pool's
 filesystem service started inside the cgroup, its workers pinned to the pool's
-CPUs. Services that exit are restarted with exponential backoff; fslib clients
-reconnect on their own. A pool with a network: block gets a network namespace
+CPUs. The service runs as the pool's uid and gid (both required, neither 0)
+with no capabilities, no_new_privs and not dumpable: serve makes its sockets
+and FUSE mounts (the pool user's) and hands them over; its control socket is
+root's alone; its passthrough branches must be usable by the pool's user.
+Services that exit are restarted with exponential backoff; fslib clients
+reconnect on their own. serve pings each service's control socket every
+health.interval (2s) within health.timeout (5s) and kills and restarts one
+that fails health.failures (3) checks in a row (detected within 17s with the
+defaults); a busy service still answers and is left alone. A pool with a network: block gets a network namespace
 pt-NAME (NAME at most 10 bytes: the host's veth end is pt-NAME-h, and Linux
 interface names have 15), eth0 there with address, the host end with
 host_address, a default route through it and a TBF rate limit (bytes/s) each
@@ -51,6 +60,7 @@ Example configuration:
   cgroup: polytropon          # parent cgroup (default)
   run_dir: /run/polytropon    # lock, record, default state directories
   exclusive_cpus: false       # true: exclusive cpusets for disjoint pools
+  health: {interval: 2s, timeout: 5s, failures: 3}   # the defaults
   pools:
     - name: tenant-a
       cpus: "1"
@@ -103,21 +113,35 @@ Example configuration:
 	return cmd
 }
 
-// newPoolExecCmd is serve's helper: it joins the pool's cgroups, then execs the
-// service (see pool.EnterAndExec for why not start-then-move).
+// newPoolExecCmd is serve's helper (and a root-started service's with a
+// user): it joins the pool's cgroups and network namespace, drops to the
+// pool's user for good, then execs the service (see pool.EnterAndExec for
+// why not start-then-move, and internal/privdrop for the drop).
 func newPoolExecCmd() *cobra.Command {
 	var procs []string
 	var netns string
+	var uid, gid int64
 	cmd := &cobra.Command{
-		Use:    "pool-exec --cgroup-procs FILE... [--netns PATH] -- CMD ARGS",
-		Short:  "Enter cgroups, then exec a command (used by serve)",
+		Use:    "pool-exec [--cgroup-procs FILE...] [--netns PATH] [--uid N --gid M] -- CMD ARGS",
+		Short:  "Enter cgroups, drop to a user, then exec a command (used by serve)",
 		Hidden: true,
 		Args:   cobra.MinimumNArgs(1),
 		RunE: func(_ *cobra.Command, args []string) error {
-			return pool.EnterAndExec(procs, netns, args)
+			if (uid < 0) != (gid < 0) {
+				return fmt.Errorf("pool-exec: --uid and --gid go together")
+			}
+			if uid < 0 {
+				return pool.EnterAndExec(procs, netns, args)
+			}
+			if uid > math.MaxUint32 || gid > math.MaxUint32 {
+				return fmt.Errorf("pool-exec: --uid %d --gid %d out of range", uid, gid)
+			}
+			return pool.EnterAndExecAs(procs, netns, &privdrop.Identity{UID: uint32(uid), GID: uint32(gid)}, args)
 		},
 	}
 	cmd.Flags().StringArrayVar(&procs, "cgroup-procs", nil, "cgroup.procs file to write our pid to (repeatable)")
 	cmd.Flags().StringVar(&netns, "netns", "", "network namespace to run in (bind-mounted namespace file)")
+	cmd.Flags().Int64Var(&uid, "uid", -1, "user to drop to before the exec (with --gid)")
+	cmd.Flags().Int64Var(&gid, "gid", -1, "group to drop to before the exec (with --uid)")
 	return cmd
 }

@@ -41,7 +41,7 @@ func TestServeExclusiveCpusets(t *testing.T) {
 	e := &serveEnv{dir: dir, parent: fmt.Sprintf("polytropon-cmdtest-excl-%d", os.Getpid()), pool: "a"}
 	e.stateDir = filepath.Join(dir, "run", "a")
 	e.cfg = filepath.Join(dir, "serve.yaml")
-	fs := "    spin: 0\n    filesystems: [{name: data, stack: [{memfs: {}}]}]\n"
+	fs := fmt.Sprintf("    uid: %d\n    gid: %d\n    spin: 0\n    filesystems: [{name: data, stack: [{memfs: {}}]}]\n", poolUID, poolGID)
 	cfg := fmt.Sprintf("cgroup: %s\nrun_dir: %s\nexclusive_cpus: true\npools:\n  - name: a\n    cpus: \"%d\"\n%s  - name: b\n    cpus: \"%d\"\n%s  - name: c\n    cpus: \"%d\"\n%s",
 		e.parent, filepath.Join(dir, "run"), cpus[0], fs, cpus[1], fs, cpus[1], fs)
 	if err := os.WriteFile(e.cfg, []byte(cfg), 0o644); err != nil {

@@ -1,9 +1,12 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"runtime/pprof"
+	"strconv"
 
 	"github.com/spf13/cobra"
 
@@ -17,6 +20,7 @@ func newServiceCmd() *cobra.Command {
 		config     string
 		socket     string
 		cpuprofile string
+		handoff    string
 	)
 	cmd := &cobra.Command{
 		Use:   "service --config FILE",
@@ -28,9 +32,19 @@ and, where configured, to unmodified programs through FUSE mounts.
 SIGTERM or SIGINT stops it gracefully: no new clients, in-flight requests finish,
 open files are closed, FUSE mounts unmounted, write-back caches flushed; exit 0.
 
+Started by root, a service with a user key (user: {uid: N, gid: M}, or a user
+name) runs as that user with no capabilities, no_new_privs and not dumpable: a
+small root parent makes its socket (owned by the user, mode 0660), its control
+socket (root only) and its FUSE mounts (the user's, default_permissions), hands
+them over, forwards SIGTERM and SIGINT, and removes them when the service exits.
+Passthrough branches must be usable by the user (it fails at start naming the
+directory otherwise). Without the key, a service started by root runs as host
+root and warns so at start; polytropon status shows who a service runs as.
+
 Example configuration:
 
   socket: /run/polytropon/tenant-a.sock
+  user: {uid: 1000, gid: 1000}  # as root: run the service as this user
   workers: 1
   metrics: 127.0.0.1:9464
   filesystems:
@@ -48,9 +62,25 @@ Example configuration:
 			if config == "" {
 				return fmt.Errorf("--config is required")
 			}
-			cfg, err := service.LoadConfig(config)
-			if err != nil {
-				return err
+			var cfg *service.Config
+			if handoff != "" {
+				// Started by a privileged parent (serve, or the parent
+				// below): finish the drop before reading anything else.
+				h, err := service.ParseHandoff(handoff)
+				if err != nil {
+					return err
+				}
+				if cfg, err = service.Inherit(h, config); err != nil {
+					return err
+				}
+			} else {
+				var err error
+				if cfg, err = service.LoadConfig(config); err != nil {
+					return err
+				}
+				if cfg.User != nil && os.Geteuid() == 0 {
+					return runServiceParent(cmd, config, socket, cfg)
+				}
 			}
 			if socket != "" {
 				cfg.Socket = socket
@@ -80,5 +110,38 @@ Example configuration:
 	cmd.Flags().StringVar(&socket, "socket", "", "override the configuration's socket")
 	cmd.Flags().StringVar(&cpuprofile, "cpuprofile", "", "write a CPU profile of the service to this file at shutdown")
 	_ = cmd.Flags().MarkHidden("cpuprofile")
+	cmd.Flags().StringVar(&handoff, "handoff", "", "descriptors inherited from a privileged parent (JSON; used by serve)")
+	_ = cmd.Flags().MarkHidden("handoff")
 	return cmd
+}
+
+// runServiceParent is `polytropon service` as root with a configuration that
+// names a user: this process stays root only to make the sockets and FUSE
+// mounts and to clean up, and the service runs as the user (pool-exec drops
+// to it, then execs `service --handoff`).
+func runServiceParent(cmd *cobra.Command, config, socket string, cfg *service.Config) error {
+	exe, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	id := cfg.User.Identity()
+	err = service.RunParent(config, service.ParentOptions{
+		Socket: socket,
+		Command: func(handoffArgs []string) *exec.Cmd {
+			args := []string{"pool-exec", "--uid", strconv.FormatUint(uint64(id.UID), 10), "--gid", strconv.FormatUint(uint64(id.GID), 10),
+				"--", exe, "service", "--config", config}
+			if socket != "" {
+				args = append(args, "--socket", socket)
+			}
+			c := exec.Command(exe, append(args, handoffArgs...)...)
+			c.Stdout, c.Stderr = cmd.OutOrStdout(), cmd.ErrOrStderr()
+			return c
+		},
+	}, log)
+	// The service said why it failed; its status is ours.
+	var ee *exec.ExitError
+	if errors.As(err, &ee) && ee.ExitCode() > 0 {
+		return &exitError{code: ee.ExitCode()}
+	}
+	return err
 }

@@ -75,6 +75,9 @@ restarts) and socket. --json prints the document (pool.Report).`,
 			}
 			fmt.Fprintf(out, "service on %s  pid %d  up %.0fs  workers %d  clients %d  served %d  rejected %d\n",
 				st.Socket, st.PID, st.UptimeSec, st.Workers, st.Clients, st.Served, st.Rejected)
+			if st.RunsAs != "" {
+				fmt.Fprintf(out, "runs as: %s\n", st.RunsAs)
+			}
 			if st.Metrics != "" {
 				fmt.Fprintf(out, "metrics: http://%s/metrics\n", st.Metrics)
 			}
@@ -143,14 +146,18 @@ func poolStatus(out io.Writer, runDir string, asJSON bool) error {
 		}
 		svc := "down"
 		if p.Service.Running {
-			svc = fmt.Sprintf("up pid %d", p.Service.Pid)
+			svc = fmt.Sprintf("up pid %d uid %d", p.Service.Pid, p.Service.UID)
+		}
+		restarts := strconv.Itoa(p.Service.Restarts)
+		if p.Service.HealthRestarts > 0 {
+			restarts += fmt.Sprintf(" (%d unhealthy)", p.Service.HealthRestarts)
 		}
 		pids := "-"
 		if r.Pids > 0 {
 			pids = strconv.FormatInt(r.Pids, 10)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%.2fs\t%s\t%s\t%d\t%s\t%d\t%s\n", p.Name, cpus, sizeOrDash(r.Memory), pids, io, nw,
-			float64(p.Usage.CPUNanos)/1e9, sizeOrDash(p.Usage.Memory), sizeOrDash(p.Usage.MemoryPeak), p.Usage.Tasks, svc, p.Service.Restarts, p.Socket)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%.2fs\t%s\t%s\t%d\t%s\t%s\t%s\n", p.Name, cpus, sizeOrDash(r.Memory), pids, io, nw,
+			float64(p.Usage.CPUNanos)/1e9, sizeOrDash(p.Usage.Memory), sizeOrDash(p.Usage.MemoryPeak), p.Usage.Tasks, svc, restarts, p.Socket)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -158,6 +165,9 @@ func poolStatus(out io.Writer, runDir string, asJSON bool) error {
 	for _, p := range rep.Pools {
 		if p.Usage.Unavailable != "" {
 			fmt.Fprintf(out, "pool %s: some statistics unavailable: %s\n", p.Name, p.Usage.Unavailable)
+		}
+		if p.Service.LastUnhealthy != "" {
+			fmt.Fprintf(out, "pool %s: last restarted for not answering: %s\n", p.Name, p.Service.LastUnhealthy)
 		}
 		for _, d := range p.Decisions {
 			fmt.Fprintf(out, "pool %s: %s\n", p.Name, d)

@@ -65,6 +65,10 @@ type Config struct {
 	// SocketPath is where the service listens (SOCK_SEQPACKET). A stale socket file
 	// left by a dead service is replaced.
 	SocketPath string
+	// Listener, when set, is the listening socket (SOCK_SEQPACKET) to serve,
+	// made by a privileged parent for an unprivileged service; SocketPath
+	// then only names it, and nothing is removed or created there.
+	Listener *net.UnixListener
 	// Allow decides whether a peer may connect; nil admits only the service's own
 	// uid and root.
 	Allow func(Credential) error
@@ -241,14 +245,18 @@ func Listen(cfg Config) (*Service, error) {
 		s.rreg.Close()
 		return nil, fmt.Errorf("back: ring: %w", err)
 	}
-	if err := removeStaleSocket(cfg.SocketPath); err != nil {
-		s.rreg.Close()
-		return nil, err
-	}
-	s.ln, err = net.ListenUnix("unixpacket", &net.UnixAddr{Name: cfg.SocketPath, Net: "unixpacket"})
-	if err != nil {
-		s.rreg.Close()
-		return nil, fmt.Errorf("back: listen %s: %w", cfg.SocketPath, err)
+	if cfg.Listener != nil {
+		s.ln = cfg.Listener
+	} else {
+		if err := removeStaleSocket(cfg.SocketPath); err != nil {
+			s.rreg.Close()
+			return nil, err
+		}
+		s.ln, err = net.ListenUnix("unixpacket", &net.UnixAddr{Name: cfg.SocketPath, Net: "unixpacket"})
+		if err != nil {
+			s.rreg.Close()
+			return nil, fmt.Errorf("back: listen %s: %w", cfg.SocketPath, err)
+		}
 	}
 	s.clients = make([]atomic.Pointer[ClientCtx], cfg.MaxClients)
 	s.gens = make([]uint16, cfg.MaxClients)

@@ -60,7 +60,11 @@
 //
 // Mounting: as root the gateway opens /dev/fuse itself (close-on-exec) and calls
 // mount(2) ("direct mount"); otherwise, or if mount(2) is refused, fusermount3
-// mounts it. The mount always has default_permissions: the kernel checks
+// mounts it. A server that may do neither (a service dropped to its tenant's
+// user, with no_new_privs, so not even the setuid fusermount3) serves a
+// connection root mounted for it: MountConnection (root: mount(2) with the
+// server's user_id and group_id) and ServeConnection (the server, on the
+// handed-over descriptor; its Unmount asks the mounter to Detach). The mount always has default_permissions: the kernel checks
 // permission bits against the attributes the FS reports, as on a local FS, which
 // matters once AllowOther lets other users in. Files and directories created
 // through the mount are given the caller's uid (and gid, or the parent's gid

@@ -101,6 +101,10 @@ type Server struct {
 	log        *zap.Logger
 	done       chan struct{} // closed when the last request was answered
 
+	// detachFn, for a server of another process's mount
+	// (ServeConnection), asks that process to detach it.
+	detachFn func() error
+
 	mu        sync.Mutex // serializes Unmount
 	unmounted bool
 }
@@ -122,84 +126,28 @@ func (s *Server) Done() <-chan struct{} { return s.done }
 // error (ErrMounted). The caller keeps ownership of fsys: it must stay usable
 // until Wait returns.
 func Mount(mountpoint string, fsys libservices.FS, o Options) (*Server, error) {
-	if fsys == nil {
-		return nil, errors.New("fusegw: mount: nil filesystem")
-	}
-	if o.MaxWrite < 0 {
-		return nil, fmt.Errorf("fusegw: mount: negative MaxWrite %d", o.MaxWrite)
-	}
-	name := o.Name
-	if name == "" {
-		name = DefaultName
-	}
-	if strings.ContainsAny(name, "\x00\n") {
-		return nil, fmt.Errorf("fusegw: mount: bad name %q", name)
-	}
-	mp, err := canonical(mountpoint)
+	name, err := checkOptions(fsys, &o)
 	if err != nil {
 		return nil, err
 	}
-	if _, err := CleanStale(mp); err != nil {
-		return nil, err
-	}
-	var st unix.Stat_t
-	if err := unix.Lstat(mp, &st); err != nil {
-		if err == unix.ENOENT {
-			return nil, fmt.Errorf("fusegw: mount point %s does not exist: %w", mp, err)
-		}
-		return nil, fmt.Errorf("fusegw: mount point %s: %w", mp, err)
-	}
-	switch st.Mode & unix.S_IFMT {
-	case unix.S_IFDIR:
-	case unix.S_IFLNK:
-		return nil, fmt.Errorf("fusegw: mount point %s is a symbolic link; give the directory it names: %w", mp, syscall.ENOTDIR)
-	default:
-		return nil, fmt.Errorf("fusegw: mount point %s is not a directory: %w", mp, syscall.ENOTDIR)
-	}
-	ms, err := mountsAt(mp)
+	mp, err := freeMountpoint(mountpoint)
 	if err != nil {
 		return nil, err
 	}
-	if len(ms) > 0 {
-		top := ms[len(ms)-1]
-		return nil, &MountedError{Mountpoint: mp, FSType: top.fstype, Source: top.source}
-	}
-	var root libservices.Attr
-	if err := fsys.Lstat(".", &root); err != nil {
-		return nil, fmt.Errorf("fusegw: mount %s: the filesystem's root: %w", mp, err)
-	}
-	if !root.IsDir() {
-		return nil, fmt.Errorf("fusegw: mount %s: the filesystem's root is not a directory (mode %#o)", mp, root.Mode)
+	root, err := rootAttr(mp, fsys)
+	if err != nil {
+		return nil, err
 	}
 	log := o.Logger
 	if log == nil {
 		log = zap.NewNop()
 	}
-	maxWrite := o.MaxWrite
-	if maxWrite == 0 {
-		maxWrite = DefaultMaxWrite
-	}
-	if k := kernelMaxWrite(); maxWrite > k {
-		maxWrite = k
-	}
-	if maxWrite < minMaxWrite {
-		maxWrite = minMaxWrite // the kernel's own floor for writes; reads would go byte by byte
-	}
 	gw := newGateway(fsys, &root, &o, log)
-	mo := &fuse.MountOptions{
-		AllowOther:         o.AllowOther,
-		Options:            []string{"default_permissions"},
-		MaxWrite:           maxWrite,
-		FsName:             name,
-		Name:               "polytropon",
-		DisableReadDirPlus: o.NoReadDirPlus,
-		Debug:              o.Debug,
-		Logger:             zap.NewStdLog(log.Named("go-fuse")),
-	}
+	mo := mountOptions(&o, name, log)
 	s := &Server{mountpoint: mp, gw: gw, log: log, done: make(chan struct{})}
 	direct := false
 	if os.Geteuid() == 0 {
-		fd, err := mountDirect(mp, name, mo)
+		fd, err := mountDirect(mp, name, mo, uint32(os.Geteuid()), uint32(os.Getegid()))
 		switch {
 		case err == nil:
 			// go-fuse serves a descriptor we opened (close-on-exec, so children
@@ -207,6 +155,7 @@ func Mount(mountpoint string, fsys libservices.FS, o Options) (*Server, error) {
 			// /dev/fd/N form.
 			s.srv, err = fuse.NewServer(gw, "/dev/fd/"+strconv.Itoa(fd), mo)
 			if err != nil {
+				unix.Close(fd)
 				detach(mp, true)
 				return nil, fmt.Errorf("fusegw: mount %s: %w", mp, err)
 			}
@@ -223,23 +172,276 @@ func Mount(mountpoint string, fsys libservices.FS, o Options) (*Server, error) {
 			return nil, fmt.Errorf("fusegw: mount %s with fusermount3: %w", mp, err)
 		}
 	}
-	go func() {
-		s.srv.Serve()
-		gw.shutdown()
-		close(s.done)
-	}()
-	if err := s.srv.WaitMount(); err != nil {
-		s.Unmount()
-		return nil, fmt.Errorf("fusegw: mount %s: %w", mp, err)
+	if err := s.start(direct); err != nil {
+		return nil, err
 	}
-	if direct {
-		pollHack(mp) // WaitMount skips it for /dev/fd/N
-	}
+	var st unix.Stat_t
 	if err := unix.Stat(mp, &st); err != nil {
 		s.Unmount()
 		return nil, fmt.Errorf("fusegw: mount %s: stat after mounting: %w", mp, err)
 	}
 	s.dev = fmt.Sprintf("%d:%d", unix.Major(st.Dev), unix.Minor(st.Dev))
+	return s, nil
+}
+
+// start runs the server's request loop and waits for the kernel's INIT.
+func (s *Server) start(pollHackNeeded bool) error {
+	go func() {
+		s.srv.Serve()
+		s.gw.shutdown()
+		close(s.done)
+	}()
+	if err := s.srv.WaitMount(); err != nil {
+		s.Unmount()
+		return fmt.Errorf("fusegw: mount %s: %w", s.mountpoint, err)
+	}
+	if pollHackNeeded {
+		pollHack(s.mountpoint) // WaitMount skips it for /dev/fd/N
+	}
+	return nil
+}
+
+// checkOptions checks what Mount and ServeConnection are given and returns the
+// mount's source name.
+func checkOptions(fsys libservices.FS, o *Options) (string, error) {
+	if fsys == nil {
+		return "", errors.New("fusegw: mount: nil filesystem")
+	}
+	if o.MaxWrite < 0 {
+		return "", fmt.Errorf("fusegw: mount: negative MaxWrite %d", o.MaxWrite)
+	}
+	return sourceName(o.Name)
+}
+
+func sourceName(name string) (string, error) {
+	if name == "" {
+		name = DefaultName
+	}
+	if strings.ContainsAny(name, "\x00\n") {
+		return "", fmt.Errorf("fusegw: mount: bad name %q", name)
+	}
+	return name, nil
+}
+
+// freeMountpoint canonicalises mountpoint and checks that it is a directory
+// with no mount on it, after removing dead FUSE mounts (CleanStale).
+func freeMountpoint(mountpoint string) (string, error) {
+	mp, err := canonical(mountpoint)
+	if err != nil {
+		return "", err
+	}
+	if _, err := CleanStale(mp); err != nil {
+		return "", err
+	}
+	var st unix.Stat_t
+	if err := unix.Lstat(mp, &st); err != nil {
+		if err == unix.ENOENT {
+			return "", fmt.Errorf("fusegw: mount point %s does not exist: %w", mp, err)
+		}
+		return "", fmt.Errorf("fusegw: mount point %s: %w", mp, err)
+	}
+	switch st.Mode & unix.S_IFMT {
+	case unix.S_IFDIR:
+	case unix.S_IFLNK:
+		return "", fmt.Errorf("fusegw: mount point %s is a symbolic link; give the directory it names: %w", mp, syscall.ENOTDIR)
+	default:
+		return "", fmt.Errorf("fusegw: mount point %s is not a directory: %w", mp, syscall.ENOTDIR)
+	}
+	ms, err := mountsAt(mp)
+	if err != nil {
+		return "", err
+	}
+	if len(ms) > 0 {
+		top := ms[len(ms)-1]
+		return "", &MountedError{Mountpoint: mp, FSType: top.fstype, Source: top.source}
+	}
+	return mp, nil
+}
+
+// rootAttr is the attributes of fsys's root, which must be a directory.
+func rootAttr(mp string, fsys libservices.FS) (libservices.Attr, error) {
+	var root libservices.Attr
+	if err := fsys.Lstat(".", &root); err != nil {
+		return root, fmt.Errorf("fusegw: mount %s: the filesystem's root: %w", mp, err)
+	}
+	if !root.IsDir() {
+		return root, fmt.Errorf("fusegw: mount %s: the filesystem's root is not a directory (mode %#o)", mp, root.Mode)
+	}
+	return root, nil
+}
+
+// maxWrite is the largest request of a mount given Options.MaxWrite (see
+// there): the mounter and the server of a connection must agree on it.
+func maxWrite(asked int) int {
+	mw := asked
+	if mw == 0 {
+		mw = DefaultMaxWrite
+	}
+	if k := kernelMaxWrite(); mw > k {
+		mw = k
+	}
+	if mw < minMaxWrite {
+		mw = minMaxWrite // the kernel's own floor for writes; reads would go byte by byte
+	}
+	return mw
+}
+
+func mountOptions(o *Options, name string, log *zap.Logger) *fuse.MountOptions {
+	return &fuse.MountOptions{
+		AllowOther:         o.AllowOther,
+		Options:            []string{"default_permissions"},
+		MaxWrite:           maxWrite(o.MaxWrite),
+		FsName:             name,
+		Name:               "polytropon",
+		DisableReadDirPlus: o.NoReadDirPlus,
+		Debug:              o.Debug,
+		Logger:             zap.NewStdLog(log.Named("go-fuse")),
+	}
+}
+
+// # Privilege separation
+//
+// A process that may not mount (a pool's service, which runs as the pool's
+// user with no capabilities) serves a connection that root mounted for it:
+// root calls MountConnection and hands Connection.File over (fd passing or
+// inheritance); the server calls ServeConnection with that descriptor; root
+// calls Connection.Detach when the server asks (its Unmount) and after it
+// exited. The mount is owned by the server's user (user_id, group_id), with
+// default_permissions (the kernel checks every caller's permission bits) and
+// allow_other only when asked, like the server's own mounts.
+
+// ConnOptions configure MountConnection.
+type ConnOptions struct {
+	// Name, AllowOther and MaxWrite are as in Options (the server must be
+	// given the same MaxWrite).
+	Name       string
+	AllowOther bool
+	MaxWrite   int
+	// UID and GID are the user the mount belongs to: the server's. Without
+	// AllowOther only processes of that user may use the mount.
+	UID, GID uint32
+}
+
+// Connection is a FUSE mount made for another process to serve.
+type Connection struct {
+	// Mountpoint is where it is mounted (canonical form).
+	Mountpoint string
+	// Dev is the mount's device (major:minor, as in mountinfo), which tells
+	// this mount from any other mount on Mountpoint later.
+	Dev string
+	// File is the /dev/fuse descriptor (close-on-exec): hand it to the
+	// server, then close it here, or the connection outlives the server.
+	File *os.File
+
+	mu       sync.Mutex
+	detached bool
+}
+
+// MountConnection mounts a FUSE connection on mountpoint for a server that
+// will serve Connection.File (root only). The mount point is checked and
+// cleaned as by Mount. Until the server answers the kernel's INIT, every
+// access to the mount waits, so nothing here touches the mount after mount(2).
+func MountConnection(mountpoint string, o ConnOptions) (*Connection, error) {
+	name, err := sourceName(o.Name)
+	if err != nil {
+		return nil, err
+	}
+	if o.MaxWrite < 0 {
+		return nil, fmt.Errorf("fusegw: mount: negative MaxWrite %d", o.MaxWrite)
+	}
+	mp, err := freeMountpoint(mountpoint)
+	if err != nil {
+		return nil, err
+	}
+	mo := &fuse.MountOptions{AllowOther: o.AllowOther, MaxWrite: maxWrite(o.MaxWrite), Name: "polytropon"}
+	fd, err := mountDirect(mp, name, mo, o.UID, o.GID)
+	if err != nil {
+		return nil, fmt.Errorf("fusegw: mount %s: mount(2): %w", mp, err)
+	}
+	c := &Connection{Mountpoint: mp, File: os.NewFile(uintptr(fd), "/dev/fuse")}
+	ms, err := mountsAt(mp)
+	if err == nil && len(ms) == 0 {
+		err = errors.New("not in the mount table after mount(2)")
+	}
+	if err != nil {
+		c.File.Close()
+		detach(mp, true)
+		return nil, fmt.Errorf("fusegw: mount %s: %w", mp, err)
+	}
+	c.Dev = ms[len(ms)-1].dev
+	return c, nil
+}
+
+// Detach unmounts the connection's mount if it is still on its mount point
+// (lazily: files still open are served until they are closed). It is
+// idempotent, and a mount already gone (unmounted from outside) is not an
+// error; a mount stacked on top of it is left alone (an error).
+func (c *Connection) Detach() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.detached {
+		return nil
+	}
+	ms, err := mountsAt(c.Mountpoint)
+	if err != nil {
+		return err
+	}
+	ours := -1
+	for i, m := range ms {
+		if m.dev == c.Dev {
+			ours = i
+		}
+	}
+	if ours < 0 {
+		c.detached = true
+		return nil
+	}
+	if ours != len(ms)-1 {
+		top := ms[len(ms)-1]
+		return fmt.Errorf("fusegw: unmount %s: another mount (%s from %q) covers it; unmount that first", c.Mountpoint, top.fstype, top.source)
+	}
+	if err := detach(c.Mountpoint, true); err != nil {
+		return fmt.Errorf("fusegw: unmount %s: %w", c.Mountpoint, err)
+	}
+	c.detached = true
+	return nil
+}
+
+// ServeConnection serves fsys on a connection another process mounted
+// (MountConnection), whose /dev/fuse descriptor this process holds as fd;
+// mountpoint and dev are the Connection's. Unmount calls detach, which asks
+// the mounter to detach the mount (this process may not); the server stops
+// when the kernel ends the connection, as after Mount. o must have the
+// MaxWrite the mounter was given.
+func ServeConnection(fd int, mountpoint, dev string, fsys libservices.FS, o Options, detach func() error) (*Server, error) {
+	name, err := checkOptions(fsys, &o)
+	if err != nil {
+		return nil, err
+	}
+	if detach == nil {
+		return nil, errors.New("fusegw: serve connection: no way to detach it")
+	}
+	root, err := rootAttr(mountpoint, fsys)
+	if err != nil {
+		return nil, err
+	}
+	log := o.Logger
+	if log == nil {
+		log = zap.NewNop()
+	}
+	unix.CloseOnExec(fd)
+	gw := newGateway(fsys, &root, &o, log)
+	s := &Server{mountpoint: mountpoint, dev: dev, gw: gw, log: log, done: make(chan struct{}), detachFn: detach}
+	s.srv, err = fuse.NewServer(gw, "/dev/fd/"+strconv.Itoa(fd), mountOptions(&o, name, log))
+	if err != nil {
+		return nil, fmt.Errorf("fusegw: serve %s: %w", mountpoint, err)
+	}
+	// The poll hack opens a file of the mount by its path, which the
+	// server's user may not be able to reach; it matters only for a server
+	// that polls files of its own mount, which a service does not.
+	if err := s.start(true); err != nil {
+		return nil, err
+	}
 	return s, nil
 }
 
@@ -252,6 +454,13 @@ func (s *Server) Unmount() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.unmounted {
+		return nil
+	}
+	if s.detachFn != nil {
+		if err := s.detachFn(); err != nil {
+			return fmt.Errorf("fusegw: unmount %s: %w", s.mountpoint, err)
+		}
+		s.unmounted = true
 		return nil
 	}
 	ms, err := mountsAt(s.mountpoint)
@@ -424,15 +633,15 @@ func unescapeMount(s string) string {
 
 func isOctal(c byte) bool { return c >= '0' && c <= '7' }
 
-// mountDirect opens /dev/fuse and mounts it on mp with mount(2) (root only),
-// returning the descriptor to serve.
-func mountDirect(mp, source string, mo *fuse.MountOptions) (int, error) {
+// mountDirect opens /dev/fuse and mounts it on mp with mount(2) (root only)
+// for the user uid, gid, returning the descriptor to serve.
+func mountDirect(mp, source string, mo *fuse.MountOptions, uid, gid uint32) (int, error) {
 	fd, err := unix.Open("/dev/fuse", unix.O_RDWR|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return -1, fmt.Errorf("open /dev/fuse: %w", err)
 	}
 	opts := fmt.Sprintf("fd=%d,rootmode=40000,user_id=%d,group_id=%d,max_read=%d,default_permissions",
-		fd, os.Geteuid(), os.Getegid(), mo.MaxWrite)
+		fd, uid, gid, mo.MaxWrite)
 	if mo.AllowOther {
 		opts += ",allow_other"
 	}

@@ -384,7 +384,7 @@ func TestStaleMountsStacked(t *testing.T) {
 	killChild(t, first)
 	// A second dead mount on top of the first: a mount whose /dev/fuse
 	// descriptor is closed before any server reads it.
-	fd, err := mountDirect(mp, "stacked", &fuse.MountOptions{Name: "polytropon", MaxWrite: 128 << 10})
+	fd, err := mountDirect(mp, "stacked", &fuse.MountOptions{Name: "polytropon", MaxWrite: 128 << 10}, 0, 0)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,6 +8,7 @@ import (
 	"syscall"
 
 	"github.com/polytropon/polytropon/libservices"
+	"github.com/polytropon/polytropon/libservices/access"
 )
 
 // instance is one filesystem the service hosts.
@@ -15,7 +16,8 @@ type instance struct {
 	name   string
 	prefix string // clean, absolute, no trailing slash except "/" itself
 	fs     libservices.FS
-	fuse   []string // FUSE mountpoints
+	acc    *access.Checker // fs as each caller may use it: every request goes through it
+	fuse   []string        // FUSE mountpoints
 
 	locks lockTable
 	open  atomic.Int64 // objects clients hold on this instance
@@ -45,9 +47,18 @@ func cleanPrefix(p string) (string, error) {
 	return p, nil
 }
 
+// accessUnchecked builds instances whose Checker checks nothing: the baseline
+// of the checks' benchmarks (export_test.go), never set otherwise.
+var accessUnchecked bool
+
+// newMountTable also gives every instance its access.Checker (see
+// libservices/access), which its FUSE mounts share (fusegw.Options.Access).
 func newMountTable(insts []*instance) (*mountTable, error) {
 	seen := map[string]string{}
 	for _, in := range insts {
+		if in.acc == nil {
+			in.acc = access.New(in.fs, access.Options{Unchecked: accessUnchecked})
+		}
 		if other, dup := seen[in.prefix]; dup {
 			return nil, fmt.Errorf("filesystems %q and %q are both mounted at %s", other, in.name, in.prefix)
 		}

@@ -175,6 +175,15 @@ func (c *Checker) NoSec(f *File) bool { return f.noSec.Load() == generation.Load
 // still names the file: when it does not (renamed or unlinked since), the
 // write is refused with EPERM rather than leave the bits.
 func (c *Checker) RemovePrivs(cr *Cred, f *File, h libservices.Handle) error {
+	if f == nil {
+		return nil
+	}
+	return c.RemovePrivsAt(cr, f, h, f.path)
+}
+
+// RemovePrivsAt is RemovePrivs for a caller that knows the file's current path
+// (a FUSE gateway follows renames through its nodes).
+func (c *Checker) RemovePrivsAt(cr *Cred, f *File, h libservices.Handle, path string) error {
 	if c.unchecked || f == nil || cr == nil || cr.Has(peercred.CapFsetid) {
 		return nil
 	}
@@ -196,11 +205,11 @@ func (c *Checker) RemovePrivs(cr *Cred, f *File, h libservices.Handle) error {
 		return nil
 	}
 	ino := a.Ino
-	if err := c.fs.Lstat(f.path, a); err != nil || a.Ino != ino {
+	if err := c.fs.Lstat(path, a); err != nil || a.Ino != ino {
 		return syscall.EPERM
 	}
 	sa := libservices.SetAttr{Valid: libservices.SetMode, Mode: a.Mode & 0o7777 &^ kill}
-	err := c.fs.Setattr(f.path, &sa)
+	err := c.fs.Setattr(path, &sa)
 	changed()
 	return err
 }

@@ -391,10 +391,12 @@ func chownKill(cr *Cred, p perm) uint32 {
 // set-user-ID (and set-group-ID as DropSGID says); a truncate by a caller
 // without CAP_FSETID clears what KillPriv says.
 //
-// killPrivMode accepts a mode change that only clears set-ID bits from anyone:
-// the FUSE kernel checks chmod itself (default_permissions) and then sends the
-// clearing that follows a write, truncate or chown by a non-owner as such a
-// change.
+// killPrivMode accepts a mode change that only clears set-ID bits from anyone
+// (and adds what the change itself clears), and takes an empty change as the
+// clearing a write needs: the FUSE kernel checks chmod itself
+// (default_permissions), then sends the clearing that follows a write,
+// truncate or chown by a non-owner as such a change, or as an empty one for
+// set-group-ID without group execute, whose clearing it does not compute.
 func Setattr(cr *Cred, a *libservices.Attr, sa *libservices.SetAttr, killPrivMode bool) (libservices.SetAttr, error) {
 	return setattrRules(cr, permOf(a), sa, killPrivMode)
 }
@@ -429,6 +431,19 @@ func setattrRules(cr *Cred, p perm, sa *libservices.SetAttr, killPrivMode bool) 
 		!(p.uid == cr.UID && (sa.Gid == p.gid || InGroup(cr, sa.Gid))) {
 		return out, syscall.EPERM
 	}
+	var kill uint32
+	if sa.Valid&(libservices.SetUid|libservices.SetGid) != 0 {
+		kill |= chownKill(cr, p)
+	}
+	if sa.Valid&libservices.SetSize != 0 {
+		kill |= killPriv(cr, p)
+	}
+	if killPrivMode && sa.Valid == 0 {
+		// A FUSE kernel without handle_killpriv sends a write's or chown's
+		// clearing itself for set-user-ID and executable set-group-ID, and for
+		// the rest an empty SETATTR.
+		kill |= killPriv(cr, p)
+	}
 	if sa.Valid&libservices.SetMode != 0 {
 		clearsOnly := killPrivMode && sa.Mode&^(p.mode&0o7777) == 0 && (p.mode&0o7777)&^sa.Mode&^setID == 0
 		if !clearsOnly {
@@ -442,15 +457,10 @@ func setattrRules(cr *Cred, p perm, sa *libservices.SetAttr, killPrivMode bool) 
 			if !inGroupOrCapable(cr, gid) {
 				out.Mode &^= syscall.S_ISGID
 			}
+			return out, nil
 		}
+		out.Mode &^= kill
 		return out, nil
-	}
-	var kill uint32
-	if sa.Valid&(libservices.SetUid|libservices.SetGid) != 0 {
-		kill |= chownKill(cr, p)
-	}
-	if sa.Valid&libservices.SetSize != 0 {
-		kill |= killPriv(cr, p)
 	}
 	if kill != 0 {
 		out.Valid |= libservices.SetMode

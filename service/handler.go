@@ -47,6 +47,9 @@ type clientState struct {
 	// cred is the client's identity from the handshake (the ClientCtx's, which
 	// lives as long as the client): every request is checked against it.
 	cred *access.Cred
+	// views are the instances as the client sees them (by instance.idx): a
+	// stat goes through the View, which remembers the client's last directory.
+	views []*access.View
 
 	mu   sync.Mutex
 	objs []*object
@@ -92,7 +95,11 @@ func (cs *clientState) remove(i uint64) *object {
 // ClientOpened gives the client its object table and credentials before its
 // first request.
 func (h *handler) ClientOpened(c *back.ClientCtx) {
-	c.Value = &clientState{cred: &c.Cred}
+	cs := &clientState{cred: &c.Cred, views: make([]*access.View, len(h.mounts.all))}
+	for i, in := range h.mounts.all {
+		cs.views[i] = in.acc.As(cs.cred)
+	}
+	c.Value = cs
 	h.m.clients.Inc()
 }
 
@@ -187,10 +194,10 @@ func (h *handler) serve(c *back.ClientCtx, d *wire.Desc, data []byte) int32 {
 		a := attrs.Get().(*libservices.Attr)
 		defer attrs.Put(a)
 		var err error
-		if d.Op == wire.OpStat {
-			err = acc.Stat(cr, p, a)
+		if v := cs.views[in.idx]; d.Op == wire.OpStat {
+			err = v.Stat(p, a)
 		} else {
-			err = acc.Lstat(cr, p, a)
+			err = v.Lstat(p, a)
 		}
 		if err != nil {
 			return status(err)

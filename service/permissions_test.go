@@ -18,7 +18,7 @@ import (
 
 // openDir makes a directory every caller of the permission cases may traverse
 // (t.TempDir's parent is 0700).
-func openDir(t *testing.T) string {
+func openDir(t testing.TB) string {
 	t.Helper()
 	dir, err := os.MkdirTemp("", "polytropon-perm-")
 	if err != nil {

@@ -44,7 +44,7 @@ var stacks = []struct {
 	}},
 }
 
-func build(t *testing.T, y string) libservices.FS {
+func build(t testing.TB, y string) libservices.FS {
 	t.Helper()
 	fs, err := stack.BuildYAML([]byte(y), "filesystems[0]", nil)
 	if err != nil {

@@ -2,6 +2,7 @@ package access_test
 
 import (
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 
@@ -149,6 +150,7 @@ func TestHotPathAllocs(t *testing.T) {
 			must(t, "mkdir", r.Mkdir("d", 0o755))
 			must(t, "mkdir", r.Mkdir("d/e", 0o755))
 			writeNew(t, r, "d/e/f", 0o644)
+			writeNew(t, r, "g", 0o644)
 			for _, who := range []struct {
 				name string
 				cr   *access.Cred
@@ -165,6 +167,9 @@ func TestHotPathAllocs(t *testing.T) {
 				}{
 					{"stat", func() { c.Stat(who.cr, "d/e/f", &a) }, func() { fs.Stat("d/e/f", &a) }},
 					{"lstat", func() { c.Lstat(who.cr, "d/e/f", &a) }, func() { fs.Lstat("d/e/f", &a) }},
+					{"view stat", func() { v.Stat("d/e/f", &a) }, func() { fs.Stat("d/e/f", &a) }},
+					{"view stat at the root", func() { v.Stat("g", &a) }, func() { fs.Stat("g", &a) }},
+					{"view lstat", func() { v.Lstat("d/e/f", &a) }, func() { fs.Lstat("d/e/f", &a) }},
 					{"read", func() { v.ReadAt(h, buf, 0) }, func() { fs.ReadAt(inner, buf, 0) }},
 				} {
 					base := testing.AllocsPerRun(100, op.direct)
@@ -283,5 +288,60 @@ func TestReadProtected(t *testing.T) {
 	given := access.Protected{Hardlinks: 1}
 	if got := access.New(memfs.New(memfs.Options{}), access.Options{Protected: &given}).Protected(); got != given {
 		t.Fatalf("given %+v, got %+v", given, got)
+	}
+}
+
+// countFS counts the lookups made on memfs.
+type countFS struct {
+	*memfs.FS
+	lookups atomic.Int64
+}
+
+func (f *countFS) Lstat(name string, a *libservices.Attr) error {
+	f.lookups.Add(1)
+	return f.FS.Lstat(name, a)
+}
+
+func (f *countFS) Stat(name string, a *libservices.Attr) error {
+	f.lookups.Add(1)
+	return f.FS.Stat(name, a)
+}
+
+// TestOneLookupPerStat: once a directory is remembered, a stat below it is one
+// lookup on the FS, through the Checker and through a View, at any depth; a
+// change anywhere makes the next stat walk again.
+func TestOneLookupPerStat(t *testing.T) {
+	f := &countFS{FS: memfs.New(memfs.Options{})}
+	c := access.New(f, access.Options{})
+	r, b := c.As(&root), c.As(&bob)
+	for _, d := range []string{"a", "a/b", "a/b/c", "a/b/c/d"} {
+		must(t, "mkdir", r.Mkdir(d, 0o755))
+	}
+	writeNew(t, r, "a/b/c/d/f", 0o644)
+	writeNew(t, r, "top", 0o644)
+	var a libservices.Attr
+	for _, s := range []struct {
+		what string
+		fn   func() error
+	}{
+		{"checker stat", func() error { return c.Stat(&bob, "a/b/c/d/f", &a) }},
+		{"view stat", func() error { return b.Stat("a/b/c/d/f", &a) }},
+		{"view lstat", func() error { return b.Lstat("a/b/c/d/f", &a) }},
+		{"view stat at the root", func() error { return b.Stat("top", &a) }},
+	} {
+		must(t, s.what, s.fn())
+		n0 := f.lookups.Load()
+		for i := 0; i < 10; i++ {
+			must(t, s.what, s.fn())
+		}
+		if n := f.lookups.Load() - n0; n != 10 {
+			t.Errorf("%s: %d lookups for 10 calls, want 10", s.what, n)
+		}
+	}
+	must(t, "mkdir", r.Mkdir("other", 0o755))
+	n0 := f.lookups.Load()
+	must(t, "stat", b.Stat("a/b/c/d/f", &a))
+	if n := f.lookups.Load() - n0; n < 5 {
+		t.Errorf("stat after a change: %d lookups, want a walk", n)
 	}
 }

@@ -1,6 +1,7 @@
 package access
 
 import (
+	"strings"
 	"syscall"
 	"testing"
 
@@ -370,6 +371,29 @@ func TestXattrTables(t *testing.T) {
 	} {
 		if got := xattrSecurityRules(c.cr, c.name, c.value, c.remove); got != errOrNil(c.want) {
 			t.Errorf("security %d: %s: %v, want %v", i, c.name, got, c.want)
+		}
+	}
+}
+
+// TestCanonicalDir: the View's fast path takes exactly the names Clean keeps
+// unchanged (the root aside), and splits them as Split does.
+func TestCanonicalDir(t *testing.T) {
+	for _, name := range []string{
+		"f", "d/f", "a/b/c", ".", "./f", "/f", "f/", "d//f", "d/./f", "d/../f", "..", "...", "d/...", ".x",
+		"a\x00b", "", strings.Repeat("n", libservices.NameMax), strings.Repeat("n", libservices.NameMax+1),
+		strings.Repeat("d/", libservices.PathMax/2) + "f",
+	} {
+		dir, ok := canonicalDir(name)
+		clean, err := libservices.Clean(name)
+		want := err == nil && clean == name && !libservices.IsRoot(clean)
+		if ok != want {
+			t.Errorf("%.40q: canonical %v, Clean says %q %v", name, ok, clean, err)
+			continue
+		}
+		if ok {
+			if d, _ := libservices.Split(name); d != dir {
+				t.Errorf("%q: dir %q, Split %q", name, dir, d)
+			}
 		}
 	}
 }

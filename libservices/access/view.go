@@ -75,8 +75,8 @@ func (v *View) fast(name string) bool {
 	if e == nil {
 		return false
 	}
-	i := canonicalDirEnd(name)
-	return i > 0 && name[:i] == e.path && e.gen == generation.Load()
+	dir, ok := canonicalDir(name)
+	return ok && dir == e.path && e.gen == generation.Load()
 }
 
 // slow is Lstat or Stat through the Checker, remembering the directory for
@@ -93,8 +93,7 @@ func (v *View) slow(name string, a *libservices.Attr, follow bool) error {
 	if err != nil {
 		return err
 	}
-	if i := canonicalDirEnd(clean); i > 0 {
-		dir := clean[:i]
+	if dir, ok := canonicalDir(clean); ok {
 		gen := generation.Load()
 		if _, _, err := c.resolveDir(v.cr, dir); err == nil {
 			if e := c.memo.get(dir, gen); e != nil && e.resolved == e.path {
@@ -113,19 +112,33 @@ func (v *View) slow(name string, a *libservices.Attr, follow bool) error {
 	return c.fs.Lstat(p, a)
 }
 
-// canonicalDirEnd returns the index of the last "/" of name when name is a
-// canonical path (libservices.Clean would return it unchanged) below a
-// directory, or -1: one pass over its bytes.
+// canonicalDir returns the directory of name ("." for a name at the root) when
+// name is a canonical path other than the root (libservices.Clean would return
+// it unchanged): one pass over its bytes.
+func canonicalDir(name string) (string, bool) {
+	i := canonicalDirEnd(name)
+	switch {
+	case i == -2:
+		return "", false
+	case i == -1:
+		return ".", true
+	}
+	return name[:i], true
+}
+
+// canonicalDirEnd returns the index of the last "/" of name when name is
+// canonical, -1 when it is canonical and has none, -2 when it is not canonical
+// or is the root.
 func canonicalDirEnd(name string) int {
 	if len(name) == 0 || len(name) >= libservices.PathMax {
-		return -1
+		return -2
 	}
 	last, start := -1, 0
 	for i := 0; i <= len(name); i++ {
 		if i < len(name) {
 			c := name[i]
 			if c == 0 {
-				return -1
+				return -2
 			}
 			if c != '/' {
 				continue
@@ -134,7 +147,7 @@ func canonicalDirEnd(name string) int {
 		}
 		n := i - start
 		if n == 0 || n > libservices.NameMax || name[start] == '.' && (n == 1 || n == 2 && name[start+1] == '.') {
-			return -1
+			return -2
 		}
 		start = i + 1
 	}

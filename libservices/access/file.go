@@ -125,7 +125,9 @@ func (c *Checker) Open(cr *Cred, name string, flags int, mode uint32, f *File) (
 	if err := mayOpen(cr, fp, flags); err != nil {
 		return nil, err
 	}
-	h, err := c.fs.Open(p, flags&^(libservices.O_CREAT|libservices.O_EXCL), 0)
+	// O_NOFOLLOW: p was checked as a file other than a link; one put there since
+	// (a concurrent rename) gets ELOOP rather than an unchecked follow.
+	h, err := c.fs.Open(p, flags&^(libservices.O_CREAT|libservices.O_EXCL)|libservices.O_NOFOLLOW, 0)
 	if err != nil {
 		return nil, err
 	}

@@ -77,10 +77,16 @@ func TestCredCacheExpires(t *testing.T) {
 	testenv.Root(t)
 	cc := newCredCache()
 	defer cc.close()
-	pid := os.Getpid()
+	th, err := asuser.Start(peercred.Cred{UID: 0, GID: 0, Caps: 1 << peercred.CapChown})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer th.Close()
+	var pid int
+	th.Do(func() { pid = unix.Gettid() })
 	c := cc.get(header(pid, 0, 0))
-	if c.Caps == 0 {
-		t.Fatalf("the root test process: %+v", *c)
+	if c.Caps != 1<<peercred.CapChown {
+		t.Fatalf("a root thread with CAP_CHOWN: %+v", *c)
 	}
 	i := credKey{pid: uint32(pid)}.slot()
 	cc.mu.Lock()

@@ -6,8 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/polytropon/polytropon/fslib"
-	"github.com/polytropon/polytropon/internal/asuser"
 	"github.com/polytropon/polytropon/internal/peercred"
 	"github.com/polytropon/polytropon/internal/testenv"
 	"github.com/polytropon/polytropon/libservices"
@@ -61,25 +59,6 @@ func accessBenchService(b *testing.B) *service.Service {
 		}
 	}
 	return s
-}
-
-// dialBenchAs connects as c (see dialAs) for a benchmark.
-func dialBenchAs(b *testing.B, s *service.Service, c peercred.Cred) libservices.FS {
-	if c.UID == 0 {
-		return dialFS(b, s, "")
-	}
-	th, err := asuser.Start(c)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer th.Close()
-	var fs libservices.FS
-	th.Do(func() { fs, err = fslib.DialFS(fslib.DialOptions{Socket: s.Socket()}) })
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { fs.(libservices.Closer).CloseFS() })
-	return fs
 }
 
 // pairedP50 alternates calls of on (checks on) and off (checks off), timing
@@ -141,7 +120,7 @@ func BenchmarkAccess(b *testing.B) {
 			c    peercred.Cred
 		}{{"user", fstest.Bob}, {"root", fstest.Root}} {
 			b.Run(op+"/"+who.name, func(b *testing.B) {
-				fs := dialBenchAs(b, accessBenchService(b), who.c)
+				fs := dialAs(b, accessBenchService(b), who.c, "")
 				var calls [2]func() error
 				for i, inst := range []string{"/c", "/u"} {
 					name := inst + "/d1/d2/f"

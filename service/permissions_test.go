@@ -90,11 +90,12 @@ func permService(t *testing.T, stackYAML func(string) string, fuse, directIO boo
 	return s, mp
 }
 
-// dialAs connects to s as c: from a thread switched to c's identity, which
-// SO_PEERCRED records at connect; a root connection from an ordinary thread.
-func dialAs(t *testing.T, s *service.Service, c peercred.Cred) libservices.FS {
+// dialAs connects to s as c, under prefix: from a thread switched to c's
+// identity, which SO_PEERCRED records at connect; a root connection from an
+// ordinary thread.
+func dialAs(t testing.TB, s *service.Service, c peercred.Cred, prefix string) libservices.FS {
 	if c.UID == 0 && c.Caps != 0 {
-		return dialFS(t, s, "/m")
+		return dialFS(t, s, prefix)
 	}
 	th, err := asuser.Start(c)
 	if err != nil {
@@ -102,7 +103,7 @@ func dialAs(t *testing.T, s *service.Service, c peercred.Cred) libservices.FS {
 	}
 	defer th.Close()
 	var fs libservices.FS
-	th.Do(func() { fs, err = fslib.DialFS(fslib.DialOptions{Socket: s.Socket(), Prefix: "/m"}) })
+	th.Do(func() { fs, err = fslib.DialFS(fslib.DialOptions{Socket: s.Socket(), Prefix: prefix}) })
 	if err != nil {
 		t.Fatalf("dial as uid %d: %v", c.UID, err)
 	}
@@ -120,7 +121,7 @@ func TestPermissionsDirect(t *testing.T) {
 			fstest.RunPermissions(t, func(t *testing.T) *fstest.Callers {
 				s, _ := permService(t, st.yaml, false, false)
 				return &fstest.Callers{RootCapsOnly: true, As: func(t *testing.T, c peercred.Cred) libservices.FS {
-					return dialAs(t, s, c)
+					return dialAs(t, s, c, "/m")
 				}}
 			})
 		})

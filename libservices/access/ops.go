@@ -150,18 +150,40 @@ func (c *Checker) create(cr *Cred, clean string) (string, perm, error) {
 	if err != nil {
 		return "", perm{}, err
 	}
-	var a libservices.Attr
-	switch err := c.fs.Lstat(p, &a); err {
-	case nil:
-		return "", perm{}, syscall.EEXIST
-	case syscall.ENOENT:
-	default:
+	if err := c.absent(p); err != nil {
 		return "", perm{}, err
 	}
 	if err := permission(cr, dir, MayWrite|MayExec); err != nil {
 		return "", perm{}, err
 	}
 	return p, dir, nil
+}
+
+// absent is nil when nothing is at the resolved path p, else EEXIST (or the
+// lookup's error).
+func (c *Checker) absent(p string) error {
+	var a libservices.Attr
+	switch err := c.fs.Lstat(p, &a); err {
+	case nil:
+		return syscall.EEXIST
+	case syscall.ENOENT:
+		return nil
+	default:
+		return err
+	}
+}
+
+// cleanTwo cleans the two names of a link or rename, the old one first.
+func cleanTwo(oldname, newname string) (string, string, error) {
+	oc, err := libservices.Clean(oldname)
+	if err != nil {
+		return "", "", err
+	}
+	nc, err := libservices.Clean(newname)
+	if err != nil {
+		return "", "", err
+	}
+	return oc, nc, nil
 }
 
 // Mkdir is libservices.FS.Mkdir for cr: may_create in the directory; the new
@@ -229,11 +251,7 @@ func (c *Checker) Link(cr *Cred, oldname, newname string) error {
 	if cr == nil {
 		return errNoCred
 	}
-	oc, err := libservices.Clean(oldname)
-	if err != nil {
-		return err
-	}
-	nc, err := libservices.Clean(newname)
+	oc, nc, err := cleanTwo(oldname, newname)
 	if err != nil {
 		return err
 	}
@@ -252,12 +270,7 @@ func (c *Checker) Link(cr *Cred, oldname, newname string) error {
 	if err != nil {
 		return err
 	}
-	var na libservices.Attr
-	switch err := c.fs.Lstat(np, &na); err {
-	case nil:
-		return syscall.EEXIST
-	case syscall.ENOENT:
-	default:
+	if err := c.absent(np); err != nil {
 		return err
 	}
 	if err := mayLink(c.prot, cr, permOf(&oa)); err != nil {
@@ -337,11 +350,7 @@ func (c *Checker) Rename(cr *Cred, oldname, newname string) error {
 	if cr == nil {
 		return errNoCred
 	}
-	oc, err := libservices.Clean(oldname)
-	if err != nil {
-		return err
-	}
-	nc, err := libservices.Clean(newname)
+	oc, nc, err := cleanTwo(oldname, newname)
 	if err != nil {
 		return err
 	}

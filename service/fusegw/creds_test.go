@@ -145,7 +145,13 @@ func TestQuota(t *testing.T) {
 	if err := os.Mkdir(mp+"/d", 0o755); err != nil {
 		t.Fatal(err)
 	}
+	waitHeld(t, q, 0, 0) // the write's handle, released asynchronously
 	var files []*os.File
+	defer func() {
+		for _, f := range files {
+			f.Close()
+		}
+	}()
 	for i := 0; i < 3; i++ {
 		name := mp + "/f"
 		if i == 2 {
@@ -179,6 +185,7 @@ func TestQuota(t *testing.T) {
 	for _, f := range files {
 		f.Close()
 	}
+	files = nil
 	s.Wait()
 	if n := q.heldBy(0); n != 0 {
 		t.Fatalf("%d handles still counted after unmount", n)

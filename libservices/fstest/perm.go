@@ -136,6 +136,8 @@ type perms struct {
 	root libservices.FS
 	mu   sync.Mutex
 	fs   map[uint32]libservices.FS // by uid; one Cred per uid
+	// sysctls are the fs.* values the case read (see sysctlsUnchanged).
+	sysctls map[string]int
 }
 
 func (p *perms) as(c peercred.Cred) libservices.FS {
@@ -182,7 +184,33 @@ func (p *perms) file(name string, mode uint32, owner peercred.Cred, gid uint32) 
 // want checks that op, made by caller who, got errno e (0: success).
 func (p *perms) want(who string, what string, err error, e syscall.Errno) {
 	p.t.Helper()
+	if got, _ := err.(syscall.Errno); got != e || e == 0 && err != nil {
+		p.sysctlsUnchanged()
+	}
 	errno(p.t, who+": "+what, err, e)
+}
+
+// sysctl reads /proc/sys/fs/NAME, the kernel's behaviour the case expects,
+// and remembers it.
+func (p *perms) sysctl(name string) int {
+	p.t.Helper()
+	v := sysctl(p.t, name)
+	if p.sysctls == nil {
+		p.sysctls = map[string]int{}
+	}
+	p.sysctls[name] = v
+	return v
+}
+
+// sysctlsUnchanged fails the case with the reason when a sysctl it read has
+// changed since: another process changed the host's behaviour under it.
+func (p *perms) sysctlsUnchanged() {
+	p.t.Helper()
+	for name, v := range p.sysctls {
+		if now := sysctl(p.t, name); now != v {
+			p.t.Fatalf("fs.%s changed from %d to %d during the case: something else on this host changes it", name, v, now)
+		}
+	}
 }
 
 // attr checks the mode (permission bits) and owner of name, seen by root.
@@ -692,7 +720,7 @@ func sysctl(t *testing.T, name string) int {
 }
 
 func testHardlinksPerm(t *testing.T, p *perms) {
-	protected := sysctl(t, "protected_hardlinks") != 0
+	protected := p.sysctl("protected_hardlinks") != 0
 	refused := syscall.Errno(0)
 	if protected {
 		refused = syscall.EPERM
@@ -750,7 +778,7 @@ func testRenameDir(t *testing.T, p *perms) {
 }
 
 func testProtectedSymlinks(t *testing.T, p *perms) {
-	protected := sysctl(t, "protected_symlinks") != 0
+	protected := p.sysctl("protected_symlinks") != 0
 	refused := syscall.Errno(0)
 	if protected {
 		refused = syscall.EACCES

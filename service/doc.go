@@ -8,13 +8,31 @@
 //
 // A back-driver worker hands each validated descriptor to the handler, which
 // resolves the path in the mount table (longest prefix, built once at start and
-// read-only afterwards, so lookups take no lock), calls the instance's stack, and
-// answers in the descriptor. Handle operations find their object through two
-// per-client tables: the back driver's (client-visible handle with a generation ->
-// index) and the handler's (index -> open file, directory or lock). A path is copied
-// out of shared memory into a Go string before use, because the client may rewrite
-// its buffer at any time and libservices may keep the string (cache keys): that copy
-// is the one allocation of a path operation; reads and writes allocate nothing.
+// read-only afterwards, so lookups take no lock), calls the instance's stack
+// through its access.Checker, and answers in the descriptor. Handle operations
+// find their object through two per-client tables: the back driver's
+// (client-visible handle with a generation -> index) and the handler's (index ->
+// open file, directory or lock). A path is copied out of shared memory into a Go
+// string before use, because the client may rewrite its buffer at any time and
+// libservices may keep the string (cache keys): that copy is the one allocation
+// the handler adds to a path operation (the Attr of a stat comes from a pool;
+// TestHandlerStatAllocs); reads and writes allocate nothing.
+//
+// # Permissions
+//
+// Every request is checked against its client's credentials with the kernel's
+// rules (libservices/access): the uid, gid, groups and capabilities the kernel
+// reported at the handshake (SO_PEERCRED, SO_PEERGROUPS, /proc), kept in the
+// client's state from ClientOpened on, never bytes the client wrote. Each
+// instance has one Checker, which its FUSE mounts share (fusegw.Options.Access).
+// A path is resolved and checked once, and the stack acts on the resolved path;
+// a stat costs one lookup in the Checker's directory memo on top of the stack's
+// own. Reads and writes through a handle are checked at open, as the kernel does;
+// a write, truncate or fallocate clears set-ID bits for a client without
+// CAP_FSETID (one atomic load for a file known to have none). Directory listings
+// read the directory resolved at open. The limits (a concurrent rename can race
+// a check; the service's own uid bounds what it reaches) are the package
+// access's.
 //
 // # Faults
 //

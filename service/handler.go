@@ -10,6 +10,7 @@ import (
 	"github.com/polytropon/polytropon/ipc/back"
 	"github.com/polytropon/polytropon/ipc/wire"
 	"github.com/polytropon/polytropon/libservices"
+	"github.com/polytropon/polytropon/libservices/access"
 )
 
 // handler joins the back driver to the instances: it is the back.Handler of a
@@ -31,9 +32,10 @@ var (
 type object struct {
 	inst *instance
 	h    libservices.Handle // nil for a lock
-	path string             // instance-relative: ReadDir's argument
+	path string             // instance-relative, resolved at open: ReadDir's argument
 	lock bool
-	ino  uint64 // a lock's key
+	ino  uint64      // a lock's key
+	file access.File // what the instance's Checker remembers of the open file
 
 	mu   sync.Mutex // guards list
 	list []libservices.DirEntry
@@ -42,6 +44,13 @@ type object struct {
 // clientState is a client's object table. The back driver's handle table maps the
 // client-visible handle (with its generation) to an index here.
 type clientState struct {
+	// cred is the client's identity from the handshake (the ClientCtx's, which
+	// lives as long as the client): every request is checked against it.
+	cred *access.Cred
+	// views are the instances as the client sees them (by instance.idx): a
+	// stat goes through the View, which remembers the client's last directory.
+	views []*access.View
+
 	mu   sync.Mutex
 	objs []*object
 	free []uint32
@@ -83,9 +92,14 @@ func (cs *clientState) remove(i uint64) *object {
 	return o
 }
 
-// ClientOpened gives the client its object table before its first request.
+// ClientOpened gives the client its object table and credentials before its
+// first request.
 func (h *handler) ClientOpened(c *back.ClientCtx) {
-	c.Value = &clientState{}
+	cs := &clientState{cred: &c.Cred, views: make([]*access.View, len(h.mounts.all))}
+	for i, in := range h.mounts.all {
+		cs.views[i] = in.acc.As(cs.cred)
+	}
+	c.Value = cs
 	h.m.clients.Inc()
 }
 
@@ -164,49 +178,52 @@ func (h *handler) serve(c *back.ClientCtx, d *wire.Desc, data []byte) int32 {
 		}
 		return int32(copy(data, doc))
 	case wire.OpRename, wire.OpLink, wire.OpSymlink:
-		return h.serveTwoPaths(d, data)
+		return h.serveTwoPaths(cs, d, data)
 	case wire.OpSetattr:
-		return h.serveSetattr(d, data)
+		return h.serveSetattr(cs, d, data)
 	case wire.OpGetxattr, wire.OpSetxattr, wire.OpRemovexattr:
-		return h.serveXattr(d, data)
+		return h.serveXattr(cs, d, data)
 	}
 	in, p, e := h.pathOf(data[:d.Aux])
 	if e != 0 {
 		return neg(e)
 	}
-	fs := in.fs
+	acc, cr := in.acc, cs.cred
 	switch d.Op {
 	case wire.OpStat, wire.OpLstat:
-		var a libservices.Attr
+		a := attrs.Get().(*libservices.Attr)
+		defer attrs.Put(a)
 		var err error
-		if d.Op == wire.OpStat {
-			err = fs.Stat(p, &a)
+		if v := cs.views[in.idx]; d.Op == wire.OpStat {
+			err = v.Stat(p, a)
 		} else {
-			err = fs.Lstat(p, &a)
+			err = v.Lstat(p, a)
 		}
 		if err != nil {
 			return status(err)
 		}
-		putAttr(data, &a)
+		putAttr(data, a)
 		return 0
 	case wire.OpOpen, wire.OpCreate:
 		flags := int(d.Flags)
 		if d.Op == wire.OpCreate {
 			flags = libservices.O_CREAT | libservices.O_EXCL | libservices.O_RDWR
 		}
-		fh, err := fs.Open(p, flags, d.Mode)
+		o := &object{inst: in}
+		fh, err := acc.Open(cr, p, flags, d.Mode, &o.file)
 		if err != nil {
 			return status(err)
 		}
-		return h.newHandle(c, cs, d, &object{inst: in, h: fh, path: p})
+		o.h, o.path = fh, o.file.Path()
+		return h.newHandle(c, cs, d, o)
 	case wire.OpMkdir:
-		return status(fs.Mkdir(p, d.Mode))
+		return status(acc.Mkdir(cr, p, d.Mode))
 	case wire.OpUnlink:
-		return status(fs.Unlink(p))
+		return status(acc.Unlink(cr, p))
 	case wire.OpRmdir:
-		return status(fs.Rmdir(p))
+		return status(acc.Rmdir(cr, p))
 	case wire.OpReadlink:
-		target, err := fs.Readlink(p)
+		target, err := acc.Readlink(cr, p)
 		if err != nil {
 			return status(err)
 		}
@@ -216,7 +233,7 @@ func (h *handler) serve(c *back.ClientCtx, d *wire.Desc, data []byte) int32 {
 		return int32(copy(data, target))
 	case wire.OpStatfs:
 		var s libservices.Statfs
-		if err := fs.Statfs(&s); err != nil {
+		if err := acc.Statfs(cr, p, &s); err != nil {
 			return status(err)
 		}
 		r := wire.Statfs{Type: s.Type, Bsize: s.Bsize, Blocks: s.Blocks, Bfree: s.Bfree, Bavail: s.Bavail,
@@ -224,7 +241,7 @@ func (h *handler) serve(c *back.ClientCtx, d *wire.Desc, data []byte) int32 {
 		r.Put(data)
 		return 0
 	case wire.OpListxattr:
-		names, err := fs.Listxattr(p)
+		names, err := acc.Listxattr(cr, p)
 		if err != nil {
 			return status(err)
 		}
@@ -241,7 +258,7 @@ func (h *handler) serve(c *back.ClientCtx, d *wire.Desc, data []byte) int32 {
 	case wire.OpLock:
 		// Keyed by inode, so that every name of the file shares one lock.
 		var a libservices.Attr
-		if err := fs.Stat(p, &a); err != nil {
+		if err := acc.Stat(cr, p, &a); err != nil {
 			return status(err)
 		}
 		if a.IsDir() {
@@ -295,7 +312,7 @@ func (h *handler) serveHandle(c *back.ClientCtx, cs *clientState, d *wire.Desc, 
 	if o == nil || o.lock {
 		return neg(syscall.EBADF)
 	}
-	fs := o.inst.fs
+	fs, acc := o.inst.fs, o.inst.acc
 	switch d.Op {
 	case wire.OpRead:
 		n, err := fs.ReadAt(o.h, data, int64(d.Offset))
@@ -304,7 +321,7 @@ func (h *handler) serveHandle(c *back.ClientCtx, cs *clientState, d *wire.Desc, 
 		}
 		return int32(n)
 	case wire.OpWrite:
-		n, err := fs.WriteAt(o.h, data, int64(d.Offset))
+		n, err := acc.WriteAt(cs.cred, &o.file, o.h, data, int64(d.Offset))
 		if err != nil && n == 0 {
 			return status(err)
 		}
@@ -317,20 +334,21 @@ func (h *handler) serveHandle(c *back.ClientCtx, cs *clientState, d *wire.Desc, 
 		}
 		return status(fs.Fsync(o.h))
 	case wire.OpTruncate:
-		return status(fs.Ftruncate(o.h, int64(d.Offset)))
+		return status(acc.Ftruncate(cs.cred, &o.file, o.h, int64(d.Offset)))
 	case wire.OpFstat:
-		var a libservices.Attr
-		if err := fs.Fstat(o.h, &a); err != nil {
+		a := attrs.Get().(*libservices.Attr)
+		defer attrs.Put(a)
+		if err := fs.Fstat(o.h, a); err != nil {
 			return status(err)
 		}
-		putAttr(data, &a)
+		putAttr(data, a)
 		return 0
 	case wire.OpFallocate:
 		length := wire.GetU64(data)
 		if length == 0 || length > 1<<63-1 || d.Offset+length > 1<<63-1 {
 			return neg(syscall.EINVAL)
 		}
-		return status(fs.Fallocate(o.h, d.Flags, int64(d.Offset), int64(length)))
+		return status(acc.Fallocate(cs.cred, &o.file, o.h, d.Flags, int64(d.Offset), int64(length)))
 	case wire.OpReaddir:
 		return h.serveReaddir(o, d, data)
 	}
@@ -374,7 +392,7 @@ func dtype(mode uint32) uint8 {
 	return uint8((mode & syscall.S_IFMT) >> 12)
 }
 
-func (h *handler) serveTwoPaths(d *wire.Desc, data []byte) int32 {
+func (h *handler) serveTwoPaths(cs *clientState, d *wire.Desc, data []byte) int32 {
 	first := string(data[:d.Aux])
 	second := string(data[d.Aux:d.Length])
 	in2, p2, e := h.mounts.resolve(second)
@@ -383,7 +401,7 @@ func (h *handler) serveTwoPaths(d *wire.Desc, data []byte) int32 {
 	}
 	if d.Op == wire.OpSymlink {
 		// The target is link content, not a path the service resolves.
-		return status(in2.fs.Symlink(first, p2))
+		return status(in2.acc.Symlink(cs.cred, first, p2))
 	}
 	in1, p1, e := h.mounts.resolve(first)
 	if e != 0 {
@@ -393,12 +411,12 @@ func (h *handler) serveTwoPaths(d *wire.Desc, data []byte) int32 {
 		return neg(syscall.EXDEV)
 	}
 	if d.Op == wire.OpRename {
-		return status(in1.fs.Rename(p1, p2))
+		return status(in1.acc.Rename(cs.cred, p1, p2))
 	}
-	return status(in1.fs.Link(p1, p2))
+	return status(in1.acc.Link(cs.cred, p1, p2))
 }
 
-func (h *handler) serveSetattr(d *wire.Desc, data []byte) int32 {
+func (h *handler) serveSetattr(cs *clientState, d *wire.Desc, data []byte) int32 {
 	var r wire.Setattr
 	r.Get(data)
 	in, p, e := h.pathOf(data[wire.SetattrSize : wire.SetattrSize+d.Aux])
@@ -408,10 +426,10 @@ func (h *handler) serveSetattr(d *wire.Desc, data []byte) int32 {
 	sa := libservices.SetAttr{Valid: d.Flags, Mode: d.Mode, Uid: r.UID, Gid: r.GID, Size: int64(d.Offset),
 		Atime: libservices.Timespec{Sec: r.AtimeSec, Nsec: int64(r.AtimeNsec)},
 		Mtime: libservices.Timespec{Sec: r.MtimeSec, Nsec: int64(r.MtimeNsec)}}
-	return status(in.fs.Setattr(p, &sa))
+	return status(in.acc.Setattr(cs.cred, p, &sa))
 }
 
-func (h *handler) serveXattr(d *wire.Desc, data []byte) int32 {
+func (h *handler) serveXattr(cs *clientState, d *wire.Desc, data []byte) int32 {
 	in, p, e := h.pathOf(data[:d.Aux])
 	if e != 0 {
 		return neg(e)
@@ -427,7 +445,7 @@ func (h *handler) serveXattr(d *wire.Desc, data []byte) int32 {
 				return neg(syscall.ERANGE)
 			}
 		}
-		n, err := in.fs.Getxattr(p, name, dest)
+		n, err := in.acc.Getxattr(cs.cred, p, name, dest)
 		if err != nil {
 			return status(err)
 		}
@@ -435,9 +453,9 @@ func (h *handler) serveXattr(d *wire.Desc, data []byte) int32 {
 	case wire.OpSetxattr:
 		// Copied: the FS may keep the value, and the client may rewrite its buffer.
 		value := append([]byte(nil), data[nameEnd:d.Length]...)
-		return status(in.fs.Setxattr(p, name, value, int(d.Flags)))
+		return status(in.acc.Setxattr(cs.cred, p, name, value, int(d.Flags)))
 	default:
-		return status(in.fs.Removexattr(p, name))
+		return status(in.acc.Removexattr(cs.cred, p, name))
 	}
 }
 
@@ -452,6 +470,10 @@ func (h *handler) serveMounts(data []byte) int32 {
 	}
 	return int32(n)
 }
+
+// attrs recycles the Attr of stat and fstat: passed to an interface method, a
+// local one would escape to the heap on every request.
+var attrs = sync.Pool{New: func() any { return new(libservices.Attr) }}
 
 func putAttr(b []byte, a *libservices.Attr) {
 	s := wire.Stat{Ino: a.Ino, Size: a.Size, Blocks: a.Blocks, Mode: a.Mode, Nlink: a.Nlink, UID: a.Uid, GID: a.Gid,

@@ -8,6 +8,7 @@ import (
 	"syscall"
 
 	"github.com/polytropon/polytropon/libservices"
+	"github.com/polytropon/polytropon/libservices/access"
 )
 
 // instance is one filesystem the service hosts.
@@ -15,7 +16,9 @@ type instance struct {
 	name   string
 	prefix string // clean, absolute, no trailing slash except "/" itself
 	fs     libservices.FS
-	fuse   []string // FUSE mountpoints
+	acc    *access.Checker // fs as each caller may use it: every request goes through it
+	idx    int             // in mountTable.all: the index of its clients' Views
+	fuse   []string        // FUSE mountpoints
 
 	locks lockTable
 	open  atomic.Int64 // objects clients hold on this instance
@@ -25,6 +28,7 @@ type instance struct {
 // start and read-only afterwards, so lookups take no lock.
 type mountTable struct {
 	byLen []*instance // longest prefix first
+	all   []*instance // as configured; instance.idx indexes it
 }
 
 // cleanPrefix checks a configured mount prefix: absolute, no "." or ".."
@@ -45,15 +49,26 @@ func cleanPrefix(p string) (string, error) {
 	return p, nil
 }
 
+// accessUnchecked, when set, names the instances whose Checker checks
+// nothing: the baseline of the checks' benchmarks (export_test.go), never set
+// otherwise.
+var accessUnchecked func(name string) bool
+
+// newMountTable also gives every instance its access.Checker (see
+// libservices/access), which its FUSE mounts share (fusegw.Options.Access).
 func newMountTable(insts []*instance) (*mountTable, error) {
 	seen := map[string]string{}
-	for _, in := range insts {
+	for i, in := range insts {
+		in.idx = i
+		if in.acc == nil {
+			in.acc = access.New(in.fs, access.Options{Unchecked: accessUnchecked != nil && accessUnchecked(in.name)})
+		}
 		if other, dup := seen[in.prefix]; dup {
 			return nil, fmt.Errorf("filesystems %q and %q are both mounted at %s", other, in.name, in.prefix)
 		}
 		seen[in.prefix] = in.name
 	}
-	t := &mountTable{byLen: append([]*instance(nil), insts...)}
+	t := &mountTable{byLen: append([]*instance(nil), insts...), all: insts}
 	sort.SliceStable(t.byLen, func(i, j int) bool { return len(t.byLen[i].prefix) > len(t.byLen[j].prefix) })
 	return t, nil
 }

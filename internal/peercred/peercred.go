@@ -17,9 +17,10 @@
 //     still names a live process afterwards. Otherwise Caps is 0: an unknown
 //     capability set counts as none.
 //   - FromPID does the same for a pid and the uid and gid the kernel reported with
-//     it (a FUSE request header), without a pidfd from a socket: it opens one itself
-//     before reading /proc, so a process that exited in between is not mistaken
-//     for the one that asked.
+//     it (a FUSE request header, whose pid is the calling thread's id), without a
+//     pidfd from a socket: it opens one itself (PidfdOpen: a thread's too) before
+//     reading /proc, so a process that exited in between is not mistaken for the
+//     one that asked.
 //
 // Measure: `go test -bench . ./internal/peercred` (a handshake reads one socket
 // option set and one /proc file; nothing here is on a per-request path).
@@ -102,7 +103,7 @@ func FromPID(pid int32, uid, gid uint32) Cred {
 	if pid <= 0 {
 		return c
 	}
-	pidfd, err := unix.PidfdOpen(int(pid), 0)
+	pidfd, err := PidfdOpen(pid)
 	if err != nil {
 		return c
 	}
@@ -114,6 +115,24 @@ func FromPID(pid int32, uid, gid uint32) Cred {
 	c.Groups, c.Caps = st.groups, st.capEff
 	return c
 }
+
+// pidfdThread is PIDFD_THREAD (Linux 6.9): a pidfd for a thread that is not
+// its process's leader.
+const pidfdThread = unix.O_EXCL
+
+// PidfdOpen opens a pidfd for pid, which may be a thread id: the kernel puts
+// the calling thread's id in a FUSE request header, and /proc/TID/status shows
+// that thread's own credentials.
+func PidfdOpen(pid int32) (int, error) {
+	fd, err := unix.PidfdOpen(int(pid), 0)
+	if err == unix.ENOENT || err == unix.EINVAL { // not a leader (6.18 says ENOENT, older kernels EINVAL)
+		fd, err = unix.PidfdOpen(int(pid), pidfdThread)
+	}
+	return fd, err
+}
+
+// Alive reports whether pidfd still names a running process or thread.
+func Alive(pidfd int) bool { return alive(pidfd) }
 
 func capsIfSame(pidfd int, pid int32, uid, gid uint32) uint64 {
 	st, err := readStatus(pid)

@@ -2,13 +2,10 @@ package peercred
 
 import (
 	"os"
-	"runtime"
 	"slices"
 	"testing"
 
 	"golang.org/x/sys/unix"
-
-	"github.com/polytropon/polytropon/internal/testenv"
 )
 
 func TestParseStatus(t *testing.T) {
@@ -75,76 +72,6 @@ func TestFromSocketSelf(t *testing.T) {
 	}
 	if c.Caps != myCaps(t) {
 		t.Fatalf("caps %#x, want %#x", c.Caps, myCaps(t))
-	}
-}
-
-// TestFromSocketOtherIdentity connects from a thread that switched to another
-// uid, gid and groups (the process stays root): the identity is the thread's,
-// and the capabilities are none, because /proc shows the process as root.
-func TestFromSocketOtherIdentity(t *testing.T) {
-	testenv.Root(t)
-	// Not t.TempDir: its parent is 0700, closed to the other uid.
-	dir, err := os.MkdirTemp("", "peercred")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	path := dir + "/s"
-	ln, err := unix.Socket(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer unix.Close(ln)
-	if err := unix.Bind(ln, &unix.SockaddrUnix{Name: path}); err != nil {
-		t.Fatal(err)
-	}
-	if err := unix.Listen(ln, 1); err != nil {
-		t.Fatal(err)
-	}
-	os.Chmod(dir, 0o777)
-	os.Chmod(path, 0o777)
-	done := make(chan error, 1)
-	go func() {
-		// The thread never goes back to root: it exits locked.
-		runtime.LockOSThread()
-		if _, _, e := unix.RawSyscall(unix.SYS_SETGROUPS, 2, uintptrOfGroups([]uint32{4242, 4343}), 0); e != 0 {
-			done <- e
-			return
-		}
-		if _, _, e := unix.RawSyscall(unix.SYS_SETRESGID, 4141, 4141, 4141); e != 0 {
-			done <- e
-			return
-		}
-		if _, _, e := unix.RawSyscall(unix.SYS_SETRESUID, 4040, 4040, 4040); e != 0 {
-			done <- e
-			return
-		}
-		s, err := unix.Socket(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
-		if err != nil {
-			done <- err
-			return
-		}
-		err = unix.Connect(s, &unix.SockaddrUnix{Name: path})
-		done <- err
-		var b [1]byte
-		unix.Read(s, b[:]) // until the test closes its end
-		unix.Close(s)
-	}()
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
-	conn, _, err := unix.Accept4(ln, unix.SOCK_CLOEXEC)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer unix.Close(conn)
-	c, err := FromSocket(conn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	slices.Sort(c.Groups)
-	if c.UID != 4040 || c.GID != 4141 || !slices.Equal(c.Groups, []uint32{4242, 4343}) || c.Caps != 0 {
-		t.Fatalf("cred %+v, want uid 4040 gid 4141 groups [4242 4343] caps 0", c)
 	}
 }
 

@@ -111,7 +111,7 @@ const (
 // Open flags accepted in Flags (Linux values, so that a C client passes its own).
 const (
 	OpenFlagsMask = syscall.O_ACCMODE | syscall.O_CREAT | syscall.O_EXCL | syscall.O_TRUNC |
-		syscall.O_APPEND | syscall.O_DIRECTORY | syscall.O_NOFOLLOW
+		syscall.O_APPEND | syscall.O_DIRECTORY | syscall.O_NOFOLLOW | syscall.O_NOATIME
 	// ModeMask are the permission bits a create or mkdir may carry.
 	ModeMask = 0o7777
 )

@@ -13,6 +13,16 @@
 // (/dev/shm) and TestKernelDisk (/var/tmp, ext4 on CI); the suite needs root only
 // for its chown case (testenv.Root).
 //
+// RunPermissions runs the permission cases (perm.go): one FS reached as several
+// callers (owner, group member, stranger, root, uid 0 without capabilities,
+// callers with single capabilities), each case expecting the errno and the
+// resulting owner and mode that Linux gives. Their kernel references are
+// passthrough's TestKernelPermissionsTmpfs and TestKernelPermissionsDisk, where
+// every call of a caller is made by a thread switched to its identity
+// (internal/asuser); libservices/access runs them through its Checker on every
+// stack, and the service over the direct path and its FUSE mount. Cases that
+// depend on fs.protected_* read this host's values, as the kernel does.
+//
 // It is a test helper: it has no state of its own and no locks.
 package fstest
 

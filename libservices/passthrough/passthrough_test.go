@@ -6,6 +6,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/polytropon/polytropon/internal/asuser"
+	"github.com/polytropon/polytropon/internal/peercred"
 	"github.com/polytropon/polytropon/internal/testenv"
 	"github.com/polytropon/polytropon/libservices"
 	"github.com/polytropon/polytropon/libservices/fstest"
@@ -265,4 +267,47 @@ func TestReadOnlyOpenMatchesKernel(t *testing.T) {
 	if b, err := os.ReadFile(dir + "/f"); err != nil || string(b) != "data" {
 		t.Errorf("the branch's file changed: %q %v", b, err)
 	}
+}
+
+// kernelCallers reaches a passthrough FS on a scratch directory under base as
+// any caller: every call of a caller other than Root is made by a thread
+// switched to its identity (internal/asuser), so the kernel itself answers.
+func kernelCallers(base string) fstest.NewCallers {
+	return func(t *testing.T) *fstest.Callers {
+		testenv.Root(t)
+		// Not t.TempDir: its parent is 0700, closed to the other callers.
+		dir := hostDir(t, base)
+		f, err := New(Options{Dir: dir})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { f.CloseFS() })
+		return &fstest.Callers{As: func(t *testing.T, c peercred.Cred) libservices.FS {
+			th, err := asuser.Start(c)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(th.Close)
+			return asuser.FS(f, th)
+		}}
+	}
+}
+
+// TestKernelPermissionsTmpfs runs the permission cases on the kernel's tmpfs:
+// their reference.
+func TestKernelPermissionsTmpfs(t *testing.T) {
+	fstest.RunPermissions(t, kernelCallers("/dev/shm"))
+}
+
+// TestKernelPermissionsDisk runs them on a disk filesystem (ext4 on CI).
+func TestKernelPermissionsDisk(t *testing.T) {
+	var st unix.Statfs_t
+	if err := unix.Statfs("/var/tmp", &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Type == unix.TMPFS_MAGIC {
+		testenv.SkipOrFail(t, "/var/tmp is a tmpfs here: the disk reference run needs a disk filesystem there")
+		return
+	}
+	fstest.RunPermissions(t, kernelCallers("/var/tmp"))
 }

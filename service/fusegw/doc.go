@@ -64,16 +64,32 @@
 // user, with no_new_privs, so not even the setuid fusermount3) serves a
 // connection root mounted for it: MountConnection (root: mount(2) with the
 // server's user_id and group_id) and ServeConnection (the server, on the
-// handed-over descriptor; its Unmount asks the mounter to Detach). The mount always has default_permissions: the kernel checks
-// permission bits against the attributes the FS reports, as on a local FS, which
-// matters once AllowOther lets other users in. Files and directories created
-// through the mount are given the caller's uid (and gid, or the parent's gid
-// under a set-group-ID directory) when the FS created them with another owner, as
-// a local FS would; this is best effort (an FS that refuses the chown keeps its
-// owner) and is skipped for symbolic links, which libservices cannot chown.
+// handed-over descriptor; its Unmount asks the mounter to Detach).
+//
+// Permissions: the mount always has default_permissions, so the kernel checks
+// every request with its own rules against the attributes the gateway gave it,
+// as on a local FS, before sending it (which matters once AllowOther lets other
+// users in). The gateway then applies the same rules again through the FS's
+// access.Checker (Options.Access, shared with a service's direct path; one of
+// its own otherwise) in its Walked form: on the current attributes (the
+// kernel's may be AttrTimeout old, or changed through the direct path), without
+// search checks above the node the kernel reached, and doing what only the FS
+// can: new files and directories get the caller's uid and gid (or a
+// set-group-ID directory's gid and bit; a symbolic link keeps the FS's owner,
+// the contract cannot change it), set-ID bits are cleared on a direct-I/O
+// write (the kernel asks with FUSE_WRITE_KILL_SUIDGID), on a truncate and on an
+// empty SETATTR (the kernel's own clearing skips set-group-ID without group
+// execute), and trusted.* attributes are listed only to CAP_SYS_ADMIN. The
+// caller's credentials are the request header's fsuid and fsgid, with the
+// groups and capabilities of its thread (the header's pid is the thread id) from
+// /proc (peercred.FromPID), kept per (pid, uid, gid) in a small table for at most
+// 100 ms and never past the thread's end (creds.go); LOOKUP, GETATTR, READ and
+// WRITE do not need them. Options.Quota, when set, counts every file and
+// directory handle the gateway opens per caller uid.
 //
 // Mapping of operations: LOOKUP and GETATTR are Lstat (or Fstat), SETATTR is
-// Setattr (or Ftruncate when the kernel passes a writable file handle), MKNOD
+// Setattr (or Ftruncate when the kernel passes a writable file handle), the
+// other namespace and xattr requests the Checker's calls of the same name, MKNOD
 // creates regular files only (EPERM for devices, FIFOs and sockets), RENAME with
 // flags (RENAME_NOREPLACE, RENAME_EXCHANGE, RENAME_WHITEOUT) is EINVAL, since the
 // contract has no atomic form of them and a Lstat-then-Rename emulation could
@@ -137,6 +153,7 @@
 //
 // gateway.mu (the node table, names, cached paths, per-node open lists) and
 // gateway.hmu (the handle table) are never held together; a directory handle's
-// dmu is taken alone or before gateway.mu (to read the directory's path).
+// dmu is taken alone or before gateway.mu (to read the directory's path). The
+// credential table's mu is a leaf.
 // Server.mu serializes Unmount and is taken alone.
 package fusegw

@@ -11,6 +11,7 @@ import (
 
 	"github.com/polytropon/polytropon/internal/invariants"
 	"github.com/polytropon/polytropon/libservices"
+	"github.com/polytropon/polytropon/libservices/access"
 )
 
 // maxDepth bounds the names walked to build a path: a path of PathMax bytes has at
@@ -67,6 +68,9 @@ type node struct {
 type gateway struct {
 	fuse.RawFileSystem
 	fs      libservices.FS
+	acc     *access.Checker     // fs's permission rules, for a caller that walked its path (Walked)
+	quota   Quota               // nil: unlimited
+	creds   *credCache          // callers' groups and capabilities
 	flusher libservices.Flusher // nil unless the FS holds data back
 	log     *zap.Logger
 	server  atomic.Pointer[fuse.Server] // set by Init, for notifications
@@ -90,9 +94,16 @@ type gateway struct {
 }
 
 func newGateway(fsys libservices.FS, root *libservices.Attr, o *Options, log *zap.Logger) *gateway {
+	acc := o.Access
+	if acc == nil || acc.FS() != fsys {
+		acc = access.New(fsys, access.Options{NoMemo: true})
+	}
 	g := &gateway{
 		RawFileSystem:   fuse.NewDefaultRawFileSystem(),
 		fs:              fsys,
+		acc:             acc.Walked(),
+		quota:           o.Quota,
+		creds:           newCredCache(),
 		log:             log,
 		entryTimeout:    timeout(o.EntryTimeout, DefaultEntryTimeout),
 		attrTimeout:     timeout(o.AttrTimeout, DefaultAttrTimeout),
@@ -493,10 +504,11 @@ func (g *gateway) SetAttr(_ <-chan struct{}, in *fuse.SetAttrIn, out *fuse.AttrO
 	// and truncate a read-only one's file by path.
 	writable := h != nil && h.flags&libservices.O_ACCMODE != libservices.O_RDONLY
 	var a libservices.Attr
-	if writable && in.Valid&^(fuse.FATTR_FH|fuse.FATTR_LOCKOWNER|fuse.FATTR_CTIME) == fuse.FATTR_SIZE {
+	attrBits := in.Valid &^ (fuse.FATTR_FH | fuse.FATTR_LOCKOWNER | fuse.FATTR_CTIME)
+	if writable && attrBits == fuse.FATTR_SIZE {
 		// ftruncate(2): through the handle, which also works for an open file that
 		// has no path any more.
-		if err := g.fs.Ftruncate(h.h, int64(in.Size)); err != nil {
+		if err := g.ftruncate(&in.InHeader, h, int64(in.Size)); err != nil {
 			return status(err)
 		}
 		if err := g.fs.Fstat(h.h, &a); err != nil {
@@ -542,7 +554,7 @@ func (g *gateway) SetAttr(_ <-chan struct{}, in *fuse.SetAttrIn, out *fuse.AttrO
 	}
 	if in.Valid&fuse.FATTR_SIZE != 0 {
 		if writable {
-			if err := g.fs.Ftruncate(h.h, int64(in.Size)); err != nil {
+			if err := g.ftruncate(&in.InHeader, h, int64(in.Size)); err != nil {
 				return status(err)
 			}
 		} else {
@@ -550,14 +562,16 @@ func (g *gateway) SetAttr(_ <-chan struct{}, in *fuse.SetAttrIn, out *fuse.AttrO
 			sa.Size = int64(in.Size)
 		}
 	}
-	if sa.Valid != 0 {
+	// An empty SETATTR is the kernel's clearing of set-ID bits after a write or
+	// chown (see access.Setattr): the Checker decides what it clears.
+	if sa.Valid != 0 || attrBits == 0 && n.typ == syscall.S_IFREG {
 		if n.typ == syscall.S_IFLNK {
 			// Setattr follows a final symlink: it cannot change the link itself.
 			if !unchanged(&cur, &sa) {
 				return fuse.ENOSYS
 			}
-		} else if err := g.fs.Setattr(p, &sa); err != nil {
-			return status(err)
+		} else if err := g.acc.Setattr(g.creds.get(&in.InHeader), p, &sa); err != nil {
+			return staleStatus(err)
 		}
 	}
 	if h != nil {
@@ -573,6 +587,17 @@ func (g *gateway) SetAttr(_ <-chan struct{}, in *fuse.SetAttrIn, out *fuse.AttrO
 	g.saw(n, &libservices.Attr{})
 	g.attrOut(&a, out)
 	return fuse.OK
+}
+
+// ftruncate truncates through the writable handle h for in's caller, clearing
+// set-ID bits as the Checker says (the kernel computes only some of them).
+func (g *gateway) ftruncate(in *fuse.InHeader, h *handle, size int64) error {
+	if size >= 0 && !g.acc.NoSec(&h.file) {
+		if st := g.removePrivs(in, h); st != fuse.OK {
+			return syscall.Errno(st)
+		}
+	}
+	return g.fs.Ftruncate(h.h, size)
 }
 
 // unchanged reports whether sa would leave a as it is (only ownership can be
@@ -627,42 +652,17 @@ func (g *gateway) Lookup(_ <-chan struct{}, in *fuse.InHeader, name string, out 
 	return fuse.OK
 }
 
-// created finishes an operation that created p as parent/name: it gives the file
-// to the caller (see the package doc), looks it up and fills out.
-func (g *gateway) created(caller *fuse.Caller, parent *node, pattr *libservices.Attr, p, name string, a *libservices.Attr, out *fuse.EntryOut) fuse.Status {
+// created finishes an operation that created p as parent/name (the Checker gave
+// it its owner): it looks it up and fills out.
+func (g *gateway) created(parent *node, p, name string, a *libservices.Attr, out *fuse.EntryOut) fuse.Status {
 	if err := g.fs.Lstat(p, a); err != nil {
 		return status(err)
 	}
-	g.own(caller, pattr, p, a)
 	g.mu.Lock()
 	n := g.lookedUpLocked(parent, name, a)
 	g.mu.Unlock()
 	g.entryOut(n, a, out)
 	return fuse.OK
-}
-
-// own chowns the new file p (attributes a, updated) to the caller, with the gid of
-// a set-group-ID parent (attributes pattr), when the FS gave it another owner.
-func (g *gateway) own(caller *fuse.Caller, pattr *libservices.Attr, p string, a *libservices.Attr) {
-	if a.Mode&syscall.S_IFMT == syscall.S_IFLNK {
-		return
-	}
-	gid := caller.Gid
-	if pattr.Mode&syscall.S_ISGID != 0 {
-		gid = pattr.Gid
-	}
-	if a.Uid == caller.Uid && a.Gid == gid {
-		return
-	}
-	sa := libservices.SetAttr{Valid: libservices.SetUid | libservices.SetGid, Uid: caller.Uid, Gid: gid}
-	if err := g.fs.Setattr(p, &sa); err != nil {
-		g.log.Debug("cannot give a new file to its creator", zap.String("path", p), zap.Uint32("uid", caller.Uid), zap.Uint32("gid", gid), zap.Error(err))
-		return
-	}
-	var b libservices.Attr
-	if g.fs.Lstat(p, &b) == nil && b.Ino == a.Ino {
-		*a = b
-	}
 }
 
 // Mkdir implements fuse.RawFileSystem.
@@ -673,10 +673,10 @@ func (g *gateway) Mkdir(_ <-chan struct{}, in *fuse.MkdirIn, name string, out *f
 		return st
 	}
 	p := join(dir, name)
-	if err := g.fs.Mkdir(p, in.Mode&0o7777); err != nil {
+	if err := g.acc.Mkdir(g.creds.get(&in.InHeader), p, in.Mode&0o7777); err != nil {
 		return status(err)
 	}
-	return g.created(&in.Caller, parent, &pa, p, name, &a, out)
+	return g.created(parent, p, name, &a, out)
 }
 
 // Mknod implements fuse.RawFileSystem: regular files only, the contract has no
@@ -691,14 +691,14 @@ func (g *gateway) Mknod(_ <-chan struct{}, in *fuse.MknodIn, name string, out *f
 		return st
 	}
 	p := join(dir, name)
-	h, err := g.fs.Open(p, libservices.O_WRONLY|libservices.O_CREAT|libservices.O_EXCL|libservices.O_NOFOLLOW, in.Mode&0o7777)
+	h, err := g.acc.Open(g.creds.get(&in.InHeader), p, libservices.O_WRONLY|libservices.O_CREAT|libservices.O_EXCL|libservices.O_NOFOLLOW, in.Mode&0o7777, nil)
 	if err != nil {
 		return status(err)
 	}
 	if err := g.fs.Close(h); err != nil {
 		return status(err)
 	}
-	return g.created(&in.Caller, parent, &pa, p, name, &a, out)
+	return g.created(parent, p, name, &a, out)
 }
 
 // Symlink implements fuse.RawFileSystem.
@@ -709,10 +709,10 @@ func (g *gateway) Symlink(_ <-chan struct{}, in *fuse.InHeader, target, name str
 		return st
 	}
 	p := join(dir, name)
-	if err := g.fs.Symlink(target, p); err != nil {
+	if err := g.acc.Symlink(g.creds.get(in), target, p); err != nil {
 		return status(err)
 	}
-	return g.created(&in.Caller, parent, &pa, p, name, &a, out)
+	return g.created(parent, p, name, &a, out)
 }
 
 // Link implements fuse.RawFileSystem.
@@ -730,7 +730,7 @@ func (g *gateway) Link(_ <-chan struct{}, in *fuse.LinkIn, name string, out *fus
 		return st
 	}
 	p := join(dir, name)
-	if err := g.fs.Link(op, p); err != nil {
+	if err := g.acc.Link(g.creds.get(&in.InHeader), op, p); err != nil {
 		return status(err)
 	}
 	if err := g.fs.Lstat(p, &a); err != nil {
@@ -761,21 +761,28 @@ func (g *gateway) Readlink(_ <-chan struct{}, in *fuse.InHeader) ([]byte, fuse.S
 
 // Unlink implements fuse.RawFileSystem.
 func (g *gateway) Unlink(_ <-chan struct{}, in *fuse.InHeader, name string) fuse.Status {
-	return g.remove(in.NodeId, name, g.fs.Unlink)
+	return g.remove(in, name, false)
 }
 
 // Rmdir implements fuse.RawFileSystem.
 func (g *gateway) Rmdir(_ <-chan struct{}, in *fuse.InHeader, name string) fuse.Status {
-	return g.remove(in.NodeId, name, g.fs.Rmdir)
+	return g.remove(in, name, true)
 }
 
-func (g *gateway) remove(dirID uint64, name string, op func(string) error) fuse.Status {
+func (g *gateway) remove(in *fuse.InHeader, name string, isDir bool) fuse.Status {
 	var pa libservices.Attr
-	parent, dir, st := g.verifiedPath(dirID, &pa)
+	parent, dir, st := g.verifiedPath(in.NodeId, &pa)
 	if st != fuse.OK {
 		return st
 	}
-	if err := op(join(dir, name)); err != nil {
+	cr := g.creds.get(in)
+	var err error
+	if isDir {
+		err = g.acc.Rmdir(cr, join(dir, name))
+	} else {
+		err = g.acc.Unlink(cr, join(dir, name))
+	}
+	if err != nil {
 		return status(err)
 	}
 	g.mu.Lock()
@@ -802,7 +809,7 @@ func (g *gateway) Rename(_ <-chan struct{}, in *fuse.RenameIn, oldName, newName 
 			return st
 		}
 	}
-	if err := g.fs.Rename(join(odir, oldName), join(ndir, newName)); err != nil {
+	if err := g.acc.Rename(g.creds.get(&in.InHeader), join(odir, oldName), join(ndir, newName)); err != nil {
 		return status(err)
 	}
 	g.mu.Lock()
@@ -852,7 +859,7 @@ func (g *gateway) GetXAttr(_ <-chan struct{}, in *fuse.InHeader, attr string, de
 	if n.typ == syscall.S_IFLNK {
 		return 0, fuse.ENODATA // the contract's xattr calls follow the link
 	}
-	sz, err := g.fs.Getxattr(p, attr, dest)
+	sz, err := g.acc.Getxattr(g.creds.get(in), p, attr, dest)
 	if err != nil {
 		if caps && err == syscall.ENODATA {
 			g.mu.Lock()
@@ -880,7 +887,7 @@ func (g *gateway) ListXAttr(_ <-chan struct{}, in *fuse.InHeader, dest []byte) (
 	if n.typ == syscall.S_IFLNK {
 		return 0, fuse.OK
 	}
-	names, err := g.fs.Listxattr(p)
+	names, err := g.acc.Listxattr(g.creds.get(in), p)
 	if err != nil {
 		return 0, staleStatus(err)
 	}
@@ -913,7 +920,7 @@ func (g *gateway) SetXAttr(_ <-chan struct{}, in *fuse.SetXAttrIn, attr string, 
 		return fuse.EPERM // as Linux for user.* on a symlink
 	}
 	g.xattrChanged(n)
-	return staleStatus(g.fs.Setxattr(p, attr, data, int(in.Flags)))
+	return staleStatus(g.acc.Setxattr(g.creds.get(&in.InHeader), p, attr, data, int(in.Flags)))
 }
 
 // RemoveXAttr implements fuse.RawFileSystem.
@@ -926,5 +933,5 @@ func (g *gateway) RemoveXAttr(_ <-chan struct{}, in *fuse.InHeader, attr string)
 		return fuse.ENODATA
 	}
 	g.xattrChanged(n)
-	return staleStatus(g.fs.Removexattr(p, attr))
+	return staleStatus(g.acc.Removexattr(g.creds.get(in), p, attr))
 }

@@ -122,17 +122,32 @@ func TestDirectPathRenamedDir(t *testing.T) {
 }
 
 // asUser runs fn on a thread whose filesystem uid and gid are uid and gid (the
-// credentials FUSE passes with each request); the thread is not reused.
+// credentials FUSE passes with each request); the thread is not reused. Never
+// the main thread: the runtime cannot end it, and /proc shows its identity as
+// the process's.
 func asUser(t *testing.T, uid, gid int, fn func()) {
 	t.Helper()
 	done := make(chan struct{})
-	go func() {
-		defer close(done)
+	var run func(locked chan<- struct{})
+	run = func(locked chan<- struct{}) {
 		runtime.LockOSThread() // never unlocked: the thread exits with its credentials
+		if locked != nil {
+			close(locked)
+		}
+		if unix.Gettid() == unix.Getpid() {
+			// Hold the main thread until the work has a thread of its own.
+			locked := make(chan struct{})
+			go run(locked)
+			<-locked
+			runtime.UnlockOSThread()
+			return
+		}
+		defer close(done)
 		unix.Setfsgid(gid)
 		unix.Setfsuid(uid)
 		fn()
-	}()
+	}
+	go run(nil)
 	<-done
 }
 

@@ -10,6 +10,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/polytropon/polytropon/libservices"
+	"github.com/polytropon/polytropon/libservices/access"
 )
 
 // handle is an open file or directory, under the file handle number the kernel
@@ -17,7 +18,12 @@ import (
 type handle struct {
 	h     libservices.Handle // nil for a directory
 	node  *node
-	flags int // the libservices open flags
+	flags int         // the libservices open flags
+	file  access.File // what the Checker remembers of the open file
+	// uid is the caller that opened the handle, counted by the Quota when
+	// counted is set.
+	uid     uint32
+	counted bool
 
 	// users counts the requests using h; RELEASE waits for them before Close,
 	// since a request whose caller was killed may still run when the kernel
@@ -144,6 +150,29 @@ func (g *gateway) shutdown() {
 				g.log.Warn("closing a file left open at unmount failed", zap.Error(err))
 			}
 		}
+		g.uncount(h)
+	}
+	g.creds.close()
+}
+
+// count asks the Quota for a handle of in's caller; h records it.
+func (g *gateway) count(in *fuse.InHeader, h *handle) fuse.Status {
+	h.uid = in.Uid
+	if g.quota == nil {
+		return fuse.OK
+	}
+	if e := g.quota.Acquire(in.Uid); e != 0 {
+		return fuse.Status(e)
+	}
+	h.counted = true
+	return fuse.OK
+}
+
+// uncount gives h's handle back to the Quota.
+func (g *gateway) uncount(h *handle) {
+	if h.counted {
+		h.counted = false
+		g.quota.Release(h.uid)
 	}
 }
 
@@ -184,26 +213,35 @@ func (g *gateway) Open(_ <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fu
 	// O_NOFOLLOW: the node is not a symlink, so a symlink at its path is another
 	// file that took its name (ELOOP, reported as stale).
 	flags := int(in.Flags)&openFlags | libservices.O_NOFOLLOW
-	lh, err := g.fs.Open(p, flags, 0)
+	h := &handle{node: n, flags: flags}
+	if st := g.count(&in.InHeader, h); st != fuse.OK {
+		return st
+	}
+	lh, err := g.acc.Open(g.creds.get(&in.InHeader), p, flags, 0, &h.file)
 	if err != nil {
+		g.uncount(h)
 		if err == syscall.EISDIR {
 			return fuse.Status(syscall.ESTALE) // a directory took the file's name
 		}
 		return staleStatus(err)
 	}
+	h.h = lh
 	a := attrs.Get().(*libservices.Attr)
 	defer attrs.Put(a)
 	if err := g.fs.Fstat(lh, a); err != nil {
 		g.fs.Close(lh)
+		g.uncount(h)
 		return status(err)
 	}
 	if !n.checked(a) {
 		g.fs.Close(lh)
+		g.uncount(h)
 		return fuse.Status(syscall.ESTALE)
 	}
-	fh, ok := g.register(&handle{h: lh, node: n, flags: flags})
+	fh, ok := g.register(h)
 	if !ok {
 		g.fs.Close(lh)
+		g.uncount(h)
 		return fuse.Status(syscall.ENOTCONN)
 	}
 	out.Fh = fh
@@ -223,24 +261,32 @@ func (g *gateway) Create(_ <-chan struct{}, in *fuse.CreateIn, name string, out 
 	// created there behind its back into ESTALE, and the kernel then looks the
 	// name up again and follows the link itself.
 	flags := int(in.Flags)&(openFlags|libservices.O_EXCL) | libservices.O_CREAT | libservices.O_NOFOLLOW
-	lh, err := g.fs.Open(p, flags, in.Mode&0o7777)
+	h := &handle{flags: flags &^ (libservices.O_CREAT | libservices.O_EXCL)}
+	if st := g.count(&in.InHeader, h); st != fuse.OK {
+		return st
+	}
+	lh, err := g.acc.Open(g.creds.get(&in.InHeader), p, flags, in.Mode&0o7777, &h.file)
 	if err != nil {
+		g.uncount(h)
 		if err == syscall.ELOOP {
 			return fuse.Status(syscall.ESTALE)
 		}
 		return status(err)
 	}
+	h.h = lh
 	if err := g.fs.Fstat(lh, &a); err != nil {
 		g.fs.Close(lh)
+		g.uncount(h)
 		return status(err)
 	}
-	g.own(&in.Caller, &pa, p, &a)
 	g.mu.Lock()
 	n := g.lookedUpLocked(parent, name, &a)
 	g.mu.Unlock()
-	fh, ok := g.register(&handle{h: lh, node: n, flags: flags &^ (libservices.O_CREAT | libservices.O_EXCL)})
+	h.node = n
+	fh, ok := g.register(h)
 	if !ok {
 		g.fs.Close(lh)
+		g.uncount(h)
 		return fuse.Status(syscall.ENOTCONN)
 	}
 	g.entryOut(n, &a, &out.EntryOut)
@@ -297,11 +343,20 @@ func (g *gateway) Read(_ <-chan struct{}, in *fuse.ReadIn, buf []byte) (fuse.Rea
 	return r, fuse.OK
 }
 
-// Write implements fuse.RawFileSystem.
+// Write implements fuse.RawFileSystem. With page caching the kernel clears
+// set-ID bits itself before a write (a SETATTR); with direct I/O it asks the FS
+// to (FUSE_WRITE_KILL_SUIDGID, when the writer has no CAP_FSETID), which costs
+// one atomic load for a file known to have none.
 func (g *gateway) Write(_ <-chan struct{}, in *fuse.WriteIn, data []byte) (uint32, fuse.Status) {
 	h, st := g.fileHandle(in.Fh)
 	if st != fuse.OK {
 		return 0, st
+	}
+	if in.WriteFlags&fuse.WRITE_KILL_SUIDGID != 0 && !g.acc.NoSec(&h.file) {
+		if st := g.removePrivs(&in.InHeader, h); st != fuse.OK {
+			h.users.Done()
+			return 0, st
+		}
 	}
 	n, err := g.fs.WriteAt(h.h, data, int64(in.Offset))
 	h.users.Done()
@@ -309,6 +364,20 @@ func (g *gateway) Write(_ <-chan struct{}, in *fuse.WriteIn, data []byte) (uint3
 		return 0, status(err)
 	}
 	return uint32(n), fuse.OK
+}
+
+// removePrivs clears the set-ID bits a write by in's caller removes from h's
+// file, found by the node's current path. A file with no path (unlinked while
+// open) needs none cleared, or the write is refused (see
+// access.Checker.RemovePrivs).
+func (g *gateway) removePrivs(in *fuse.InHeader, h *handle) fuse.Status {
+	g.mu.Lock()
+	p, ok := g.pathLocked(h.node)
+	g.mu.Unlock()
+	if !ok {
+		p = "" // no name: ENOENT if the Checker looks for one
+	}
+	return status(g.acc.RemovePrivsAt(g.creds.get(in), &h.file, h.h, p))
 }
 
 // noFlush spares the kernel the FLUSH of every close(2) when there is nothing to
@@ -337,7 +406,11 @@ func (g *gateway) Flush(_ <-chan struct{}, in *fuse.FlushIn) fuse.Status {
 // Release implements fuse.RawFileSystem.
 func (g *gateway) Release(_ <-chan struct{}, in *fuse.ReleaseIn) {
 	h := g.unregister(in.Fh)
-	if h == nil || h.h == nil {
+	if h == nil {
+		return
+	}
+	g.uncount(h)
+	if h.h == nil {
 		return
 	}
 	if err := g.fs.Close(h.h); err != nil {
@@ -378,12 +451,20 @@ func (g *gateway) Fallocate(_ <-chan struct{}, in *fuse.FallocateIn) fuse.Status
 // OpenDir implements fuse.RawFileSystem.
 func (g *gateway) OpenDir(_ <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
 	var a libservices.Attr
-	n, _, st := g.verifiedPath(in.NodeId, &a)
+	n, p, st := g.verifiedPath(in.NodeId, &a)
 	if st != fuse.OK {
 		return st
 	}
-	fh, ok := g.register(&handle{node: n})
+	if err := g.acc.Opendir(g.creds.get(&in.InHeader), p); err != nil {
+		return staleStatus(err)
+	}
+	h := &handle{node: n}
+	if st := g.count(&in.InHeader, h); st != fuse.OK {
+		return st
+	}
+	fh, ok := g.register(h)
 	if !ok {
+		g.uncount(h)
 		return fuse.Status(syscall.ENOTCONN)
 	}
 	out.Fh = fh
@@ -482,7 +563,9 @@ func (g *gateway) readDir(in *fuse.ReadIn, out *fuse.DirEntryList, plus bool) fu
 
 // ReleaseDir implements fuse.RawFileSystem.
 func (g *gateway) ReleaseDir(in *fuse.ReleaseIn) {
-	g.unregister(in.Fh)
+	if h := g.unregister(in.Fh); h != nil {
+		g.uncount(h)
+	}
 }
 
 // FsyncDir implements fuse.RawFileSystem: the directory is opened for the call,

@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/polytropon/polytropon/libservices"
+	"github.com/polytropon/polytropon/libservices/access"
 )
 
 // Defaults of Options.
@@ -71,6 +72,13 @@ type Options struct {
 	Debug bool
 	// Logger receives the gateway's warnings; nil discards them.
 	Logger *zap.Logger
+	// Access is the permission checker of the FS, shared with its other ways in
+	// (a service's direct path), so that both apply one set of rules and one
+	// memo; nil makes the gateway its own (see libservices/access).
+	Access *access.Checker
+	// Quota, when not nil, is asked before every handle the gateway opens and
+	// told when it is released (per uid); nil is unlimited.
+	Quota Quota
 }
 
 // ErrMounted is matched (errors.Is) by the error of Mount and CleanStale for a

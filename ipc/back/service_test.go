@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -21,6 +22,7 @@ import (
 
 	"github.com/polytropon/polytropon/internal/testenv"
 	"github.com/polytropon/polytropon/ipc/front"
+	"github.com/polytropon/polytropon/ipc/shm"
 	"github.com/polytropon/polytropon/ipc/wire"
 )
 
@@ -516,6 +518,9 @@ func TestConfigErrors(t *testing.T) {
 		{SocketPath: filepath.Join(dir, "b"), Handler: newMemStore(), Workers: 1000},
 		{SocketPath: filepath.Join(dir, "c"), Handler: newMemStore(), SlotBytes: 100},
 		{SocketPath: filepath.Join(dir, "d"), Handler: newMemStore(), RingCap: 1000},
+		{SocketPath: filepath.Join(dir, "d2"), Handler: newMemStore(), RingCap: 16, DescsPerClient: 32},
+		{SocketPath: filepath.Join(dir, "d3"), Handler: newMemStore(), MaxClients: 4, MaxClientsPerUID: 5},
+		{SocketPath: filepath.Join(dir, "d4"), Handler: newMemStore(), MaxPendingPerUID: 8, MaxPending: 4},
 		{SocketPath: filepath.Join(dir, "e"), Handler: newMemStore(), CPUs: []int{-1}},
 	} {
 		if s, err := Listen(cfg); err == nil {
@@ -598,29 +603,69 @@ func pinnedThreads(t *testing.T, cpu int, withMain bool) int {
 	return n
 }
 
-// TestStaleAndForgedRefs feeds the dispatcher references that name no live client,
-// another generation, or a descriptor out of range: each is dropped, none answered.
-func TestStaleAndForgedRefs(t *testing.T) {
+// TestForgedRingEntries writes entries into a client's ring the way a hostile
+// client could (through the service's own mapping of that arena, which is the
+// same memory): an entry for a later or an earlier lap is not taken, an index out
+// of range or naming a descriptor that is not submitted disconnects the client,
+// and nobody else notices.
+func TestForgedRingEntries(t *testing.T) {
 	s, _ := startService(t, Config{})
-	c := dial(t, s)
-	if err := c.Nop(); err != nil {
-		t.Fatal(err)
-	}
-	cc := s.clients[0].Load()
-	refs := []uint64{
-		0,
-		wire.Ref(0, cc.gen+1, 0),          // stale generation
-		wire.Ref(5, 1, 0),                 // empty slot
-		wire.Ref(60000, 1, 0),             // slot out of range
-		wire.Ref(0, cc.gen, cc.numDesc),   // descriptor out of range
-		wire.Ref(0, cc.gen, cc.numDesc-1), // descriptor not submitted
-		^uint64(0),
-	}
-	for _, r := range refs {
-		s.serve(r, new(wire.Desc))
-	}
-	if st := s.Stats(); st.Dropped != int64(len(refs)) || st.Served != 1 {
-		t.Fatalf("stats %+v, want %d dropped and 1 served", st, len(refs))
+	bystander := dial(t, s)
+	for _, tc := range []struct {
+		name       string
+		seq        func(head uint64) uint32
+		idx        func(c *ClientCtx) uint32
+		disconnect bool
+	}{
+		{"sequence a lap ahead", func(h uint64) uint32 { return wire.RingSeq(h + 1<<20) }, func(*ClientCtx) uint32 { return 0 }, false},
+		{"sequence behind", func(h uint64) uint32 { return wire.RingSeq(h - 1) }, func(*ClientCtx) uint32 { return 0 }, false},
+		{"index out of range", wire.RingSeq, func(c *ClientCtx) uint32 { return c.numDesc }, true},
+		{"index far out of range", wire.RingSeq, func(c *ClientCtx) uint32 { return 0xffff0000 }, true},
+		{"descriptor not submitted", wire.RingSeq, func(c *ClientCtx) uint32 { return c.numDesc - 1 }, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := s.Stats()
+			c := dial(t, s)
+			if err := c.Nop(); err != nil {
+				t.Fatal(err)
+			}
+			var cc *ClientCtx
+			for i := range s.clients {
+				if x := s.clients[i].Load(); x != nil && x.PID == int32(os.Getpid()) && x.head.Load() == 1 {
+					cc = x
+				}
+			}
+			if cc == nil {
+				t.Fatal("client not found in the service's table")
+			}
+			h := cc.head.Load()
+			atomic.StoreUint64(&cc.ring[h&cc.mask], wire.RingEntry(tc.seq(h), tc.idx(cc)))
+			// What a client does after publishing, whether a worker sleeps or not.
+			if err := shm.EventfdWrite(cc.efd); err != nil {
+				t.Fatal(err)
+			}
+			if tc.disconnect {
+				waitFor(t, "the forging client disconnected", func() bool { return s.Stats().Corrupt == before.Corrupt+1 })
+				if err := c.Nop(); !errors.Is(err, syscall.ENOTCONN) {
+					t.Fatalf("call after the disconnect: %v, want ENOTCONN", err)
+				}
+				waitFor(t, "the forging client reclaimed", func() bool { return s.clients[cc.slot].Load() != cc })
+			} else {
+				// Not taken: the client's own next publish at that position
+				// replaces it and is served.
+				for range 3 {
+					if err := c.Nop(); err != nil {
+						t.Fatalf("client after a stray entry: %v", err)
+					}
+				}
+				if cc.head.Load() != h+3 {
+					t.Fatalf("head %d, want %d: a stray entry was taken", cc.head.Load(), h+3)
+				}
+			}
+			if err := clientRounds(bystander, 1, 2, nil); err != nil {
+				t.Fatalf("another client: %v", err)
+			}
+		})
 	}
 }
 
@@ -688,13 +733,13 @@ func TestSetWorkers(t *testing.T) {
 		}
 		waitWorkers(n)
 	}
-	// A forged retire reference at the target: the one worker stays.
-	s.ring.Enqueue(retireRef)
+	// Waking the workers at the target retires nobody.
+	s.wakeWorkers()
 	if err := clientRounds(dial(t, s), 20, 3, nil); err != nil {
 		t.Fatal(err)
 	}
 	if s.Workers() != 1 {
-		t.Fatalf("forged retire reference: %d workers", s.Workers())
+		t.Fatalf("a wake-up at the target: %d workers", s.Workers())
 	}
 	for _, bad := range []int{0, -1, 257} {
 		if _, err := s.SetWorkers(bad); err == nil {

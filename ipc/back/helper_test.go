@@ -43,6 +43,10 @@ func TestMain(m *testing.M) {
 		os.Exit(helperService())
 	case "dial":
 		os.Exit(helperDial())
+	case "hostile":
+		os.Exit(helperHostile())
+	case "honest":
+		os.Exit(helperHonest())
 	default:
 		fmt.Fprintln(os.Stderr, "unknown helper", os.Getenv(helperEnv))
 		os.Exit(2)
@@ -172,8 +176,12 @@ type helper struct {
 
 func startHelper(t *testing.T, kind string, env ...string) *helper {
 	t.Helper()
-	h := &helper{lines: make(chan string, 16)}
-	h.cmd = exec.Command(os.Args[0], "-test.run=^$")
+	return startHelperCmd(t, exec.Command(os.Args[0], "-test.run=^$"), kind, env...)
+}
+
+func startHelperCmd(t *testing.T, cmd *exec.Cmd, kind string, env ...string) *helper {
+	t.Helper()
+	h := &helper{lines: make(chan string, 16), cmd: cmd}
 	h.cmd.Env = append(append(os.Environ(), helperEnv+"="+kind), env...)
 	h.cmd.Stderr = &h.stderr
 	out, err := h.cmd.StdoutPipe()

@@ -418,22 +418,7 @@ func TestHandshakeRefusedByRule(t *testing.T) {
 // default rule (root or the service's uid) refuses it, with the kernel's credentials.
 func TestHandshakeRefusedRealUID(t *testing.T) {
 	testenv.Root(t)
-	dir := t.TempDir()
-	// TempDir's parent is private too.
-	for _, d := range []string{filepath.Dir(dir), dir} {
-		if err := os.Chmod(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	// The test binary may sit in a directory nobody cannot enter: copy it.
-	bin := filepath.Join(dir, "helper")
-	src, err := os.ReadFile(os.Args[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(bin, src, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	dir, bin := otherUIDBinary(t)
 	s, _ := startService(t, Config{SocketPath: filepath.Join(dir, "svc.sock")})
 	if err := os.Chmod(s.Addr(), 0o777); err != nil {
 		t.Fatal(err)

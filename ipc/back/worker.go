@@ -37,6 +37,10 @@ func (ws *workerState) quiesce() {
 	}
 }
 
+// testHookBeforeSleep, when set (by tests, before Listen), runs in a worker
+// between its last look at the rings and epoll_wait.
+var testHookBeforeSleep atomic.Pointer[func()]
+
 // worker polls the clients' rings on its own OS thread: passes over every live
 // client while there is work, SpinBudget empty passes and then SpinTime more, then
 // it sleeps in epoll_wait until a client or the service wakes it.
@@ -119,6 +123,9 @@ func (s *Service) sleep(ws *workerState) {
 	if s.pass(ws) > 0 || s.mustStop() {
 		atomic.AddUint32(s.sleepers, ^uint32(0))
 		return
+	}
+	if h := testHookBeforeSleep.Load(); h != nil {
+		(*h)() // a client publishing right after the last look (TestWakeUpRace)
 	}
 	ws.epoch.Store(ws.epoch.Load() + 1) // even: holds no client while it sleeps
 	n, err := unix.EpollWait(s.epfd, ws.events[:], -1)

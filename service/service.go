@@ -48,8 +48,10 @@ type Config struct {
 	MaxClients  int                  `yaml:"max_clients"`
 	Descriptors int                  `yaml:"descriptors"`
 	SlotSize    libservices.ByteSize `yaml:"slot_size"`
-	// HugePages backs the ring and the arenas with huge pages when available.
+	// HugePages backs the arenas with huge pages when available.
 	HugePages bool `yaml:"huge_pages"`
+	// QuotaConfig: per-client and per-uid limits (quota.go).
+	QuotaConfig `yaml:",inline"`
 	// Filesystems are the instances the service hosts.
 	Filesystems []FilesystemConfig `yaml:"filesystems"`
 }
@@ -118,6 +120,9 @@ func (c *Config) Validate() error {
 	if c.Spin != nil && *c.Spin < 0 {
 		return &libservices.ConfigError{Key: "spin", Msg: "must not be negative"}
 	}
+	if err := c.QuotaConfig.validate(); err != nil {
+		return err
+	}
 	if c.Metrics != "" {
 		if _, _, err := net.SplitHostPort(c.Metrics); err != nil {
 			return &libservices.ConfigError{Key: "metrics", Msg: fmt.Sprintf("%q is not host:port", c.Metrics)}
@@ -184,6 +189,7 @@ type Service struct {
 	ctlMu     sync.Mutex
 	ctlConns  map[*net.UnixConn]struct{}
 	ctlClosed bool
+	quota     *Quota
 
 	closeOnce sync.Once
 	closeErr  error
@@ -201,6 +207,10 @@ func Start(cfg Config, logger *zap.Logger) (_ *Service, err error) {
 			s.teardown()
 		}
 	}()
+	var plan quotaPlan
+	if s.quota, plan, err = startQuota(&cfg, s.log); err != nil {
+		return nil, err
+	}
 	env := &libservices.Env{Logger: s.log, Shared: &libservices.Shared{}}
 	for i := range cfg.Filesystems {
 		f := &cfg.Filesystems[i]
@@ -239,6 +249,7 @@ func Start(cfg Config, logger *zap.Logger) (_ *Service, err error) {
 		allowed := append([]uint32{0, own}, cfg.AllowUIDs...)
 		bc.Allow = back.AllowUIDs(allowed...)
 	}
+	plan.configure(&bc, s.quota)
 	if s.back, err = back.Listen(bc); err != nil {
 		return nil, err
 	}

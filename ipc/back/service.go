@@ -73,6 +73,20 @@ func AllowUIDs(uids ...uint32) func(Credential) error {
 	}
 }
 
+// Defaults of Config's limits, for callers that size other budgets around them.
+const (
+	DefaultMaxClients       = 64
+	DefaultMaxPendingPerUID = 4
+	DefaultMaxPending       = 32
+	DefaultMaxHandles       = 1024
+	// FdsPerClient is what an admitted client costs the service in file
+	// descriptors: its socket and its eventfd (the arena's memfd is closed once
+	// passed; the mapping stays). FdsPerHandshake is what a handshake in
+	// progress may hold: the socket, the arena's memfd and the eventfd.
+	FdsPerClient    = 2
+	FdsPerHandshake = 3
+)
+
 // Config configures a Service. Zero values take the defaults named on each field.
 type Config struct {
 	// SocketPath is where the service listens (SOCK_SEQPACKET). A stale socket file
@@ -153,10 +167,10 @@ func (c *Config) setDefaults() error {
 	} else if c.SpinTime < 0 {
 		c.SpinTime = 0
 	}
-	def(&c.MaxClients, 64)
+	def(&c.MaxClients, DefaultMaxClients)
 	def(&c.MaxClientsPerUID, max(1, c.MaxClients/2))
-	def(&c.MaxPendingPerUID, 4)
-	def(&c.MaxPending, 32)
+	def(&c.MaxPendingPerUID, DefaultMaxPendingPerUID)
+	def(&c.MaxPending, DefaultMaxPending)
 	def(&c.DescsPerClient, 32)
 	if c.RingCap == 0 && c.DescsPerClient > 0 {
 		c.RingCap = 1
@@ -165,7 +179,7 @@ func (c *Config) setDefaults() error {
 		}
 	}
 	def(&c.SlotBytes, 64<<10)
-	def(&c.MaxHandles, 1024)
+	def(&c.MaxHandles, DefaultMaxHandles)
 	if c.HandshakeTimeout == 0 {
 		c.HandshakeTimeout = time.Second
 	}

@@ -204,7 +204,8 @@ func (p *quotaPlan) configure(bc *back.Config, q *Quota) {
 // Quota counts open handles per uid over both paths: at most perUID for each
 // uid, and at most total for all. It satisfies back.HandleQuota and the FUSE
 // gateway's quota interface; its methods are safe for concurrent use and take no
-// lock unless a uid is seen for the first time.
+// lock unless a uid is seen for the first time (addMu, a leaf: callers may hold
+// their own locks, the back driver holds a client's handle table lock).
 type Quota struct {
 	perUID, total int64
 	used          atomic.Int64

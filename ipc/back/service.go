@@ -131,7 +131,9 @@ type Config struct {
 	MaxHandles int
 	// Quota, when set, bounds the handles of each uid over all its clients.
 	Quota HandleQuota
-	// HugePages backs the arenas with huge pages when available.
+	// HugePages backs the arenas with huge pages when available. A client can
+	// punch holes in its own hugetlb arena; with the pool then empty, the
+	// service's next write there faults (SIGBUS): only for trusted clients.
 	HugePages bool
 	// HandshakeTimeout bounds a connecting client's handshake (default 1 s).
 	HandshakeTimeout time.Duration

@@ -166,10 +166,9 @@ func (c *Client) SleepsAtOnce() bool { return c.cfg.SpinIters == 0 && c.cfg.Spin
 // sharesOneCPU reports whether this process and the service at the other end
 // of conn may run on one CPU only, the same one: the cpuset of a pool with a
 // single reserved core holding both, or both pinned there. A polling call then
-// takes the CPU from the service it waits for, and a round trip measured 22 us
-// spinning against 1.3 us on two CPUs (perf paths under taskset -c 1, Zen 3
-// VM, 2026-11-21). Unknown (no peer pid, an affinity that cannot be read)
-// counts as not shared.
+// takes the CPU from the service it waits for (measured many times slower than
+// sleeping at once: docs/results/2026-11-21/ipc-front.md). Unknown (no peer
+// pid, an affinity that cannot be read) counts as not shared.
 func sharesOneCPU(conn *net.UnixConn) bool {
 	raw, err := conn.SyscallConn()
 	if err != nil {

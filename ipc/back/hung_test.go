@@ -224,3 +224,39 @@ func TestCallTimeoutClosesLateHandles(t *testing.T) {
 	h.release()
 	waitFor(t, "late handles closed", func() bool { return c.Orphans() == 0 && m.open.Load() == base })
 }
+
+// TestQueueLen: requests published behind a hung one show in QueueLen (what
+// elasticity samples), and when they are taken each adds what still waits behind
+// it to Stats.Queued (elasticity's mean queue).
+func TestQueueLen(t *testing.T) {
+	s, h := hungService(t, Config{Workers: 1})
+	c := dial(t, s)
+	h.hold()
+	const n = 4
+	res := make(chan error, n)
+	stat := func() { _, err := c.Stat(hangPath); res <- err }
+	before := s.Stats().Queued
+	// The first request alone, taken (and hung) before the others exist.
+	go stat()
+	waitFor(t, "the first request taken", func() bool {
+		cc := s.clients[0].Load()
+		return cc != nil && cc.head.Load() == 1
+	})
+	for range n - 1 {
+		go stat()
+	}
+	waitFor(t, "three requests waiting behind the hung one", func() bool { return s.QueueLen() == n-1 })
+	h.release()
+	for range n {
+		if err := <-res; !errors.Is(err, syscall.ENOENT) { // answered: there is no such file
+			t.Fatal(err)
+		}
+	}
+	if q := s.QueueLen(); q != 0 {
+		t.Fatalf("QueueLen %d after every request was answered", q)
+	}
+	// Taken one per pass: nothing behind the first, then 2, 1 and 0.
+	if got := s.Stats().Queued - before; got != 3 {
+		t.Fatalf("Queued grew by %d, want 3", got)
+	}
+}

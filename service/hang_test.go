@@ -1,7 +1,10 @@
 package service_test
 
 import (
+	"bytes"
 	"errors"
+	"fmt"
+	"os"
 	"syscall"
 	"testing"
 	"time"
@@ -37,7 +40,36 @@ func stoppedService(t *testing.T, opts fslib.DialOptions) (*proc, libservices.FS
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { svc.cmd.Process.Signal(syscall.SIGCONT) })
+	waitStopped(t, svc.cmd.Process.Pid)
 	return svc, c
+}
+
+// waitStopped waits until every thread of pid is stopped: kill(2) returns
+// before a running thread has taken the signal, and a worker could still answer
+// a request meanwhile.
+func waitStopped(t *testing.T, pid int) {
+	t.Helper()
+	for deadline := time.Now().Add(20 * time.Second); ; {
+		tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		stopped := 0
+		for _, task := range tasks {
+			b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/stat", pid, task.Name()))
+			// The state follows the command name, which ends with ") ".
+			if i := bytes.LastIndexByte(b, ')'); err == nil && i >= 0 && i+2 < len(b) && (b[i+2] == 'T' || b[i+2] == 't') {
+				stopped++
+			}
+		}
+		if stopped == len(tasks) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d threads of process %d stopped after SIGSTOP", stopped, len(tasks), pid)
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
 
 // TestStoppedServiceDefaultTimeout: a client dialled with default options fails

@@ -165,7 +165,7 @@ func TestFilesystemOpsInProcess(t *testing.T) {
 	if got := m.open.Load(); got != 0 {
 		t.Fatalf("%d handles left after the client went away", got)
 	}
-	if st := s.Stats(); st.MappedArenas != 0 || st.Rejected != 0 || st.Dropped != 0 {
+	if st := s.Stats(); st.MappedArenas != 0 || st.Rejected != 0 || st.Dropped != 0 || st.Corrupt != 0 {
 		t.Fatalf("stats %+v", st)
 	}
 }
@@ -250,7 +250,7 @@ func TestNoLossNoDupAcrossProcesses(t *testing.T) {
 	if uint64(st.Served) != total {
 		t.Fatalf("service answered %d descriptors, clients submitted %d", st.Served, total)
 	}
-	if st.MappedArenas != 0 || st.Dropped != 0 || st.Rejected != 0 || m.open.Load() != 0 {
+	if st.MappedArenas != 0 || st.Dropped != 0 || st.Rejected != 0 || st.Corrupt != 0 || m.open.Load() != 0 {
 		t.Fatalf("after all clients left: %+v, %d open handles", st, m.open.Load())
 	}
 }
@@ -311,8 +311,8 @@ func TestClientKills(t *testing.T) {
 	if got := m.open.Load(); got != 0 {
 		t.Fatalf("%d handles of dead clients never released", got)
 	}
-	if st := s.Stats(); st.Admitted != int64(kills+2) {
-		t.Fatalf("admitted %d clients, want %d", st.Admitted, kills+2)
+	if st := s.Stats(); st.Admitted != int64(kills+2) || st.Corrupt != 0 {
+		t.Fatalf("admitted %d clients (want %d), %d disconnected as corrupt (want 0)", st.Admitted, kills+2, st.Corrupt)
 	}
 	// The service still serves newcomers.
 	c := dial(t, s)

@@ -93,6 +93,9 @@ func TestStoppedServiceDefaultTimeout(t *testing.T) {
 			t.Fatalf("gave up after %v, before the default timeout %v", el, front.DefaultCallTimeout)
 		}
 	case <-time.After(3 * front.DefaultCallTimeout):
+		// Let the call finish before the client is closed under it.
+		svc.cmd.Process.Signal(syscall.SIGCONT)
+		<-res
 		t.Fatalf("a default client waited %v on a stopped service", 3*front.DefaultCallTimeout)
 	}
 	if err := svc.cmd.Process.Signal(syscall.SIGCONT); err != nil {

@@ -208,7 +208,13 @@ func startHelperCmd(t *testing.T, cmd *exec.Cmd, kind string, env ...string) *he
 // expect waits for the next output line starting with prefix.
 func (h *helper) expect(t *testing.T, prefix string) string {
 	t.Helper()
-	timeout := time.After(60 * time.Second)
+	return h.expectWithin(t, prefix, 60*time.Second)
+}
+
+// expectWithin is expect with a bound of its own (a soak's helpers run long).
+func (h *helper) expectWithin(t *testing.T, prefix string, d time.Duration) string {
+	t.Helper()
+	timeout := time.After(d)
 	for {
 		select {
 		case l, ok := <-h.lines:
@@ -221,7 +227,7 @@ func (h *helper) expect(t *testing.T, prefix string) string {
 			}
 		case <-timeout:
 			h.cmd.Process.Kill()
-			t.Fatalf("no %q from helper in 60 s; stderr:\n%s", prefix, h.stderr.String())
+			t.Fatalf("no %q from helper in %v; stderr:\n%s", prefix, d, h.stderr.String())
 		}
 	}
 }

@@ -228,7 +228,8 @@ func TestNoLossNoDupAcrossProcesses(t *testing.T) {
 		}()
 	}
 	for _, h := range helpers {
-		line := h.expect(t, submitted)
+		// A round takes a few milliseconds (tens under -race on a busy machine).
+		line := h.expectWithin(t, submitted, max(60*time.Second, time.Duration(iters)*50*time.Millisecond))
 		n, err := strconv.ParseUint(strings.Fields(line)[1], 10, 64)
 		if err != nil {
 			t.Fatal(line)

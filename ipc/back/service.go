@@ -92,6 +92,11 @@ type Config struct {
 	// SocketPath is where the service listens (SOCK_SEQPACKET). A stale socket file
 	// left by a dead service is replaced.
 	SocketPath string
+	// Listener, when set, is the listening socket (SOCK_SEQPACKET) to serve,
+	// made by a privileged parent for an unprivileged service; SocketPath
+	// then only names it, and nothing is removed or created there. Close
+	// closes it; a failed Listen leaves it to the caller.
+	Listener *net.UnixListener
 	// Allow decides whether a peer may connect; nil admits only the service's own
 	// uid and root.
 	Allow func(Credential) error
@@ -302,6 +307,9 @@ func Listen(cfg Config) (_ *Service, err error) {
 	}
 	defer func() {
 		if err != nil {
+			if s.ln == cfg.Listener {
+				s.ln = nil // the caller's
+			}
 			s.closeResources()
 		}
 	}()
@@ -324,12 +332,16 @@ func Listen(cfg Config) (_ *Service, err error) {
 	if err := unix.EpollCtl(s.epfd, unix.EPOLL_CTL_ADD, s.wakeFd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(s.wakeFd)}); err != nil {
 		return nil, fmt.Errorf("back: epoll_ctl: %w", err)
 	}
-	if err := removeStaleSocket(cfg.SocketPath); err != nil {
-		return nil, err
-	}
-	s.ln, err = net.ListenUnix("unixpacket", &net.UnixAddr{Name: cfg.SocketPath, Net: "unixpacket"})
-	if err != nil {
-		return nil, fmt.Errorf("back: listen %s: %w", cfg.SocketPath, err)
+	if cfg.Listener != nil {
+		s.ln = cfg.Listener
+	} else {
+		if err := removeStaleSocket(cfg.SocketPath); err != nil {
+			return nil, err
+		}
+		s.ln, err = net.ListenUnix("unixpacket", &net.UnixAddr{Name: cfg.SocketPath, Net: "unixpacket"})
+		if err != nil {
+			return nil, fmt.Errorf("back: listen %s: %w", cfg.SocketPath, err)
+		}
 	}
 	s.clients = make([]atomic.Pointer[ClientCtx], cfg.MaxClients)
 	s.gens = make([]uint16, cfg.MaxClients)

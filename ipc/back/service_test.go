@@ -4,6 +4,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -795,5 +796,25 @@ func TestWorkersSpreadAfterShrinkAndGrow(t *testing.T) {
 		if got := perCPU(); !slices.Equal(got, []int{1, 1}) {
 			t.Fatalf("round %d: workers per CPU after shrink and grow %v, want [1 1]", round, got)
 		}
+	}
+}
+
+// TestGivenListener: a service can serve a listening socket made by someone else
+// (a privileged parent), and Close closes it.
+func TestGivenListener(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "given.sock")
+	ln, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: path, Net: "unixpacket"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, _ := startService(t, Config{SocketPath: path, Listener: ln})
+	if err := clientRounds(dial(t, s), 1, 2, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ln.Accept(); err == nil {
+		t.Fatal("the given listener still accepts after Close")
 	}
 }

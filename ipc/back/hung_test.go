@@ -157,7 +157,9 @@ func TestCallTimeoutHungService(t *testing.T) {
 // again everything is usable.
 func TestCallTimeoutAllDescriptorsBusy(t *testing.T) {
 	s, h := hungService(t, Config{Workers: 1, RingCap: 8, DescsPerClient: 8})
-	const timeout = 100 * time.Millisecond
+	// Long enough that the calls after the service answers, which must all
+	// succeed, do not time out on a machine busy with -race and other tests.
+	const timeout = time.Second
 	c, err := front.Dial(front.Config{SocketPath: s.Addr(), SpinIters: helperSpins, CallTimeout: timeout, WaitSlice: 10 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)

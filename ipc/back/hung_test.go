@@ -56,7 +56,7 @@ func (h *hungStore) Handle(c *ClientCtx, d *wire.Desc, data []byte) int32 {
 // with answers still pending returns promptly.
 func TestCallTimeoutHungService(t *testing.T) {
 	s, h := hungService(t, Config{Workers: 3})
-	const timeout = 100 * time.Millisecond
+	const timeout = 500 * time.Millisecond
 	c, err := front.Dial(front.Config{SocketPath: s.Addr(), SpinIters: helperSpins, CallTimeout: timeout, WaitSlice: 10 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)

@@ -216,7 +216,7 @@ func TestDefaultCallTimeout(t *testing.T) {
 // timed out is closed by the reaper.
 func TestTimeoutAndOrphanReaping(t *testing.T) {
 	s, g := service(t, back.Config{Workers: 2, DescsPerClient: 1})
-	const timeout = 50 * time.Millisecond
+	const timeout = 500 * time.Millisecond
 	c := dial(t, s, front.Config{CallTimeout: timeout, WaitSlice: 5 * time.Millisecond})
 	g.hold()
 	if _, err := c.Open("/gate", 0, 0); !errors.Is(err, syscall.ETIMEDOUT) {
@@ -244,7 +244,7 @@ func TestTimeoutAndOrphanReaping(t *testing.T) {
 func TestAllDescriptorsInFlight(t *testing.T) {
 	s, g := service(t, back.Config{Workers: 4, DescsPerClient: 2})
 	c := dial(t, s, front.Config{CallTimeout: -1, WaitSlice: 5 * time.Millisecond})
-	short := dial(t, s, front.Config{CallTimeout: 50 * time.Millisecond, DialTimeout: time.Second})
+	short := dial(t, s, front.Config{CallTimeout: 500 * time.Millisecond, DialTimeout: time.Second})
 	g.hold()
 	res := make(chan error, 3)
 	for range 3 {

@@ -36,9 +36,11 @@ func TestNoLostWakeups(t *testing.T) {
 		t.Run(fmt.Sprintf("workers=%d,clients=%d,goroutines=%d,clientSpin=%d", tc.workers, tc.clients, tc.goroutines, tc.clientSpin), func(t *testing.T) {
 			s, _ := startService(t, Config{Workers: tc.workers, SpinBudget: -1})
 			clients, goroutines := tc.clients, tc.goroutines
-			rounds := 10000
-			if testing.Short() {
-				rounds = 500
+			rounds := 3000
+			if testing.Short() || raceEnabled {
+				// The race detector makes each spin of a client tens of
+				// times slower; TestWakeUpRace is the deterministic check.
+				rounds = 300
 			}
 			var wg sync.WaitGroup
 			errs := make(chan error, clients*goroutines)

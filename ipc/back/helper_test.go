@@ -47,6 +47,8 @@ func TestMain(m *testing.M) {
 		os.Exit(helperHostile())
 	case "honest":
 		os.Exit(helperHonest())
+	case "lowfd":
+		os.Exit(helperLowFD())
 	default:
 		fmt.Fprintln(os.Stderr, "unknown helper", os.Getenv(helperEnv))
 		os.Exit(2)

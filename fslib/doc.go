@@ -40,6 +40,12 @@
 //     of the directory after Open is not seen, and entries come sorted by name.
 //   - After an O_APPEND Write the offset is "end of file", resolved by Fstat the
 //     next time it is needed (Read, Seek), so an appending Write costs one FS call.
+//   - Over the direct path (Dial), a call to a service that is alive but does not
+//     answer (stopped, deadlocked) fails with ETIMEDOUT after
+//     DialOptions.CallTimeout, 30 s by default, like a soft NFS mount (its outcome
+//     is unknown: a write may still land); a negative CallTimeout waits as long
+//     as the service lives, like a hard mount. A service that died fails calls
+//     with ENOTCONN, and the first call after it is back reconnects.
 //
 // # Concurrency
 //

@@ -37,9 +37,13 @@ type DialOptions struct {
 	WaitSlice time.Duration
 	// Timeout bounds connect plus handshake (default 2 s).
 	Timeout time.Duration
-	// CallTimeout bounds each call to a service that is alive but does not
-	// answer: the call fails with ETIMEDOUT, its outcome unknown (a write may
-	// still land). Zero waits as long as the service lives.
+	// CallTimeout bounds each request to a service that is alive but does not
+	// answer (a stopped or deadlocked process): the call fails with ETIMEDOUT,
+	// its outcome unknown (a write may still land), as on a soft NFS mount.
+	// Zero means ipc/front's DefaultCallTimeout (30 s, the kernel's own SCSI
+	// command timeout; see there why). Negative waits as long as the service
+	// lives, as on a hard NFS mount. A service that dies fails calls with
+	// ENOTCONN at once either way, and the next call reconnects.
 	CallTimeout time.Duration
 	// Logger receives reconnect events; nil discards them.
 	Logger *zap.Logger

@@ -294,11 +294,15 @@ func TestServiceKilledUnderLoad(t *testing.T) {
 		failed  int
 	)
 	stop := make(chan struct{})
+	// The kill comes once every loader has its file: a Create still in flight
+	// then (a slow machine) would fail for the right reason but uncounted.
+	created := make(chan struct{}, 4)
 	for g := range 4 {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			f, err := c.Create(fmt.Sprintf("/data/load%d", g))
+			created <- struct{}{}
 			if err != nil {
 				t.Error(err)
 				return
@@ -327,6 +331,9 @@ func TestServiceKilledUnderLoad(t *testing.T) {
 				}
 			}
 		}()
+	}
+	for range 4 {
+		<-created
 	}
 	time.Sleep(200 * time.Millisecond)
 	svc.cmd.Process.Kill()

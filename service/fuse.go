@@ -17,8 +17,8 @@ type fuseMount struct {
 
 // mountFUSE serves in at mountpoint; a stale mount left there by a killed service
 // is cleaned up first (fusegw.Mount does it).
-func mountFUSE(m FUSEMount, in *instance, log *zap.Logger) (fuseMount, error) {
-	srv, err := fusegw.Mount(m.Path, in.fs, gatewayOptions(m, in, log))
+func mountFUSE(m FUSEMount, in *instance, q *Quota, log *zap.Logger) (fuseMount, error) {
+	srv, err := fusegw.Mount(m.Path, in.fs, gatewayOptions(m, in, q, log))
 	if err != nil {
 		return fuseMount{}, err
 	}
@@ -27,17 +27,24 @@ func mountFUSE(m FUSEMount, in *instance, log *zap.Logger) (fuseMount, error) {
 }
 
 // gatewayOptions are the gateway's options for mountpoint m of in: its kernel
-// caching, and the instance's Checker, so that both paths check callers with
-// one memo of the instance's directories.
-func gatewayOptions(m FUSEMount, in *instance, log *zap.Logger) fusegw.Options {
-	return fusegw.Options{Name: "polytropon:" + in.name, Logger: log, Access: in.acc,
+// caching, the instance's Checker, so that both paths check callers with one
+// memo of the instance's directories, and the service's per-uid handle quota,
+// which the direct path's handles count against too.
+func gatewayOptions(m FUSEMount, in *instance, q *Quota, log *zap.Logger) fusegw.Options {
+	o := fusegw.Options{Name: "polytropon:" + in.name, Logger: log, Access: in.acc,
 		AttrTimeout: m.AttrTimeout, EntryTimeout: m.EntryTimeout, DirectIO: m.DirectIO, AllowOther: m.AllowOther}
+	if q != nil {
+		// Not assigned when nil: a nil *Quota in the interface would not
+		// read as "unlimited" to the gateway.
+		o.Quota = q
+	}
+	return o
 }
 
 // serveFUSE serves in on a FUSE connection the privileged parent mounted
 // (hf); askParent asks it to detach the mount, which this process may not.
-func serveFUSE(m FUSEMount, hf HandoffFUSE, in *instance, log *zap.Logger, askParent func() error) (fuseMount, error) {
-	srv, err := fusegw.ServeConnection(hf.FD, hf.Path, hf.Dev, in.fs, gatewayOptions(m, in, log), askParent)
+func serveFUSE(m FUSEMount, hf HandoffFUSE, in *instance, q *Quota, log *zap.Logger, askParent func() error) (fuseMount, error) {
+	srv, err := fusegw.ServeConnection(hf.FD, hf.Path, hf.Dev, in.fs, gatewayOptions(m, in, q, log), askParent)
 	if err != nil {
 		return fuseMount{}, err
 	}

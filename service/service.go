@@ -50,8 +50,10 @@ type Config struct {
 	MaxClients  int                  `yaml:"max_clients"`
 	Descriptors int                  `yaml:"descriptors"`
 	SlotSize    libservices.ByteSize `yaml:"slot_size"`
-	// HugePages backs the ring and the arenas with huge pages when available.
+	// HugePages backs the arenas with huge pages when available.
 	HugePages bool `yaml:"huge_pages"`
+	// QuotaConfig: per-client and per-uid limits (quota.go).
+	QuotaConfig `yaml:",inline"`
 	// Filesystems are the instances the service hosts.
 	Filesystems []FilesystemConfig `yaml:"filesystems"`
 	// User, for a service started by root, is the user it runs as: `polytropon
@@ -129,6 +131,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Spin != nil && *c.Spin < 0 {
 		return &libservices.ConfigError{Key: "spin", Msg: "must not be negative"}
+	}
+	if err := c.QuotaConfig.validate(); err != nil {
+		return err
 	}
 	if c.Metrics != "" {
 		if _, _, err := net.SplitHostPort(c.Metrics); err != nil {
@@ -211,6 +216,7 @@ type Service struct {
 	ctlMu     sync.Mutex
 	ctlConns  map[*net.UnixConn]struct{}
 	ctlClosed bool
+	quota     *Quota
 
 	closeOnce sync.Once
 	closeErr  error
@@ -256,6 +262,10 @@ func Start(cfg Config, logger *zap.Logger) (_ *Service, err error) {
 	if err := checkBranches(&cfg); err != nil {
 		return nil, err
 	}
+	var plan quotaPlan
+	if s.quota, plan, err = startQuota(&cfg, s.log); err != nil {
+		return nil, err
+	}
 	env := &libservices.Env{Logger: s.log, Shared: &libservices.Shared{}}
 	for i := range cfg.Filesystems {
 		f := &cfg.Filesystems[i]
@@ -279,10 +289,10 @@ func Start(cfg Config, logger *zap.Logger) (_ *Service, err error) {
 				if k >= len(h.FUSE) {
 					return nil, fmt.Errorf("filesystems[%d].fuse %s: the parent mounted %d FUSE mountpoints, fewer than configured", i, m.Path, len(h.FUSE))
 				}
-				fm, err = serveFUSE(m, h.FUSE[k], s.insts[i], s.log, s.askParent)
+				fm, err = serveFUSE(m, h.FUSE[k], s.insts[i], s.quota, s.log, s.askParent)
 				k++
 			} else {
-				fm, err = mountFUSE(m, s.insts[i], s.log)
+				fm, err = mountFUSE(m, s.insts[i], s.quota, s.log)
 			}
 			if err != nil {
 				return nil, fmt.Errorf("filesystems[%d].fuse %s: %w", i, m.Path, err)
@@ -310,6 +320,7 @@ func Start(cfg Config, logger *zap.Logger) (_ *Service, err error) {
 		allowed := append([]uint32{0, own}, cfg.AllowUIDs...)
 		bc.Allow = back.AllowUIDs(allowed...)
 	}
+	plan.configure(&bc, s.quota)
 	if s.back, err = back.Listen(bc); err != nil {
 		if bc.Listener != nil {
 			bc.Listener.Close()

@@ -60,7 +60,7 @@ func FuzzDispatch(f *testing.F) {
 		before := bytes.Clone(cc.mem[:cc.descOff+cc.numDesc*wire.DescSize])
 		otherBefore := bytes.Clone(oc.mem)
 		atomic.StoreUint32(cc.states[idx], wire.StateSubmitted)
-		s.serve(wire.Ref(cc.slot, cc.gen, idx), new(wire.Desc))
+		s.serve(cc, idx, new(wire.Desc))
 		if got := atomic.LoadUint32(cc.states[idx]); got != wire.StateDone {
 			t.Fatalf("descriptor left in state %d", got)
 		}

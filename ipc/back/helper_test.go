@@ -43,6 +43,12 @@ func TestMain(m *testing.M) {
 		os.Exit(helperService())
 	case "dial":
 		os.Exit(helperDial())
+	case "hostile":
+		os.Exit(helperHostile())
+	case "honest":
+		os.Exit(helperHonest())
+	case "lowfd":
+		os.Exit(helperLowFD())
 	default:
 		fmt.Fprintln(os.Stderr, "unknown helper", os.Getenv(helperEnv))
 		os.Exit(2)
@@ -172,8 +178,12 @@ type helper struct {
 
 func startHelper(t *testing.T, kind string, env ...string) *helper {
 	t.Helper()
-	h := &helper{lines: make(chan string, 16)}
-	h.cmd = exec.Command(os.Args[0], "-test.run=^$")
+	return startHelperCmd(t, exec.Command(os.Args[0], "-test.run=^$"), kind, env...)
+}
+
+func startHelperCmd(t *testing.T, cmd *exec.Cmd, kind string, env ...string) *helper {
+	t.Helper()
+	h := &helper{lines: make(chan string, 16), cmd: cmd}
 	h.cmd.Env = append(append(os.Environ(), helperEnv+"="+kind), env...)
 	h.cmd.Stderr = &h.stderr
 	out, err := h.cmd.StdoutPipe()
@@ -200,7 +210,13 @@ func startHelper(t *testing.T, kind string, env ...string) *helper {
 // expect waits for the next output line starting with prefix.
 func (h *helper) expect(t *testing.T, prefix string) string {
 	t.Helper()
-	timeout := time.After(60 * time.Second)
+	return h.expectWithin(t, prefix, 60*time.Second)
+}
+
+// expectWithin is expect with a bound of its own (a soak's helpers run long).
+func (h *helper) expectWithin(t *testing.T, prefix string, d time.Duration) string {
+	t.Helper()
+	timeout := time.After(d)
 	for {
 		select {
 		case l, ok := <-h.lines:
@@ -213,7 +229,7 @@ func (h *helper) expect(t *testing.T, prefix string) string {
 			}
 		case <-timeout:
 			h.cmd.Process.Kill()
-			t.Fatalf("no %q from helper in 60 s; stderr:\n%s", prefix, h.stderr.String())
+			t.Fatalf("no %q from helper in %v; stderr:\n%s", prefix, d, h.stderr.String())
 		}
 	}
 }

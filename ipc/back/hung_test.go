@@ -17,7 +17,26 @@ import (
 type hungStore struct {
 	*memStore
 	hang sync.RWMutex
+	held bool // the test holds hang; only the test goroutine and its cleanup touch it
 }
+
+// hungService starts a service on a hungStore whose hang is released at the end
+// of the test if a failure left it held: the service's Close (registered
+// earlier, so run later) waits for the hung handlers.
+func hungService(t *testing.T, cfg Config) (*Service, *hungStore) {
+	h := &hungStore{memStore: newMemStore()}
+	cfg.Handler = h
+	s, _ := startService(t, cfg)
+	t.Cleanup(func() {
+		if h.held {
+			h.release()
+		}
+	})
+	return s, h
+}
+
+func (h *hungStore) hold()    { h.hang.Lock(); h.held = true }
+func (h *hungStore) release() { h.held = false; h.hang.Unlock() }
 
 const hangPath = "/hang"
 
@@ -36,9 +55,8 @@ func (h *hungStore) Handle(c *ClientCtx, d *wire.Desc, data []byte) int32 {
 // every descriptor orphaned times out in acquire instead of blocking; Close
 // with answers still pending returns promptly.
 func TestCallTimeoutHungService(t *testing.T) {
-	h := &hungStore{memStore: newMemStore()}
-	s, _ := startService(t, Config{Handler: h, Workers: 3})
-	const timeout = 100 * time.Millisecond
+	s, h := hungService(t, Config{Workers: 3})
+	const timeout = 500 * time.Millisecond
 	c, err := front.Dial(front.Config{SocketPath: s.Addr(), SpinIters: helperSpins, CallTimeout: timeout, WaitSlice: 10 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
@@ -46,7 +64,7 @@ func TestCallTimeoutHungService(t *testing.T) {
 	defer c.Close()
 
 	// Two calls hang two of the three workers.
-	h.hang.Lock()
+	h.hold()
 	var wg sync.WaitGroup
 	errs := make([]error, 2)
 	for i := range errs {
@@ -76,7 +94,7 @@ func TestCallTimeoutHungService(t *testing.T) {
 	if c.Broken() {
 		t.Fatal("a timeout broke the client")
 	}
-	h.hang.Unlock()
+	h.release()
 	waitFor(t, "orphaned descriptors to come back", func() bool { return c.Orphans() == 0 })
 
 	// Every descriptor usable again: as many concurrent calls as descriptors.
@@ -98,7 +116,7 @@ func TestCallTimeoutHungService(t *testing.T) {
 	}
 
 	// Every descriptor orphaned: the next call times out waiting for one.
-	h.hang.Lock()
+	h.hold()
 	for _, err := range runAll(hangPath) {
 		if !errors.Is(err, syscall.ETIMEDOUT) {
 			t.Fatalf("hung call: %v, want ETIMEDOUT", err)
@@ -111,14 +129,14 @@ func TestCallTimeoutHungService(t *testing.T) {
 	if el := time.Since(start); el > 20*timeout {
 		t.Errorf("acquire gave up after %v (CallTimeout %v)", el, timeout)
 	}
-	h.hang.Unlock()
+	h.release()
 	waitFor(t, "all orphans back", func() bool { return c.Orphans() == 0 })
 	if err := c.Nop(); err != nil {
 		t.Fatalf("after the service answered: %v", err)
 	}
 
 	// Close with an answer still pending: the reaper leaves, Close returns.
-	h.hang.Lock()
+	h.hold()
 	if _, err := c.Stat(hangPath); !errors.Is(err, syscall.ETIMEDOUT) {
 		t.Fatalf("hung call: %v", err)
 	}
@@ -129,25 +147,27 @@ func TestCallTimeoutHungService(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("Close hung behind a reaper")
 	}
-	h.hang.Unlock()
+	h.release()
 }
 
-// TestCallTimeoutFullRing: with the handler hung and the shared ring full of
-// references nobody dequeues, a call waiting to enqueue also gives up after
-// CallTimeout (ETIMEDOUT) instead of waiting for a slot for ever; and once the
-// service answers again everything is usable.
-func TestCallTimeoutFullRing(t *testing.T) {
-	h := &hungStore{memStore: newMemStore()}
-	s, _ := startService(t, Config{Handler: h, Workers: 1, RingCap: 8, DescsPerClient: 32})
-	const timeout = 100 * time.Millisecond
+// TestCallTimeoutAllDescriptorsBusy: with the smallest ring (as many entries as
+// descriptors) and every descriptor held by a call to a hung handler, one more
+// call gives up after CallTimeout (ETIMEDOUT) waiting for a descriptor instead
+// of waiting for ever; the ring never overruns, and once the service answers
+// again everything is usable.
+func TestCallTimeoutAllDescriptorsBusy(t *testing.T) {
+	s, h := hungService(t, Config{Workers: 1, RingCap: 8, DescsPerClient: 8})
+	// Long enough that the calls after the service answers, which must all
+	// succeed, do not time out on a machine busy with -race and other tests.
+	const timeout = time.Second
 	c, err := front.Dial(front.Config{SocketPath: s.Addr(), SpinIters: helperSpins, CallTimeout: timeout, WaitSlice: 10 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	h.hang.Lock()
+	h.hold()
 	n := c.Descriptors()
-	errs := make([]error, n)
+	errs := make([]error, n+1)
 	var wg sync.WaitGroup
 	done := make(chan struct{})
 	for i := range errs {
@@ -158,20 +178,23 @@ func TestCallTimeoutFullRing(t *testing.T) {
 	select {
 	case <-done:
 	case <-time.After(30 * time.Second):
-		h.hang.Unlock()
-		t.Fatal("calls blocked on a full ring did not time out")
+		h.release()
+		t.Fatal("calls beside busy descriptors did not time out")
 	}
 	for i, err := range errs {
 		if !errors.Is(err, syscall.ETIMEDOUT) {
 			t.Errorf("call %d: %v, want ETIMEDOUT", i, err)
 		}
 	}
-	h.hang.Unlock()
+	h.release()
 	waitFor(t, "orphans back", func() bool { return c.Orphans() == 0 })
-	for range 2 * n {
+	for range 4 * n {
 		if _, err := c.Stat("/"); err != nil {
 			t.Fatalf("after the service answered: %v", err)
 		}
+	}
+	if st := s.Stats(); st.Corrupt != 0 || st.Dropped != 0 {
+		t.Fatalf("stats %+v", st)
 	}
 }
 
@@ -180,8 +203,7 @@ func TestCallTimeoutFullRing(t *testing.T) {
 // until the client disconnects. (Locks take the same path; this test store
 // has no locks; service's tests have.)
 func TestCallTimeoutClosesLateHandles(t *testing.T) {
-	h := &hungStore{memStore: newMemStore()}
-	s, _ := startService(t, Config{Handler: h, Workers: 2})
+	s, h := hungService(t, Config{Workers: 2})
 	m := h.memStore
 	const timeout = 100 * time.Millisecond
 	c, err := front.Dial(front.Config{SocketPath: s.Addr(), SpinIters: helperSpins, CallTimeout: timeout, WaitSlice: 10 * time.Millisecond})
@@ -197,10 +219,46 @@ func TestCallTimeoutClosesLateHandles(t *testing.T) {
 		t.Fatal(err)
 	}
 	base := m.open.Load()
-	h.hang.Lock()
+	h.hold()
 	if _, err := c.Open(hangPath+"-file", 0, 0); !errors.Is(err, syscall.ETIMEDOUT) {
 		t.Fatalf("open of a hung service: %v, want ETIMEDOUT", err)
 	}
-	h.hang.Unlock()
+	h.release()
 	waitFor(t, "late handles closed", func() bool { return c.Orphans() == 0 && m.open.Load() == base })
+}
+
+// TestQueueLen: requests published behind a hung one show in QueueLen (what
+// elasticity samples), and when they are taken each adds what still waits behind
+// it to Stats.Queued (elasticity's mean queue).
+func TestQueueLen(t *testing.T) {
+	s, h := hungService(t, Config{Workers: 1})
+	c := dial(t, s)
+	h.hold()
+	const n = 4
+	res := make(chan error, n)
+	stat := func() { _, err := c.Stat(hangPath); res <- err }
+	before := s.Stats().Queued
+	// The first request alone, taken (and hung) before the others exist.
+	go stat()
+	waitFor(t, "the first request taken", func() bool {
+		cc := s.clients[0].Load()
+		return cc != nil && cc.head.Load() == 1
+	})
+	for range n - 1 {
+		go stat()
+	}
+	waitFor(t, "three requests waiting behind the hung one", func() bool { return s.QueueLen() == n-1 })
+	h.release()
+	for range n {
+		if err := <-res; !errors.Is(err, syscall.ENOENT) { // answered: there is no such file
+			t.Fatal(err)
+		}
+	}
+	if q := s.QueueLen(); q != 0 {
+		t.Fatalf("QueueLen %d after every request was answered", q)
+	}
+	// Taken one per pass: nothing behind the first, then 2, 1 and 0.
+	if got := s.Stats().Queued - before; got != 3 {
+		t.Fatalf("Queued grew by %d, want 3", got)
+	}
 }

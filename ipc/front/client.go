@@ -4,16 +4,15 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
 
 	"go.uber.org/zap"
+	"golang.org/x/sys/cpu"
 	"golang.org/x/sys/unix"
 
-	"github.com/polytropon/polytropon/ipc/rcqb"
 	"github.com/polytropon/polytropon/ipc/shm"
 	"github.com/polytropon/polytropon/ipc/wire"
 )
@@ -40,11 +39,24 @@ type Config struct {
 	// from a service that is alive but does not answer (a hung handler, a
 	// stopped process); the call then fails with ETIMEDOUT and its outcome is
 	// unknown, as with a soft NFS mount: a write may still be applied later.
-	// Zero waits as long as the service lives.
+	// Zero means DefaultCallTimeout; a negative value waits as long as the
+	// service lives (a hard mount: a stopped service stops its callers).
 	CallTimeout time.Duration
 	// Logger receives the copy-profile warning at the first Dial; nil discards it.
 	Logger *zap.Logger
 }
+
+// DefaultCallTimeout is CallTimeout's default: 30 s, the Linux SCSI disk driver's
+// default command timeout (/sys/block/*/device/timeout), which is the time after
+// which the kernel itself gives up on one request to a device that stays silent.
+// One direct-path request is one operation of the service's stack (at most
+// 1 MiB of I/O, or one fsync), which on a working device completes well within
+// that; a service that answers nothing for 30 s is hung (serve's health check
+// restarts such a service much sooner, and the client then fails with ENOTCONN
+// instead). A caller whose single requests may legitimately take longer (an
+// fsync that flushes a large write-back cache to a slow device) sets a longer
+// CallTimeout, or a negative one to wait for ever.
+const DefaultCallTimeout = 30 * time.Second
 
 // Errors of the transport. Calls return syscall.Errno values so that callers (fslib)
 // pass them through as file errors; these wrap one.
@@ -57,21 +69,24 @@ var (
 
 // Client is one connection to a service.
 type Client struct {
-	cfg      Config
-	conn     *net.UnixConn
-	sockFd   int // dup of the socket, for liveness polls without the netpoller
-	ringReg  *shm.Region
-	arena    *shm.Region
-	ring     *rcqb.Queue
-	mem      []byte
-	slot     uint16
-	gen      uint16
-	numDesc  uint32
-	descOff  uint32
-	dataOff  uint32
-	slotSize uint32
-	states   []*uint32
-	free     chan uint32
+	cfg       Config
+	conn      *net.UnixConn
+	sockFd    int // dup of the socket, for liveness polls without the netpoller
+	statusReg *shm.Region
+	arena     *shm.Region
+	efd       int     // this client's eventfd: written to wake a sleeping worker
+	sleepers  *uint32 // the service's sleeping workers, in the read-only status page
+	mem       []byte
+	ring      []uint64 // the submission ring, in the arena
+	mask      uint64
+	slot      uint16
+	gen       uint16
+	numDesc   uint32
+	descOff   uint32
+	dataOff   uint32
+	slotSize  uint32
+	states    []*uint32
+	free      chan uint32
 	// orphan[i] is set while descriptor i belongs to a call that timed out
 	// and the service has not answered yet: the call's release must not
 	// hand it out (the service may still write its buffer); a reaper
@@ -87,6 +102,14 @@ type Client struct {
 	reqID       atomic.Uint64
 	broken      atomic.Bool
 	closed      atomic.Bool
+	wakes       atomic.Uint64 // eventfd writes (tests: no system call while a worker is awake)
+
+	_ cpu.CacheLinePad
+	// tail is the next ring position this process publishes at: process
+	// memory, so that several goroutines reserve positions with one atomic add
+	// and the service never has to trust a counter the client could rewrite.
+	tail atomic.Uint64
+	_    cpu.CacheLinePad
 }
 
 // Dial connects to the service at cfg.SocketPath and completes the handshake.
@@ -110,6 +133,9 @@ func Dial(cfg Config) (*Client, error) {
 	if cfg.DialTimeout <= 0 {
 		cfg.DialTimeout = 2 * time.Second
 	}
+	if cfg.CallTimeout == 0 {
+		cfg.CallTimeout = DefaultCallTimeout
+	}
 	shm.UseCopyProfile(false, cfg.Logger)
 	conn, err := net.DialUnix("unixpacket", nil, &net.UnixAddr{Name: cfg.SocketPath, Net: "unixpacket"})
 	if err != nil {
@@ -120,13 +146,17 @@ func Dial(cfg Config) (*Client, error) {
 		// spin on delays it: sleep at once, so the service runs now.
 		cfg.SpinIters, cfg.SpinTime = 0, 0
 	}
-	c := &Client{cfg: cfg, conn: conn, sockFd: -1}
+	c := &Client{cfg: cfg, conn: conn, sockFd: -1, efd: -1}
 	if err := c.handshake(); err != nil {
 		c.release()
 		return nil, err
 	}
 	return c, nil
 }
+
+// CallTimeout returns the bound on each call's wait (after defaults; negative:
+// none).
+func (c *Client) CallTimeout() time.Duration { return c.cfg.CallTimeout }
 
 // SleepsAtOnce reports whether the client's calls sleep without spinning:
 // configured so (SpinIters < 0), or chosen at Dial because the client and
@@ -136,10 +166,9 @@ func (c *Client) SleepsAtOnce() bool { return c.cfg.SpinIters == 0 && c.cfg.Spin
 // sharesOneCPU reports whether this process and the service at the other end
 // of conn may run on one CPU only, the same one: the cpuset of a pool with a
 // single reserved core holding both, or both pinned there. A polling call then
-// takes the CPU from the service it waits for, and a round trip measured 22 us
-// spinning against 1.3 us on two CPUs (perf paths under taskset -c 1, Zen 3
-// VM, 2026-11-21). Unknown (no peer pid, an affinity that cannot be read)
-// counts as not shared.
+// takes the CPU from the service it waits for (measured many times slower than
+// sleeping at once: docs/results/2026-11-21/ipc-front.md). Unknown (no peer
+// pid, an affinity that cannot be read) counts as not shared.
 func sharesOneCPU(conn *net.UnixConn) bool {
 	raw, err := conn.SyscallConn()
 	if err != nil {
@@ -171,12 +200,16 @@ func (c *Client) handshake() error {
 	_ = c.conn.SetDeadline(time.Now().Add(c.cfg.DialTimeout))
 	var hb [wire.HelloSize]byte
 	(&wire.Hello{Version: wire.Version}).Put(hb[:])
-	if _, err := c.conn.Write(hb[:]); err != nil {
-		return fmt.Errorf("front: send hello: %w", err)
-	}
+	_, herr := c.conn.Write(hb[:])
+	// Read the answer even when the Hello could not be sent: a service that
+	// refuses a connection at once (its uid over a quota) shuts the socket,
+	// and its refusal is waiting.
 	var wb [wire.WelcomeSize + 1]byte
 	n, fds, err := shm.RecvFds(c.conn, wb[:])
 	if err != nil {
+		if herr != nil {
+			return fmt.Errorf("front: send hello: %w", herr)
+		}
 		return fmt.Errorf("front: handshake: %w", err)
 	}
 	closeFds := func() {
@@ -191,25 +224,37 @@ func (c *Client) handshake() error {
 	}
 	if w.Status != 0 {
 		closeFds()
+		if w.Status < 0 {
+			return fmt.Errorf("%w: status %d", ErrBadWelcome, w.Status)
+		}
 		return fmt.Errorf("%w: %w", ErrRefused, syscall.Errno(w.Status))
 	}
-	if w.Version != wire.Version || len(fds) != 2 {
+	if w.Version != wire.Version || len(fds) != wire.WelcomeFds {
 		closeFds()
 		return fmt.Errorf("%w: version %d with %d fds", ErrBadWelcome, w.Version, len(fds))
 	}
+	if herr != nil {
+		closeFds()
+		return fmt.Errorf("front: send hello: %w", herr)
+	}
 	_ = c.conn.SetDeadline(time.Time{})
-	c.ringReg, err = shm.Open(fds[0])
+	// From here each fd is owned by the field it lands in, and release()
+	// closes whatever the handshake got to.
+	c.efd = fds[wire.WelcomeFdEvent]
+	c.statusReg, err = shm.OpenReadOnly(fds[wire.WelcomeFdStatus])
 	if err != nil {
-		unix.Close(fds[1])
+		unix.Close(fds[wire.WelcomeFdArena])
 		return err
 	}
-	c.arena, err = shm.Open(fds[1])
+	c.arena, err = shm.Open(fds[wire.WelcomeFdArena])
 	if err != nil {
 		return err
 	}
-	c.ring, err = rcqb.Attach(c.ringReg.Bytes(), rcqb.WithSpin(0))
-	if err != nil {
-		return fmt.Errorf("%w: ring: %v", ErrBadWelcome, err)
+	if !shm.IsEventfd(c.efd) {
+		return fmt.Errorf("%w: the wake-up fd is not an eventfd", ErrBadWelcome)
+	}
+	if err := c.statusPage(&w); err != nil {
+		return err
 	}
 	if err := c.layout(&w); err != nil {
 		return err
@@ -219,6 +264,23 @@ func (c *Client) handshake() error {
 		return err
 	}
 	return nil
+}
+
+// statusPage checks the service's status page and finds its sleeper word.
+func (c *Client) statusPage(w *wire.Welcome) error {
+	m := c.statusReg.Bytes()
+	if len(m) < wire.StatusPageSize || uint64(len(m)) != uint64(w.StatusSize) {
+		return fmt.Errorf("%w: status page of %d bytes, welcome says %d", ErrBadWelcome, len(m), w.StatusSize)
+	}
+	u32 := func(off int) uint32 {
+		return uint32(m[off]) | uint32(m[off+1])<<8 | uint32(m[off+2])<<16 | uint32(m[off+3])<<24
+	}
+	if u32(wire.StatusOffMagic) != wire.StatusMagic || u32(wire.StatusOffVersion) != wire.Version {
+		return fmt.Errorf("%w: status page magic or version", ErrBadWelcome)
+	}
+	var err error
+	c.sleepers, err = shm.Uint32At(m, wire.StatusOffSleepers)
+	return err
 }
 
 // layout reads the arena header and checks it against the welcome and the mapping,
@@ -236,18 +298,31 @@ func (c *Client) layout(w *wire.Welcome) error {
 	}
 	c.numDesc, c.descOff, c.dataOff, c.slotSize = u32(wire.ArenaOffNumDesc), u32(wire.ArenaOffDescOff),
 		u32(wire.ArenaOffDataOff), u32(wire.ArenaOffSlotBytes)
+	ringOff, ringCap := u32(wire.ArenaOffRingOff), u32(wire.ArenaOffRingCap)
 	size := uint64(len(c.mem))
 	switch {
 	case c.numDesc == 0 || c.numDesc != w.NumDesc || c.numDesc > 1<<16:
 		return fmt.Errorf("%w: %d descriptors", ErrBadWelcome, c.numDesc)
 	case c.slotSize != w.SlotBytes || c.slotSize < 2*wire.PathMax || c.slotSize > wire.MaxIO:
 		return fmt.Errorf("%w: slot size %d", ErrBadWelcome, c.slotSize)
+	case ringCap != w.RingCap || ringCap < c.numDesc || ringCap&(ringCap-1) != 0 || ringCap > 1<<16:
+		// An honest client never has more entries in its ring than
+		// descriptors: a ring at least that large never overruns.
+		return fmt.Errorf("%w: ring of %d entries for %d descriptors", ErrBadWelcome, ringCap, c.numDesc)
+	case ringOff < wire.ArenaHeaderSize || ringOff%wire.RingEntrySize != 0 ||
+		uint64(ringOff)+uint64(ringCap)*wire.RingEntrySize > uint64(c.descOff):
+		return fmt.Errorf("%w: ring area", ErrBadWelcome)
 	case c.descOff%wire.DescSize != 0 || c.descOff < wire.ArenaHeaderSize ||
 		uint64(c.descOff)+uint64(c.numDesc)*wire.DescSize > uint64(c.dataOff):
 		return fmt.Errorf("%w: descriptor area", ErrBadWelcome)
 	case uint64(c.dataOff)+uint64(c.numDesc)*uint64(c.slotSize) > size:
 		return fmt.Errorf("%w: data area beyond the arena", ErrBadWelcome)
 	}
+	var err error
+	if c.ring, err = shm.Words64(c.mem, int(ringOff), int(ringCap)); err != nil {
+		return fmt.Errorf("%w: ring: %v", ErrBadWelcome, err)
+	}
+	c.mask = uint64(ringCap - 1)
 	c.slot, c.gen = w.Slot, w.Gen
 	c.states = make([]*uint32, c.numDesc)
 	for i := range c.states {
@@ -331,8 +406,12 @@ func (c *Client) release() error {
 	if c.arena != nil {
 		errs = append(errs, c.arena.Close())
 	}
-	if c.ringReg != nil {
-		errs = append(errs, c.ringReg.Close())
+	if c.statusReg != nil {
+		errs = append(errs, c.statusReg.Close())
+	}
+	if c.efd >= 0 {
+		errs = append(errs, unix.Close(c.efd))
+		c.efd = -1
 	}
 	return errors.Join(errs...)
 }
@@ -363,9 +442,9 @@ func (c *Client) acquire() (uint32, error) {
 	return idx, nil
 }
 
-// acquireSlow waits for a descriptor when all are in flight: for ever
-// without CallTimeout, else at most CallTimeout (every descriptor may be held by
-// calls to a hung service).
+// acquireSlow waits for a descriptor when all are in flight: at most CallTimeout
+// (every descriptor may be held by calls to a hung service), for ever when it is
+// negative.
 func (c *Client) acquireSlow(idx *uint32) error {
 	if c.cfg.CallTimeout <= 0 {
 		*idx = <-c.free
@@ -458,9 +537,9 @@ func (c *Client) buf(idx uint32) []byte {
 	return c.mem[off : off+c.slotSize : off+c.slotSize]
 }
 
-// roundTrip publishes d in descriptor idx, enqueues its reference and waits for the
-// answer. On a transport failure the descriptor is not returned to the caller's
-// release (it may still be referenced) and the client is marked broken.
+// roundTrip publishes d in descriptor idx and waits for the answer. On a transport
+// failure the descriptor is not returned to the caller's release (it may still be
+// referenced) and the client is marked broken.
 func (c *Client) roundTrip(idx uint32, d *wire.Desc) (int32, uint64, error) {
 	d.Version = wire.Version
 	return c.submit(idx, d)
@@ -472,11 +551,7 @@ func (c *Client) submit(idx uint32, d *wire.Desc) (int32, uint64, error) {
 	d.ReqID = c.reqID.Add(1)
 	d.EncodeRequest(b)
 	atomic.StoreUint32(st, wire.StateSubmitted)
-	if err := c.enqueue(wire.Ref(c.slot, c.gen, idx)); err != nil {
-		// Never enqueued: the service cannot hold the descriptor.
-		atomic.StoreUint32(st, wire.StateFree)
-		return 0, 0, err
-	}
+	c.publish(idx)
 	if err := c.wait(st); err != nil {
 		if err == syscall.ETIMEDOUT {
 			c.orphan[idx].Store(true)
@@ -489,43 +564,30 @@ func (c *Client) submit(idx uint32, d *wire.Desc) (int32, uint64, error) {
 	return status, result, nil
 }
 
-// maxEnqueueBackoff bounds one pause while the ring is full.
-const maxEnqueueBackoff = time.Millisecond
-
-func (c *Client) enqueue(ref uint64) error {
-	if c.ring.TryEnqueue(ref) {
-		return nil
-	}
-	last := time.Now()
-	var deadline time.Time
-	if c.cfg.CallTimeout > 0 {
-		// A hung service leaves the references of timed-out calls in the
-		// shared ring: a full ring must time out too.
-		deadline = last.Add(c.cfg.CallTimeout)
-	}
-	pause := time.Microsecond
-	for i := 0; ; i++ {
-		if i < 64 {
-			runtime.Gosched()
-		} else {
-			time.Sleep(pause)
-			pause = min(2*pause, maxEnqueueBackoff)
-		}
-		if c.ring.TryEnqueue(ref) {
-			return nil
-		}
-		if time.Since(last) >= c.cfg.WaitSlice {
-			last = time.Now()
-			if !c.alive() {
-				c.broken.Store(true)
-				return syscall.ENOTCONN
-			}
-		}
-		if !deadline.IsZero() && !time.Now().Before(deadline) {
-			return syscall.ETIMEDOUT
-		}
+// publish puts descriptor idx in the submission ring and wakes a worker if one
+// sleeps. The ring never overruns: a position is reserved only by a call that
+// holds a descriptor, and descriptors are released only after their answer, which
+// comes after the service took their position; so at most numDesc positions are
+// untaken, and the ring has at least that many entries.
+//
+// The entry's atomic store comes before the load of the sleeper count (both
+// sequentially consistent): a worker that counted itself a sleeper before this
+// load scans the rings again before it blocks and finds this entry, or this load
+// sees it and the eventfd write wakes it (ipc/back's package doc). While a worker
+// is awake no system call is made.
+func (c *Client) publish(idx uint32) {
+	p := c.tail.Add(1) - 1
+	atomic.StoreUint64(&c.ring[p&c.mask], wire.RingEntry(wire.RingSeq(p), idx))
+	if atomic.LoadUint32(c.sleepers) != 0 {
+		c.wakes.Add(1)
+		// EAGAIN (a counter at its maximum) means readable already; any other
+		// error leaves the call to the liveness checks of wait.
+		_ = shm.EventfdWrite(c.efd)
 	}
 }
+
+// Wakes returns how many times this client wrote its eventfd (for tests).
+func (c *Client) Wakes() uint64 { return c.wakes.Load() }
 
 func (c *Client) wait(st *uint32) error {
 	for i := 0; i < c.cfg.SpinIters; i++ {

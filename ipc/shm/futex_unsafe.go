@@ -87,3 +87,17 @@ func FutexWake(addr *uint32, n int) (int, error) {
 func Yield() {
 	unix.Syscall(unix.SYS_SCHED_YIELD, 0, 0, 0)
 }
+
+// Words64 returns the n 8-byte aligned 64-bit words at mem[off:off+8n] as a slice
+// that aliases mem, for atomic access (sync/atomic on &words[i]). mem must outlive
+// every use of the slice.
+func Words64(mem []byte, off, n int) ([]uint64, error) {
+	if n <= 0 || off < 0 || off > len(mem) || n > (len(mem)-off)/8 {
+		return nil, ErrMisaligned
+	}
+	p := unsafe.Pointer(&mem[off])
+	if uintptr(p)%8 != 0 {
+		return nil, ErrMisaligned
+	}
+	return unsafe.Slice((*uint64)(p), n), nil
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"os"
+	"strconv"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -209,5 +210,135 @@ func BenchmarkCopyData4K(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		CopyData(r.Bytes()[4096:], src)
+	}
+}
+
+// TestReadOnlyPeers: the creator's mapping of a ReadOnlyPeers region is writable
+// and the only one: a peer's fd (passed over a socket, or the memfd reopened
+// through /proc) maps read-only only, cannot be made writable with mprotect,
+// written, resized or hole-punched, and sees the creator's writes.
+func TestReadOnlyPeers(t *testing.T) {
+	r, err := Create("ro", 4096, Options{ReadOnlyPeers: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	seals, err := unix.FcntlInt(uintptr(r.Fd()), unix.F_GET_SEALS, 0)
+	if err != nil || seals&ReadOnlySeals != ReadOnlySeals {
+		t.Fatalf("seals %#x, %v; want %#x", seals, err, ReadOnlySeals)
+	}
+	a, b := socketPair(t)
+	if err := SendFds(a, []byte("x"), r.Fd()); err != nil {
+		t.Fatal(err)
+	}
+	_, fds, err := RecvFds(b, make([]byte, 8))
+	if err != nil || len(fds) != 1 {
+		t.Fatalf("recv: %v, %d fds", err, len(fds))
+	}
+	reopened, err := unix.Open("/proc/self/fd/"+strconv.Itoa(fds[0]), unix.O_RDWR|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(reopened)
+	for name, fd := range map[string]int{"received": fds[0], "reopened": reopened} {
+		if _, err := unix.Mmap(fd, 0, 4096, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED); err != unix.EPERM {
+			t.Errorf("%s fd: writable shared mapping: %v, want EPERM", name, err)
+		}
+		if _, err := unix.Pwrite(fd, []byte{1}, 0); err != unix.EPERM {
+			t.Errorf("%s fd: pwrite: %v, want EPERM", name, err)
+		}
+		if err := unix.Ftruncate(fd, 0); err != unix.EPERM {
+			t.Errorf("%s fd: ftruncate: %v, want EPERM", name, err)
+		}
+		if err := unix.Fallocate(fd, unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, 0, 4096); err != unix.EPERM {
+			t.Errorf("%s fd: punch hole: %v, want EPERM", name, err)
+		}
+	}
+	peer, err := OpenReadOnly(fds[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer peer.Close()
+	if err := unix.Mprotect(peer.Bytes(), unix.PROT_READ|unix.PROT_WRITE); err != unix.EACCES {
+		t.Fatalf("mprotect of the peer's mapping to writable: %v, want EACCES", err)
+	}
+	r.Bytes()[100] = 42 // the creator's mapping stays writable
+	if peer.Bytes()[100] != 42 {
+		t.Fatal("the peer does not see the creator's write")
+	}
+	// An ordinary region is writable for peers (the seal is what stops them).
+	plain, err := Create("rw", 4096, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer plain.Close()
+	m, err := unix.Mmap(plain.Fd(), 0, 4096, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		t.Fatalf("writable mapping of an ordinary region: %v", err)
+	}
+	unix.Munmap(m)
+}
+
+func TestDropFdKeepsMapping(t *testing.T) {
+	r, err := Create("drop", 8192, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fd := r.Fd()
+	if err := r.DropFd(); err != nil {
+		t.Fatal(err)
+	}
+	if r.Fd() != -1 {
+		t.Fatalf("Fd after DropFd: %d", r.Fd())
+	}
+	if _, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); err != unix.EBADF {
+		t.Fatalf("the memfd is still open: %v", err)
+	}
+	r.Bytes()[8191] = 7 // still mapped
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestWords64AndEventfd(t *testing.T) {
+	r, err := Create("words", 4096, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	w, err := Words64(r.Bytes(), 64, 8)
+	if err != nil || len(w) != 8 {
+		t.Fatalf("Words64: %d words, %v", len(w), err)
+	}
+	atomic.StoreUint64(&w[7], 0x0102030405060708)
+	if r.Bytes()[64+7*8] != 0x08 {
+		t.Fatal("word 7 is not at offset 120, little-endian")
+	}
+	for _, bad := range [][2]int{{4, 1}, {4096 - 8, 2}, {-8, 1}, {0, 0}, {8, 1 << 40}} {
+		if _, err := Words64(r.Bytes(), bad[0], bad[1]); err != ErrMisaligned {
+			t.Errorf("Words64(off %d, n %d): %v, want ErrMisaligned", bad[0], bad[1], err)
+		}
+	}
+	efd, err := NewEventfd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(efd)
+	if !IsEventfd(efd) || IsEventfd(r.Fd()) {
+		t.Fatal("IsEventfd does not tell an eventfd from a memfd")
+	}
+	if _, err := EventfdRead(efd); err != unix.EAGAIN {
+		t.Fatalf("read of a zero eventfd: %v, want EAGAIN", err)
+	}
+	for range 3 {
+		if err := EventfdWrite(efd); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if v, err := EventfdRead(efd); v != 3 || err != nil {
+		t.Fatalf("eventfd read %d, %v; want 3", v, err)
+	}
+	if n := testing.AllocsPerRun(100, func() { EventfdWrite(efd); EventfdRead(efd) }); n != 0 {
+		t.Fatalf("eventfd write and read: %v allocations", n)
 	}
 }

@@ -3,8 +3,8 @@
 // header, the stat and directory-entry records that replies carry, and the field by
 // field validation the service applies to every descriptor before acting on it.
 //
-// It is a format, not a transport: queues, regions and the handshake live in
-// ipc/rcqb, ipc/shm and the front and back drivers. The same layout is declared for C
+// It is a format, not a transport: regions, fd passing and wake-ups live in ipc/shm,
+// the protocol's behaviour in the front and back drivers. The same layout is declared for C
 // in polytropon_wire.h beside this file (for the LD_PRELOAD client to come); a test
 // compiles a program against that header with the system C compiler and checks every
 // offset, size and constant against this package.
@@ -52,10 +52,30 @@
 // the value, which the service writes right after the name). Fallocate's length is a u64 at the start of its
 // buffer. Read and write move Length bytes.
 //
-// Version 2 (this one) added lstat, link, symlink, readlink, setattr, statfs, the
-// xattr ops, fallocate, fdatasync (a flag of fsync), lock, mounts and status, and
-// widened the stat record to every attribute and the directory entry to carry the
-// inode number. Version 1 clients are refused at the handshake.
+// # Handshake, arena, submission ring, status page
+//
+// The handshake (Hello, Welcome and the fds the Welcome carries), the arena header,
+// the submission ring's entry format and the status page are declared in
+// handshake.go and wire.go, each offset a named constant with its diagram there.
+// In short: each client has its own arena (only it and the service map it) holding
+// its header, its submission ring, its descriptors and its data area; it publishes a
+// descriptor by writing RingEntry(RingSeq(p), index) at ring position p with one
+// atomic store, then reads the status page's sleeper count and writes its own eventfd
+// only when a worker sleeps. The service's consumer position for each ring lives in
+// the service's private memory. A C client must use sequentially consistent atomics
+// (__atomic_store_n and __atomic_load_n with __ATOMIC_SEQ_CST) for the ring store and
+// the sleeper load: the wake-up protocol relies on the store being ordered before the
+// load (see ipc/back's package doc).
+//
+// Version 3 (this one) replaced the request ring that all clients of a service shared
+// (an RCQB region carrying slot/generation/index references) with a ring per client
+// inside its own arena, added the status page and the per-client eventfd to the
+// Welcome (three fds instead of two), and the ring's offset and capacity to the arena
+// header. Version 2 added lstat, link, symlink, readlink, setattr, statfs, the xattr
+// ops, fallocate, fdatasync (a flag of fsync), lock, mounts and status, and widened
+// the stat record to every attribute and the directory entry to carry the inode
+// number. Clients of another version are refused at the handshake
+// (EPROTONOSUPPORT).
 //
 // # Invariants
 //

@@ -12,7 +12,7 @@
 
 #include <stdint.h>
 
-#define PT_WIRE_VERSION 2
+#define PT_WIRE_VERSION 3
 #define PT_DESC_SIZE 64
 
 enum pt_op {
@@ -153,6 +153,11 @@ struct pt_mount {
 
 #define PT_ARENA_MAGIC 0x504f4c59u
 
+/*
+ * At offset 0 of the client's arena. The arena is: header | submission ring
+ * (ring_cap entries of PT_RING_ENTRY_SIZE bytes at ring_off) | descriptors (at
+ * desc_off) | data area (at data_off).
+ */
 struct pt_arena_header {
 	uint32_t magic;
 	uint32_t version;
@@ -161,9 +166,73 @@ struct pt_arena_header {
 	uint32_t data_off;
 	uint32_t slot_bytes;
 	uint64_t size;
-	uint8_t reserved[32];
+	uint32_t ring_off;
+	uint32_t ring_cap;
+	uint8_t reserved[24];
 };
 
 #define PT_ARENA_HEADER_SIZE 64
+
+/*
+ * Submission ring entry: (seq << 32) | descriptor index, where seq is the position
+ * plus one (mod 2^32). Publish with one sequentially consistent store, then load
+ * the status page's sleepers word (also sequentially consistent) and write 1 to the
+ * eventfd only when it is not zero:
+ *
+ *   __atomic_store_n(&ring[p & (ring_cap - 1)], PT_RING_ENTRY(p + 1, idx), __ATOMIC_SEQ_CST);
+ *   if (__atomic_load_n(&status->sleepers, __ATOMIC_SEQ_CST) != 0)
+ *           eventfd_write(efd, 1);
+ */
+#define PT_RING_ENTRY_SIZE 8
+#define PT_RING_SEQ_SHIFT 32
+#define PT_RING_INDEX_MASK 0xffffffffu
+#define PT_RING_ENTRY(seq, idx) \
+	(((uint64_t)(uint32_t)(seq) << PT_RING_SEQ_SHIFT) | (uint64_t)(uint32_t)(idx))
+
+/* The service's status page: read-only for clients (sealed F_SEAL_FUTURE_WRITE). */
+#define PT_STATUS_MAGIC 0x50545354u
+#define PT_STATUS_PAGE_SIZE 4096
+
+struct pt_status_page {
+	uint32_t magic;
+	uint32_t version;
+	uint8_t pad0[56];
+	uint32_t sleepers; /* workers asleep in epoll_wait; atomic */
+	uint8_t pad1[60];
+};
+
+/* Handshake messages over the SOCK_SEQPACKET socket. */
+#define PT_HELLO_MAGIC 0x50544831u
+#define PT_WELCOME_MAGIC 0x50545731u
+
+struct pt_hello {
+	uint32_t magic;
+	uint16_t version;
+	uint16_t reserved;
+};
+
+#define PT_HELLO_SIZE 8
+
+/* With status 0 the welcome carries PT_WELCOME_FDS fds (SCM_RIGHTS), in this order. */
+#define PT_WELCOME_FD_STATUS 0 /* status page memfd: map PROT_READ only */
+#define PT_WELCOME_FD_ARENA 1  /* the client's arena memfd */
+#define PT_WELCOME_FD_EVENT 2  /* the client's eventfd */
+#define PT_WELCOME_FDS 3
+
+struct pt_welcome {
+	uint32_t magic;
+	uint16_t version;
+	uint16_t reserved;
+	int32_t status; /* 0 or an errno */
+	uint16_t slot;
+	uint16_t gen;
+	uint32_t ring_cap;
+	uint32_t num_desc;
+	uint32_t slot_bytes;
+	uint32_t status_size;
+	uint64_t arena_size;
+};
+
+#define PT_WELCOME_SIZE 40
 
 #endif /* POLYTROPON_WIRE_H */

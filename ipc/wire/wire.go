@@ -7,7 +7,7 @@ import (
 )
 
 // Version is the descriptor and handshake protocol version.
-const Version = 2
+const Version = 3
 
 // DescSize is the size of a descriptor; descriptors are DescSize-aligned in the arena.
 const DescSize = 64
@@ -205,8 +205,15 @@ const (
 )
 
 // Arena header, at offset 0 of every client arena, written by the service before the
-// arena is passed and read-only by convention afterwards (the service keeps its own
-// copy of these values and never re-reads them).
+// arena is passed. The client reads it; the service keeps its own copy of these values
+// and never re-reads them, so a client that rewrites its header harms only itself.
+//
+//	0 u32 magic      4 u32 version    8 u32 descriptors   12 u32 descriptor 0 offset
+//	16 u32 data area offset           20 u32 slot bytes   24 u64 arena size
+//	32 u32 ring offset                36 u32 ring capacity (entries)   40..63 reserved
+//
+// The arena: header | submission ring (RingCap entries of RingEntrySize bytes) |
+// descriptors (DescSize-aligned) | data area (page-aligned).
 const (
 	ArenaMagic        = 0x504f4c59 // "POLY"
 	ArenaOffMagic     = 0          // u32
@@ -216,6 +223,8 @@ const (
 	ArenaOffDataOff   = 16         // u32: start of the data area
 	ArenaOffSlotBytes = 20         // u32: default buffer size per descriptor
 	ArenaOffSize      = 24         // u64: arena size
+	ArenaOffRingOff   = 32         // u32: offset of the submission ring
+	ArenaOffRingCap   = 36         // u32: ring entries (a power of two)
 	ArenaHeaderSize   = 64
 )
 

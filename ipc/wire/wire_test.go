@@ -229,3 +229,45 @@ func FuzzValidate(f *testing.F) {
 		}
 	})
 }
+
+func TestHandshakeRoundTrip(t *testing.T) {
+	w := Welcome{Version: Version, Status: -5, Slot: 7, Gen: 9, RingCap: 64, NumDesc: 33, SlotBytes: 8192,
+		StatusSize: StatusPageSize, ArenaSize: 1<<33 + 5}
+	b := make([]byte, WelcomeSize)
+	w.Put(b)
+	var got Welcome
+	if err := got.Get(b); err != nil || got != w {
+		t.Fatalf("welcome round trip: %+v, %v; want %+v", got, err, w)
+	}
+	if err := got.Get(b[:WelcomeSize-1]); err != ErrHandshake {
+		t.Fatalf("short welcome: %v", err)
+	}
+	b[WelcomeOffMagic] ^= 1
+	if err := got.Get(b); err != ErrHandshake {
+		t.Fatalf("welcome with a bad magic: %v", err)
+	}
+	h := Hello{Version: Version}
+	hb := make([]byte, HelloSize)
+	h.Put(hb)
+	var gh Hello
+	if err := gh.Get(hb); err != nil || gh != h {
+		t.Fatalf("hello round trip: %+v, %v", gh, err)
+	}
+	if err := gh.Get(append(hb, 0)); err != ErrHandshake {
+		t.Fatalf("long hello: %v", err)
+	}
+}
+
+func TestRingEntry(t *testing.T) {
+	for _, p := range []uint64{0, 1, 1<<32 - 2, 1<<32 - 1, 1 << 32, 1<<40 + 3} {
+		e := RingEntry(RingSeq(p), 17)
+		seq, idx := SplitRingEntry(e)
+		if seq != uint32(p+1) || idx != 17 {
+			t.Fatalf("position %d: entry %#x splits into seq %d idx %d", p, e, seq, idx)
+		}
+	}
+	// A zeroed ring holds no entry for position 0.
+	if seq, _ := SplitRingEntry(0); seq == RingSeq(0) {
+		t.Fatal("a zero entry is valid for position 0")
+	}
+}

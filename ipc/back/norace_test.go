@@ -1,0 +1,5 @@
+//go:build !race
+
+package back
+
+const raceEnabled = false

@@ -145,8 +145,13 @@ func capsIfSame(pidfd int, pid int32, uid, gid uint32) uint64 {
 // alive reports whether pidfd still names a running process: read after /proc,
 // it proves the status came from that process and not from one that took its
 // pid after it exited.
+//
+// A reader may not be allowed to signal the process (a service running as a
+// tenant's uid asking about a root caller): EPERM still proves that the pidfd's
+// process exists, and only ESRCH says it is gone.
 func alive(pidfd int) bool {
-	return unix.PidfdSendSignal(pidfd, 0, nil, 0) == nil
+	err := unix.PidfdSendSignal(pidfd, 0, nil, 0)
+	return err == nil || err == unix.EPERM
 }
 
 // status is what /proc/PID/status says of a process's identity.

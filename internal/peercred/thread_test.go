@@ -1,9 +1,12 @@
 package peercred_test
 
 import (
+	"fmt"
 	"os"
+	"os/exec"
 	"slices"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -97,5 +100,40 @@ func TestFromSocketOtherIdentity(t *testing.T) {
 	slices.Sort(c.Groups)
 	if c.UID != 4040 || c.GID != 4141 || !slices.Equal(c.Groups, []uint32{4242, 4343}) || c.Caps != 0 {
 		t.Fatalf("cred %+v, want uid 4040 gid 4141 groups [4242 4343] caps 0", c)
+	}
+}
+
+// TestFromPIDUnprivilegedReader: a service runs as its tenant's uid and may not
+// signal a root caller; that must not make the caller look gone and cost it
+// its capabilities (signal 0 then answers EPERM, not ESRCH). The caller is
+// another process: signals within one thread group are always allowed.
+func TestFromPIDUnprivilegedReader(t *testing.T) {
+	testenv.Root(t)
+	child := exec.Command("sleep", "60")
+	if err := child.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { child.Process.Kill(); child.Wait() }()
+	pid := int32(child.Process.Pid)
+	var want peercred.Cred
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		// Until it has exec'd, the child is this test process's copy.
+		if comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid)); string(comm) == "sleep\n" {
+			want = peercred.FromPID(pid, 0, 0)
+			break
+		}
+	}
+	if want.Caps == 0 {
+		t.Fatal("the root child has no capabilities")
+	}
+	th, err := asuser.Start(peercred.Cred{UID: 4040, GID: 4141})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer th.Close()
+	var got peercred.Cred
+	th.Do(func() { got = peercred.FromPID(pid, 0, 0) })
+	if got.Caps != want.Caps {
+		t.Fatalf("root process read by uid 4040: caps %#x, want %#x", got.Caps, want.Caps)
 	}
 }

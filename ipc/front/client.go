@@ -102,6 +102,13 @@ type Client struct {
 	reqID       atomic.Uint64
 	broken      atomic.Bool
 	closed      atomic.Bool
+	// refs counts the users of the mappings and descriptors: one for the
+	// open Client, dropped by Close, and one per call from acquire to done.
+	// Whoever drops the last one releases them, so Close never unmaps the
+	// arena under a call still running on another goroutine.
+	refs        atomic.Int64
+	releaseOnce sync.Once
+	releaseErr  error
 	wakes       atomic.Uint64 // eventfd writes (tests: no system call while a worker is awake)
 
 	_ cpu.CacheLinePad
@@ -151,6 +158,7 @@ func Dial(cfg Config) (*Client, error) {
 		c.release()
 		return nil, err
 	}
+	c.refs.Store(1) // the open Client's, dropped by Close
 	return c, nil
 }
 
@@ -371,9 +379,11 @@ func (c *Client) alive() bool {
 	return true
 }
 
-// Close disconnects: the service reclaims the arena. Calls in flight on other
-// goroutines fail with ENOTCONN or finish; Close does not wait for them, so callers
-// close a Client only after its users are done.
+// Close disconnects: the service reclaims the arena. Calls started after Close
+// fail with ENOTCONN; Close does not wait for calls in flight on other
+// goroutines, which end as they would have (an answer, a timeout, a dead
+// service): the last of them disconnects and unmaps, so a Close racing a call
+// never pulls memory from under it.
 func (c *Client) Close() error {
 	if c.closed.Swap(true) {
 		return nil
@@ -388,7 +398,26 @@ func (c *Client) Close() error {
 		close(c.stopReap)
 		c.reapers.Wait()
 	}
-	return c.release()
+	if c.refs.Add(-1) > 0 {
+		// Calls still run on other goroutines: the last one to finish
+		// releases the mappings; they fail with ENOTCONN or get their
+		// answer, and nothing faults.
+		return nil
+	}
+	return c.releaseShared()
+}
+
+func (c *Client) unref() {
+	if c.refs.Add(-1) == 0 {
+		_ = c.releaseShared()
+	}
+}
+
+// releaseShared releases the connection and mappings once, whoever asks first
+// after the last reference went.
+func (c *Client) releaseShared() error {
+	c.releaseOnce.Do(func() { c.releaseErr = c.release() })
+	return c.releaseErr
 }
 
 func (c *Client) release() error {
@@ -400,9 +429,8 @@ func (c *Client) release() error {
 		errs = append(errs, unix.Close(c.sockFd))
 		c.sockFd = -1
 	}
-	// The mappings are left to the kernel if a call might still be running on
-	// them: unmapping under a concurrent call would fault. Close is meant for a
-	// quiescent client, where unmapping is what the caller wants.
+	// Called once no call can run on the mappings any more (refs), or for a
+	// Client whose handshake failed.
 	if c.arena != nil {
 		errs = append(errs, c.arena.Close())
 	}
@@ -427,19 +455,35 @@ func (c *Client) acquire() (uint32, error) {
 	if c.broken.Load() {
 		return 0, syscall.ENOTCONN
 	}
+	// The reference first, then the check: a Close that sets broken after
+	// this check sees the reference and leaves the release to done.
+	c.refs.Add(1)
+	if c.broken.Load() {
+		c.unref()
+		return 0, syscall.ENOTCONN
+	}
 	var idx uint32
 	select {
 	case idx = <-c.free:
 	default:
 		if err := c.acquireSlow(&idx); err != nil {
+			c.unref()
 			return 0, err
 		}
 	}
 	if c.broken.Load() {
 		c.free <- idx
+		c.unref()
 		return 0, syscall.ENOTCONN
 	}
 	return idx, nil
+}
+
+// done ends a call that acquire started: the descriptor goes back (or to a
+// reaper) and the call's reference is dropped.
+func (c *Client) done(idx uint32) {
+	c.releaseDesc(idx)
+	c.unref()
 }
 
 // acquireSlow waits for a descriptor when all are in flight: at most CallTimeout

@@ -78,7 +78,10 @@
 // is written once per lap, by the call that reserved it, and only after its
 // descriptor's request is complete. A descriptor whose answer never came (dead
 // service) is never reused: the Client is broken from then. Close stops the
-// reapers before it unmaps the arena.
+// reapers before it unmaps the arena, and the mappings are released only when
+// the last reference goes (the open Client's, dropped by Close, and one per call
+// from acquire to done), so a Close on one goroutine never unmaps memory a call
+// on another still uses.
 //
 // Lock order: reapMu (Close against the start of a reaper, only on the timeout
 // path) is the one lock and is never held with another; the rest is channels

@@ -21,7 +21,7 @@ func (c *Client) Nop() error {
 	if err != nil {
 		return err
 	}
-	defer c.releaseDesc(idx)
+	defer c.done(idx)
 	d := wire.Desc{Op: wire.OpNop}
 	status, _, err := c.roundTrip(idx, &d)
 	if err != nil {
@@ -48,7 +48,7 @@ func (c *Client) pathOp(op wire.Op, path string, flags, mode uint32, out func(bu
 	if err != nil {
 		return 0, err
 	}
-	defer c.releaseDesc(idx)
+	defer c.done(idx)
 	n, err := c.putPath(idx, path)
 	if err != nil {
 		return 0, err
@@ -121,7 +121,7 @@ func (c *Client) pathStatusOp(op wire.Op, path string, out func(b []byte, n int)
 	if err != nil {
 		return 0, err
 	}
-	defer c.releaseDesc(idx)
+	defer c.done(idx)
 	n, err := c.putPath(idx, path)
 	if err != nil {
 		return 0, err
@@ -195,7 +195,7 @@ func (c *Client) twoPathOp(op wire.Op, first, second string) error {
 	if err != nil {
 		return err
 	}
-	defer c.releaseDesc(idx)
+	defer c.done(idx)
 	b := c.buf(idx)
 	n := copy(b, first)
 	n += copy(b[n:], second)
@@ -223,7 +223,7 @@ func (c *Client) Setattr(path string, valid, mode uint32, size int64, rec *wire.
 	if err != nil {
 		return err
 	}
-	defer c.releaseDesc(idx)
+	defer c.done(idx)
 	b := c.buf(idx)
 	rec.Put(b)
 	n := copy(b[wire.SetattrSize:], path)
@@ -258,7 +258,7 @@ func (c *Client) xattrOp(op wire.Op, path, name string, value []byte, flags uint
 	if err != nil {
 		return 0, err
 	}
-	defer c.releaseDesc(idx)
+	defer c.done(idx)
 	b := c.buf(idx)
 	n := copy(b, path)
 	n += copy(b[n:], name)
@@ -342,7 +342,7 @@ func (c *Client) bufOp(op wire.Op, parse func(b []byte) error) error {
 	if err != nil {
 		return err
 	}
-	defer c.releaseDesc(idx)
+	defer c.done(idx)
 	d := wire.Desc{Op: op, BufOff: c.bufOff(idx), Length: c.slotSize}
 	status, _, err := c.roundTrip(idx, &d)
 	if err != nil {
@@ -367,7 +367,7 @@ func (c *Client) handleFlagsOp(op wire.Op, h uint64, off uint64, flags uint32) e
 	if err != nil {
 		return err
 	}
-	defer c.releaseDesc(idx)
+	defer c.done(idx)
 	d := wire.Desc{Op: op, Handle: h, Offset: off, Flags: flags}
 	status, _, err := c.roundTrip(idx, &d)
 	if err != nil {
@@ -393,7 +393,7 @@ func (c *Client) Fallocate(h uint64, mode uint32, off, length int64) error {
 	if err != nil {
 		return err
 	}
-	defer c.releaseDesc(idx)
+	defer c.done(idx)
 	wire.PutU64(c.buf(idx), uint64(length))
 	d := wire.Desc{Op: wire.OpFallocate, Handle: h, Offset: uint64(off), Flags: mode, BufOff: c.bufOff(idx), Length: 8}
 	status, _, err := c.roundTrip(idx, &d)
@@ -421,7 +421,7 @@ func (c *Client) Fstat(h uint64) (wire.Stat, error) {
 	if err != nil {
 		return st, err
 	}
-	defer c.releaseDesc(idx)
+	defer c.done(idx)
 	d := wire.Desc{Op: wire.OpFstat, Handle: h, BufOff: c.bufOff(idx), Length: wire.StatSize}
 	status, _, err := c.roundTrip(idx, &d)
 	if err != nil {
@@ -444,7 +444,7 @@ func (c *Client) ReadAt(h uint64, p []byte, off int64) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	defer c.releaseDesc(idx)
+	defer c.done(idx)
 	done := 0
 	for done < len(p) {
 		want := min(len(p)-done, int(c.slotSize))
@@ -474,7 +474,7 @@ func (c *Client) WriteAt(h uint64, p []byte, off int64) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	defer c.releaseDesc(idx)
+	defer c.done(idx)
 	done := 0
 	for done < len(p) {
 		n := shm.CopyData(c.buf(idx), p[done:])
@@ -502,7 +502,7 @@ func (c *Client) ReadDir(h uint64, fn func(name []byte, typ uint8, ino uint64) b
 	if err != nil {
 		return err
 	}
-	defer c.releaseDesc(idx)
+	defer c.done(idx)
 	var cookie uint64
 	// Each batch advances the cookie; the bound guards against a service that
 	// never ends a directory.
@@ -546,7 +546,7 @@ func (c *Client) SubmitRaw(d wire.Desc) (status int32, result uint64, err error)
 	if err != nil {
 		return 0, 0, err
 	}
-	defer c.releaseDesc(idx)
+	defer c.done(idx)
 	return c.submit(idx, &d)
 }
 

@@ -295,6 +295,21 @@ type Flusher interface {
 	HoldsBack() bool
 }
 
+// Reshaper is an optional capability of an FS that says when its operations
+// changed directories other than the names they were asked about. A union
+// copies a lower directory (and its ancestors) up before it creates, removes or
+// changes anything in it, and the copy may differ from the original (its
+// owner, when the service may not give files away). Reshapes returns a count
+// of such side effects, which only grows, and known = true; a caller that keeps
+// state derived from directories' attributes (libservices/access's memo of
+// directory walks) drops it when the count moves, and keeps it across a plain
+// create or unlink otherwise. A wrapper answers for what it wraps (known =
+// false when that cannot say); an FS without the capability may have reshaped
+// at any change.
+type Reshaper interface {
+	Reshapes() (count uint64, known bool)
+}
+
 // CounterReporter is an optional capability of a libservice with counters worth
 // exporting as metrics (a cache's hits and misses). Counters calls fn once per
 // counter; names are snake_case and stable.

@@ -42,10 +42,15 @@ func accessBenchService(b *testing.B) *service.Service {
 	}
 	root := dialFS(b, s, "")
 	for _, name := range []string{"/c", "/u"} {
-		for _, d := range []string{"/d1", "/d1/d2"} {
+		for _, d := range []string{"/d1", "/d1/d2", "/d1/d2/w"} {
 			if err := root.Mkdir(name+d, 0o755); err != nil {
 				b.Fatal(err)
 			}
+		}
+		// Where every caller may create (CreateUnlink): mkdir's mode is
+		// exact, no umask; set it again in case the FS applied one.
+		if err := root.Setattr(name+"/d1/d2/w", &libservices.SetAttr{Valid: libservices.SetMode, Mode: 0o777}); err != nil {
+			b.Fatal(err)
 		}
 		h, err := root.Open(name+"/d1/d2/f", libservices.O_CREAT|libservices.O_WRONLY, 0o644)
 		if err != nil {
@@ -114,7 +119,7 @@ func pairedP50(b *testing.B, on, off func() error) {
 //	go test -run '^$' -bench Access -count 10 ./service
 func BenchmarkAccess(b *testing.B) {
 	testenv.Root(b)
-	for _, op := range []string{"Stat", "Read4K"} {
+	for _, op := range []string{"Stat", "Read4K", "CreateUnlink"} {
 		for _, who := range []struct {
 			name string
 			c    peercred.Cred
@@ -124,6 +129,20 @@ func BenchmarkAccess(b *testing.B) {
 				var calls [2]func() error
 				for i, inst := range []string{"/c", "/u"} {
 					name := inst + "/d1/d2/f"
+					if op == "CreateUnlink" {
+						name := inst + "/d1/d2/w/" + who.name
+						calls[i] = func() error {
+							h, err := fs.Open(name, libservices.O_CREAT|libservices.O_EXCL|libservices.O_RDWR, 0o644)
+							if err != nil {
+								return err
+							}
+							if err := fs.Close(h); err != nil {
+								return err
+							}
+							return fs.Unlink(name)
+						}
+						continue
+					}
 					if op == "Stat" {
 						a := new(libservices.Attr)
 						calls[i] = func() error { return fs.Stat(name, a) }

@@ -33,13 +33,17 @@ const DefaultDirs = 4096
 // Checker applies the kernel's permission rules to the calls of one caller at a
 // time on an FS (see the package doc).
 type Checker struct {
-	fs        libservices.FS
-	prot      Protected
-	protErr   error
-	memo      *memo // nil: no memo
-	walked    bool  // the caller walked the path itself (FUSE): see Walked
-	unchecked bool
-	parent    *Checker // the Checker Walked was called on, or nil
+	fs libservices.FS
+	rs libservices.Reshaper // fs's, or nil: every create or unlink may reshape
+	// cannotGive is set once the FS refused to give a new file to another
+	// uid (EPERM: no CAP_CHOWN), so that later creates do not ask again.
+	cannotGive *atomic.Bool
+	prot       Protected
+	protErr    error
+	memo       *memo // nil: no memo
+	walked     bool  // the caller walked the path itself (FUSE): see Walked
+	unchecked  bool
+	parent     *Checker // the Checker Walked was called on, or nil
 }
 
 // generation is bumped after every change that may alter a directory's mode,
@@ -54,6 +58,42 @@ func init() { generation.Store(1) }
 // changed invalidates what every Checker of the process remembers.
 func changed() { generation.Add(1) }
 
+// linkGen is the generation of the latest walk that followed a symbolic link
+// (set before the link is read): while it equals the current generation, some
+// remembered walk may go through a link, and removing any name may invalidate
+// it. Removing a name nothing remembered walked through changes no directory.
+var linkGen atomic.Uint64
+
+// shape is the FS's reshape count before a call that creates a name or
+// removes a non-directory (known false: the FS cannot say).
+func (c *Checker) shape() (count uint64, known bool) {
+	if c.rs == nil {
+		return 0, false
+	}
+	return c.rs.Reshapes()
+}
+
+// settle ends such a call: what is remembered stays valid, unless the FS
+// changed directories as a side effect meanwhile (a union's copy-up: shape
+// moved, or cannot be told) or, for a removal, a walk remembered at gen (the
+// generation before the call) may have followed a link of the removed name.
+// A new name is no directory anyone walked through (a walk that failed on it
+// is not remembered); a regular file, link or device is in no remembered
+// chain of directory attributes.
+func (c *Checker) settle(before uint64, known, removed bool, gen uint64) {
+	if !known {
+		changed()
+		return
+	}
+	if n, ok := c.rs.Reshapes(); !ok || n != before {
+		changed()
+		return
+	}
+	if removed && linkGen.Load() >= gen {
+		changed()
+	}
+}
+
 // Invalidate forgets what every Checker of this process remembers about
 // directories and set-ID bits, for a change made behind their back (on the
 // host, under a branch).
@@ -63,7 +103,8 @@ func Invalidate() { changed() }
 // unless o.Protected is given; when they cannot be read it takes Strictest and
 // reports why through ProtectedErr.
 func New(fsys libservices.FS, o Options) *Checker {
-	c := &Checker{fs: fsys, unchecked: o.Unchecked}
+	c := &Checker{fs: fsys, unchecked: o.Unchecked, cannotGive: new(atomic.Bool)}
+	c.rs, _ = fsys.(libservices.Reshaper)
 	if o.Protected != nil {
 		c.prot = *o.Protected
 	} else {
@@ -172,7 +213,7 @@ func (c *Checker) resolveDir(cr *Cred, dir string) (string, perm, error) {
 			return e.resolved, e.chain[len(e.chain)-1], nil
 		}
 	}
-	w := walker{fs: c.fs}
+	w := walker{fs: c.fs, gen: gen}
 	err := w.start(".")
 	if err == nil {
 		err = w.walk(dir)
@@ -193,6 +234,7 @@ func (c *Checker) resolveDir(cr *Cred, dir string) (string, perm, error) {
 // directory it enters, whose search permission the caller needs.
 type walker struct {
 	fs    libservices.FS
+	gen   uint64 // the generation the walk started at
 	cur   string // resolved path of the current directory
 	chain []perm
 	links int
@@ -260,6 +302,7 @@ func (w *walker) walk(path string) error {
 // follow walks the target of the symbolic link at p, from the root for an
 // absolute target, else from the current directory.
 func (w *walker) follow(p string) error {
+	linkGen.Store(w.gen)
 	w.links++
 	if w.links > libservices.MaxSymlinks {
 		return syscall.ELOOP

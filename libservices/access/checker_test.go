@@ -188,10 +188,14 @@ func TestHotPathAllocs(t *testing.T) {
 
 // refuseChown is memfs that refuses to give files away, like a service without
 // CAP_CHOWN.
-type refuseChown struct{ *memfs.FS }
+type refuseChown struct {
+	*memfs.FS
+	asked *atomic.Int64 // chowns asked for
+}
 
 func (f refuseChown) Setattr(name string, sa *libservices.SetAttr) error {
 	if sa.Valid&(libservices.SetUid|libservices.SetGid) != 0 {
+		f.asked.Add(1)
 		return syscall.EPERM
 	}
 	return f.FS.Setattr(name, sa)
@@ -201,11 +205,19 @@ func (f refuseChown) Setattr(name string, sa *libservices.SetAttr) error {
 // file keeps the FS's owner and the create succeeds; set-ID bits asked for are
 // still applied (to the FS's owner's file, as the FS's owner could).
 func TestCreateWithoutChown(t *testing.T) {
-	c := access.New(refuseChown{memfs.New(memfs.Options{})}, access.Options{})
+	f := refuseChown{FS: memfs.New(memfs.Options{}), asked: new(atomic.Int64)}
+	c := access.New(f, access.Options{})
 	r, b := c.As(&root), c.As(&bob)
 	setMode(t, r, ".", 0o777)
 	writeNew(t, b, "f", 0o640)
 	must(t, "mkdir", b.Mkdir("d", 0o750))
+	// Refused once, never asked again: a service without CAP_CHOWN would
+	// pay a failing call for every file its callers other than itself make.
+	writeNew(t, b, "f2", 0o640)
+	must(t, "mkdir", b.Mkdir("d2", 0o750))
+	if n := f.asked.Load(); n != 1 {
+		t.Fatalf("%d chowns asked of an FS that refused the first, want 1", n)
+	}
 	var a libservices.Attr
 	must(t, "lstat", r.Lstat("f", &a))
 	if a.Uid != 0 || a.Mode&0o7777 != 0o640 {
@@ -344,4 +356,90 @@ func TestOneLookupPerStat(t *testing.T) {
 	if n := f.lookups.Load() - n0; n < 5 {
 		t.Errorf("stat after a change: %d lookups, want a walk", n)
 	}
+}
+
+// TestMemoKeptAcrossCreateAndUnlink: creating and removing regular files and
+// links changes no directory, so what the memo remembers stays: the next stat
+// is still one lookup (the create-unlink loop of a store would otherwise walk
+// every path again after every file).
+func TestMemoKeptAcrossCreateAndUnlink(t *testing.T) {
+	f := &countFS{FS: memfs.New(memfs.Options{})}
+	c := access.New(f, access.Options{})
+	r, b := c.As(&root), c.As(&bob)
+	for _, d := range []string{"a", "a/b", "a/b/c"} {
+		must(t, "mkdir", r.Mkdir(d, 0o777))
+	}
+	writeNew(t, r, "a/b/c/f", 0o644)
+	var a libservices.Attr
+	must(t, "stat", b.Stat("a/b/c/f", &a))
+	for i := 0; i < 3; i++ {
+		writeNew(t, b, "a/b/c/new", 0o644)
+		must(t, "symlink", b.Symlink("new", "a/b/c/ln"))
+		must(t, "link", b.Link("a/b/c/new", "a/b/c/hard"))
+		for _, n := range []string{"a/b/c/new", "a/b/c/ln", "a/b/c/hard"} {
+			must(t, "unlink "+n, b.Unlink(n))
+		}
+		n0 := f.lookups.Load()
+		must(t, "stat", b.Stat("a/b/c/f", &a))
+		if n := f.lookups.Load() - n0; n != 1 {
+			t.Fatalf("round %d: stat after creates and unlinks made %d lookups, want 1", i, n)
+		}
+	}
+}
+
+// reshapeFS is memfs whose creates also change a directory as a side effect,
+// as a union's copy-up may (given to the service's owner, closed to others),
+// and say so through libservices.Reshaper.
+type reshapeFS struct {
+	*memfs.FS
+	victim string
+	n      atomic.Uint64
+}
+
+func (f *reshapeFS) Open(name string, flags int, mode uint32) (libservices.Handle, error) {
+	h, err := f.FS.Open(name, flags, mode)
+	if err == nil && flags&libservices.O_CREAT != 0 && f.victim != "" {
+		if err := f.FS.Setattr(f.victim, &libservices.SetAttr{Valid: libservices.SetMode, Mode: 0o700}); err != nil {
+			return nil, err
+		}
+		f.n.Add(1)
+	}
+	return h, err
+}
+
+func (f *reshapeFS) Reshapes() (uint64, bool) { return f.n.Load(), true }
+
+// TestMemoDroppedOnReshape: a create whose FS reshaped a directory (the count
+// moved) drops what the memo remembers, so the closed directory is seen.
+func TestMemoDroppedOnReshape(t *testing.T) {
+	f := &reshapeFS{FS: memfs.New(memfs.Options{})}
+	c := access.New(f, access.Options{})
+	r, b := c.As(&root), c.As(&bob)
+	must(t, "mkdir d", r.Mkdir("d", 0o755))
+	must(t, "mkdir w", r.Mkdir("w", 0o777))
+	writeNew(t, r, "d/f", 0o644)
+	var a libservices.Attr
+	must(t, "stat d/f", b.Stat("d/f", &a)) // remembered: d searchable
+	f.victim = "d"
+	writeNew(t, b, "w/new", 0o644) // closes d as a side effect
+	wantErr(t, "stat d/f after the reshape", b.Stat("d/f", &a), syscall.EACCES)
+}
+
+// TestMemoDroppedOnLinkRemoval: a remembered walk through a symbolic link
+// does not outlive the link: removing it (and putting another link there)
+// makes the next walk follow the new one.
+func TestMemoDroppedOnLinkRemoval(t *testing.T) {
+	m := memfs.New(memfs.Options{})
+	c := access.New(m, access.Options{})
+	r, b := c.As(&root), c.As(&bob)
+	must(t, "mkdir open", r.Mkdir("open", 0o755))
+	must(t, "mkdir closed", r.Mkdir("closed", 0o700))
+	writeNew(t, r, "open/f", 0o644)
+	writeNew(t, r, "closed/f", 0o644)
+	must(t, "symlink", r.Symlink("open", "l"))
+	var a libservices.Attr
+	must(t, "stat l/f", b.Stat("l/f", &a)) // remembered: l -> open
+	must(t, "unlink l", r.Unlink("l"))
+	must(t, "symlink again", r.Symlink("closed", "l"))
+	wantErr(t, "stat l/f through the new link", b.Stat("l/f", &a), syscall.EACCES)
 }

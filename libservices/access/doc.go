@@ -60,8 +60,13 @@
 // then gives it to the caller with a chown, and sets the mode the caller asked
 // for afterwards (a file is created without set-ID bits until then). A service
 // without CAP_CHOWN cannot give files to another uid: the chown fails, the file
-// keeps the service's owner, and the create still succeeds; pools have one uid
-// today, the service's, so their files are their tenant's either way.
+// keeps the service's owner, and the create still succeeds (and the Checker
+// stops asking: the refusal will not change); pools have one uid today, the
+// service's, so their files are their tenant's either way. Where the caller
+// may write and search the directory, a create is tried first (O_EXCL below)
+// and a removal outside a sticky directory is made without looking at the
+// victim: the FS's own answers (EEXIST, ENOENT, EISDIR) then come in the
+// kernel's order, and the common create or unlink costs no extra lookup.
 //
 // # Resolving a path once
 //
@@ -76,9 +81,16 @@
 // read with one atomic load, no lock and no allocation). A remembered walk is
 // valid for one generation: a process-wide counter that every call that may
 // change a directory's mode, owner or name, or a file's set-ID bits, bumps
-// after the change — every namespace or attribute change through any Checker
-// of the process, since a union below may copy a directory up as a side effect
-// of any of them. The caller's search permission is then checked against the
+// after the change, through any Checker of the process: rmdir, rename,
+// setattr, mkdir (the new directory's owner is set after it exists), the
+// clearing of set-ID bits. Creating a regular file, a link or a name, and
+// removing a non-directory, change no directory, and keep what is remembered
+// unless the FS below says it changed directories as a side effect (a union's
+// copy-up: libservices.Reshaper; an FS that cannot say is taken to have) or
+// the removed name may be a symbolic link some remembered walk went through
+// (any walk that followed a link since the last bump). So a store that
+// creates and removes files all the time does not make every stat walk its
+// path again. The caller's search permission is checked against the
 // remembered modes each time; nothing is trusted for a time. A File (kept by
 // the caller beside each open handle) remembers in the same way that the file
 // has no set-ID bits, so that a write costs one atomic load, not a stat

@@ -76,6 +76,22 @@ func (c *Checker) Open(cr *Cred, name string, flags int, mode uint32, f *File) (
 	}
 	create := flags&libservices.O_CREAT != 0
 	excl := create && flags&libservices.O_EXCL != 0
+	if create && permission(cr, dir, MayWrite|MayExec) == nil {
+		// May create here: try that first, so that the common create costs
+		// no lookup of a name that is absent (through a union, one per
+		// branch). A name that exists (EEXIST) takes the path below, as if
+		// this had not been tried: nothing was made.
+		h, err := c.openCreate(cr, p, dir, flags, mode, true)
+		if err == nil {
+			if f != nil {
+				f.set(p, flags)
+			}
+			return h, nil
+		}
+		if err != syscall.EEXIST || excl {
+			return nil, err
+		}
+	}
 	a := newAttr()
 	defer freeAttr(a)
 	links := 0
@@ -157,12 +173,13 @@ func (c *Checker) openCreate(cr *Cred, p string, dir perm, flags int, mode uint3
 	uid, gid, m := newOwner(cr, dir, m)
 	// Created without set-ID bits: until own gives the file to cr they would be
 	// the FS's owner's.
+	before, known := c.shape()
 	h, err := c.fs.Open(p, flags|libservices.O_EXCL, m&0o7777&^setID)
 	if err != nil {
 		return nil, err
 	}
-	changed()
-	c.own(p, uid, gid, m)
+	c.settle(before, known, false, 0)
+	c.own(p, h, uid, gid, m)
 	return h, nil
 }
 

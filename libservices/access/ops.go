@@ -206,12 +206,13 @@ func (c *Checker) Mkdir(cr *Cred, name string, mode uint32) error {
 		return err
 	}
 	uid, gid, m := newOwner(cr, dir, syscall.S_IFDIR|mode&0o1777)
+	before, known := c.shape()
 	err = c.fs.Mkdir(p, mode&0o1777)
-	changed()
+	c.settle(before, known, false, 0)
 	if err != nil {
 		return err
 	}
-	c.own(p, uid, gid, m)
+	c.own(p, nil, uid, gid, m)
 	return nil
 }
 
@@ -236,8 +237,9 @@ func (c *Checker) Symlink(cr *Cred, target, name string) error {
 	if err != nil {
 		return err
 	}
+	before, known := c.shape()
 	err = c.fs.Symlink(target, p)
-	changed()
+	c.settle(before, known, false, 0)
 	return err
 }
 
@@ -282,8 +284,9 @@ func (c *Checker) Link(cr *Cred, oldname, newname string) error {
 	if oa.IsDir() {
 		return syscall.EPERM
 	}
+	before, known := c.shape()
 	err = c.fs.Link(op, np)
-	changed()
+	c.settle(before, known, false, 0)
 	return err
 }
 
@@ -321,19 +324,28 @@ func (c *Checker) remove(cr *Cred, name string, isDir bool) error {
 	if err != nil {
 		return err
 	}
-	var a libservices.Attr
-	if err := c.fs.Lstat(p, &a); err != nil {
-		return err
-	}
-	if err := mayDelete(cr, dir, permOf(&a), isDir); err != nil {
-		return err
+	// Outside a sticky directory, once the caller may write and search it,
+	// nothing about the victim can refuse the removal but its type, which
+	// the FS answers itself (ENOENT, EISDIR, ENOTDIR, in the kernel's order
+	// from here on): no lookup of it first.
+	if dir.mode&syscall.S_ISVTX != 0 || permission(cr, dir, MayWrite|MayExec) != nil {
+		var a libservices.Attr
+		if err := c.fs.Lstat(p, &a); err != nil {
+			return err
+		}
+		if err := mayDelete(cr, dir, permOf(&a), isDir); err != nil {
+			return err
+		}
 	}
 	if isDir {
 		err = c.fs.Rmdir(p)
-	} else {
-		err = c.fs.Unlink(p)
+		changed()
+		return err
 	}
-	changed()
+	gen := generation.Load()
+	before, known := c.shape()
+	err = c.fs.Unlink(p)
+	c.settle(before, known, true, gen)
 	return err
 }
 
@@ -561,27 +573,49 @@ func (c *Checker) Listxattr(cr *Cred, name string) ([]string, error) {
 	return out, nil
 }
 
-// own gives the file just created at p the owner the kernel would have given
-// it (uid, gid) and its mode (S_IFMT bits included), where the FS gave it
-// something else: chown first (which clears set-ID bits), then chmod. A refused
-// chown (the service may not give files away: it has no CAP_CHOWN) keeps the
-// FS's owner; the file stays, and the call succeeds, as the package doc says.
-func (c *Checker) own(p string, uid, gid, mode uint32) {
+// own gives the file just created at p (open as h, when not nil) the owner
+// the kernel would have given it (uid, gid) and its mode (S_IFMT bits
+// included), where the FS gave it something else: chown first (which clears
+// set-ID bits), then chmod. A refused chown (the service may not give files
+// away: it has no CAP_CHOWN) keeps the FS's owner; the file stays, and the
+// call succeeds, as the package doc says. An open file is asked through its
+// handle, which resolves no path.
+func (c *Checker) own(p string, h libservices.Handle, uid, gid, mode uint32) {
 	var a libservices.Attr
-	if c.fs.Lstat(p, &a) != nil || a.IsSymlink() {
+	var err error
+	if h != nil {
+		err = c.fs.Fstat(h, &a)
+	} else {
+		err = c.fs.Lstat(p, &a)
+	}
+	if err != nil || a.IsSymlink() {
 		return
 	}
-	if a.Uid != uid || a.Gid != gid {
+	if (a.Uid != uid || a.Gid != gid) && !(a.Uid != uid && c.cannotGive.Load()) {
 		sa := libservices.SetAttr{Valid: libservices.SetUid | libservices.SetGid, Uid: uid, Gid: gid}
-		if c.fs.Setattr(p, &sa) == nil {
+		switch err := c.fs.Setattr(p, &sa); {
+		case err == nil && a.IsDir():
 			if c.fs.Lstat(p, &a) != nil {
 				return
 			}
+		case err == nil:
+			// Created without set-ID bits, which are all a chown of a
+			// non-directory may clear: its mode is as it was.
+			a.Uid, a.Gid = uid, gid
+		case err == syscall.EPERM && a.Uid != uid:
+			// No CAP_CHOWN (a service running as its tenant's uid): every
+			// later try would fail the same way.
+			c.cannotGive.Store(true)
 		}
 	}
 	if a.Mode&0o7777 != mode&0o7777 {
 		sa := libservices.SetAttr{Valid: libservices.SetMode, Mode: mode & 0o7777}
 		_ = c.fs.Setattr(p, &sa)
 	}
-	changed()
+	if a.IsDir() {
+		// A walk may have remembered the new directory between its
+		// creation and now, with the FS's owner and mode. A new regular
+		// file is in no walk, and no File of it remembers anything yet.
+		changed()
+	}
 }

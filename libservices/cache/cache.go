@@ -144,8 +144,9 @@ type FS struct {
 }
 
 var (
-	_ libservices.FS      = (*FS)(nil)
-	_ libservices.Flusher = (*FS)(nil)
+	_ libservices.FS       = (*FS)(nil)
+	_ libservices.Flusher  = (*FS)(nil)
+	_ libservices.Reshaper = (*FS)(nil)
 )
 
 var instances atomic.Uint64
@@ -215,6 +216,15 @@ func (f *FS) Store() *Store { return f.store }
 
 // Unwrap implements libservices.Wrapper.
 func (f *FS) Unwrap() libservices.FS { return f.inner }
+
+// Reshapes implements libservices.Reshaper for the FS below: the cache itself
+// changes nothing but what it is asked to.
+func (f *FS) Reshapes() (uint64, bool) {
+	if r, ok := f.inner.(libservices.Reshaper); ok {
+		return r.Reshapes()
+	}
+	return 0, false
+}
 
 // CloseFS implements libservices.Closer: it stops the flusher, writes what is
 // dirty, and closes the inner FS.

@@ -89,7 +89,14 @@ type FS struct {
 	closed   atomic.Bool
 }
 
-var _ libservices.FS = (*FS)(nil)
+var (
+	_ libservices.FS       = (*FS)(nil)
+	_ libservices.Reshaper = (*FS)(nil)
+)
+
+// Reshapes implements libservices.Reshaper: every change is to what it was
+// asked to change, so the count stays 0.
+func (*FS) Reshapes() (uint64, bool) { return 0, true }
 
 // New opens the branch at o.Dir, which must be a directory.
 func New(o Options) (*FS, error) {

@@ -90,6 +90,7 @@ func (f *FS) copyUpDir(dir string) error {
 				up.Rmdir(tmp)
 				return err
 			}
+			f.reshapes.Add(1)
 			return nil
 		}
 	}

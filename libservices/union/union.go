@@ -72,14 +72,16 @@ type FS struct {
 	layers    []libservices.FS // upper first
 	holdsBack bool             // some branch is a Flusher that holds data back
 	tmpSeq    atomic.Uint64
+	reshapes  atomic.Uint64 // directories copied up (libservices.Reshaper)
 
 	// mu serialises namespace changes and copy-up against lookups.
 	mu sync.RWMutex
 }
 
 var (
-	_ libservices.FS      = (*FS)(nil)
-	_ libservices.Flusher = (*FS)(nil)
+	_ libservices.FS       = (*FS)(nil)
+	_ libservices.Flusher  = (*FS)(nil)
+	_ libservices.Reshaper = (*FS)(nil)
 )
 
 // New returns a union of upper (writable) over lowers (read-only; the first one
@@ -99,6 +101,24 @@ func (f *FS) HoldsBack() bool { return f.holdsBack }
 
 // Unwrap implements libservices.MultiWrapper: the upper branch first.
 func (f *FS) Unwrap() []libservices.FS { return append([]libservices.FS(nil), f.layers...) }
+
+// Reshapes implements libservices.Reshaper: the directories copied up so far,
+// plus what the branches report; unknown when a branch cannot say.
+func (f *FS) Reshapes() (uint64, bool) {
+	n := f.reshapes.Load()
+	for _, l := range f.layers {
+		r, ok := l.(libservices.Reshaper)
+		if !ok {
+			return 0, false
+		}
+		c, known := r.Reshapes()
+		if !known {
+			return 0, false
+		}
+		n += c
+	}
+	return n, true
+}
 
 // CloseFS implements libservices.Closer, closing every branch.
 func (f *FS) CloseFS() error {

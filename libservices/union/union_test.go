@@ -360,3 +360,31 @@ func TestConformancePassthrough(t *testing.T) {
 		return u
 	})
 }
+
+// TestReshapesCountsCopyUps: a create in a directory only a lower branch has
+// copies the directory (and its ancestors) up, which Reshapes counts; a
+// create where the directory is already up, and a read, count nothing.
+func TestReshapesCountsCopyUps(t *testing.T) {
+	f := newFixture(t)
+	n0, known := f.u.Reshapes()
+	if !known {
+		t.Fatal("a union of memfs and passthrough branches cannot tell its reshapes")
+	}
+	create := func(p string) {
+		t.Helper()
+		h, err := f.u.Open(p, libservices.O_CREAT|libservices.O_EXCL|libservices.O_WRONLY, 0o644)
+		must(t, "create "+p, err)
+		must(t, "close "+p, f.u.Close(h))
+	}
+	create("full/deep/new") // copies up full and full/deep
+	n1, _ := f.u.Reshapes()
+	if n1 != n0+2 {
+		t.Fatalf("copy-up of two directories: reshapes %d -> %d, want +2", n0, n1)
+	}
+	create("full/deep/new2")
+	var a libservices.Attr
+	must(t, "stat", f.u.Lstat("etc/hosts", &a))
+	if n2, _ := f.u.Reshapes(); n2 != n1 {
+		t.Fatalf("create in a directory already up: reshapes %d -> %d", n1, n2)
+	}
+}

@@ -103,6 +103,10 @@ func (m *Cgroups) Create(name string, l Limits) (Cgroup, error) {
 	}
 	cg, err := cgroup1.New(m.v1Path(name), v1Resources(l), cgroup1.WithHiearchy(m.v1Hierarchy))
 	if err != nil {
+		// New makes the directory in one hierarchy after another and stops at
+		// the first limit the kernel refuses (CPUs the parent lacks), leaving
+		// the ones it made: remove them (those holding processes stay).
+		m.removeV1Dirs(name)
 		return nil, fmt.Errorf("cgroup %s/%s: %w", m.parent, name, err)
 	}
 	c := &cgroupV1{name: name, cg: cg, path: m.v1Path(name)}
@@ -112,6 +116,17 @@ func (m *Cgroups) Create(name string, l Limits) (Cgroup, error) {
 		return nil, err
 	}
 	return c, nil
+}
+
+// removeV1Dirs removes pool name's directory in every v1 hierarchy where it
+// is empty.
+func (m *Cgroups) removeV1Dirs(name string) {
+	p := m.v1Path(name)
+	for _, s := range v1Subsystems {
+		if rel, err := p(s); err == nil {
+			_ = os.Remove(filepath.Join(sysfsCgroup, string(s), rel))
+		}
+	}
 }
 
 // Load opens an existing pool cgroup.
@@ -383,6 +398,7 @@ func (m *Cgroups) createV2(name string, l Limits) (Cgroup, error) {
 	}
 	mg, err := cgroup2.NewManager(sysfsCgroup, "/"+m.parent+"/"+name, v2Resources(l))
 	if err != nil {
+		_ = os.Remove(filepath.Join(sysfsCgroup, m.parent, name)) // as in v1: a refused limit leaves the directory
 		return nil, fmt.Errorf("cgroup %s/%s: %w", m.parent, name, err)
 	}
 	return &cgroupV2{name: name, m: mg, dir: filepath.Join(sysfsCgroup, m.parent, name)}, nil

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -301,4 +302,32 @@ func TestCgroupBlkioThrottle(t *testing.T) {
 	if min := time.Duration(size/rate) * time.Second / 2; took < min {
 		t.Fatalf("read 2 MiB in %v under a 1 MiB/s throttle (want >= %v): the limit did not take effect", took, min)
 	}
+}
+
+// TestCgroupCreateFailsCleanly: a pool whose limits the kernel refuses (CPUs
+// its parent does not have) is an error that leaves no directory behind in
+// any hierarchy, so the parent can still be removed.
+func TestCgroupCreateFailsCleanly(t *testing.T) {
+	cgs := testCgroups(t)
+	online := readCPUs(t, "/sys/devices/system/cpu/online")
+	bad := online[len(online)-1] + 1
+	if _, err := cgs.Create("bad", Limits{CPUs: strconv.Itoa(bad), Pids: 8}); err == nil {
+		t.Fatalf("a pool on CPU %d (online: %v) was created", bad, online)
+	}
+	if names, err := cgs.List(); err != nil || len(names) != 0 {
+		t.Fatalf("after the failed Create, List = %v, %v; want nothing", names, err)
+	}
+}
+
+func readCPUs(t *testing.T, file string) []int {
+	t.Helper()
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cpus, err := ParseCPUList(string(b))
+	if err != nil || len(cpus) == 0 {
+		t.Fatalf("%s: %v %v", file, cpus, err)
+	}
+	return cpus
 }

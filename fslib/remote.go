@@ -61,13 +61,19 @@ type dialError struct {
 
 func (e *dialError) Error() string {
 	var op *net.OpError
-	if errors.As(e.err, &op) {
-		// Nothing accepted the connection: the socket is missing, stale or
-		// not ours to open. op.Err is the system call and errno alone.
+	if !errors.As(e.err, &op) {
+		return fmt.Sprintf("fslib: filesystem service at %s: %v", e.socket, e.err)
+	}
+	// Nothing accepted the connection. op.Err is the system call and errno
+	// alone, without the address.
+	switch {
+	case errors.Is(op.Err, syscall.EACCES), errors.Is(op.Err, syscall.EPERM):
+		return fmt.Sprintf("fslib: this user may not connect to the filesystem service's socket %s (%v)", e.socket, op.Err)
+	case errors.Is(op.Err, syscall.ENOENT), errors.Is(op.Err, syscall.ECONNREFUSED), errors.Is(op.Err, syscall.ENOTSOCK):
 		return fmt.Sprintf("fslib: no filesystem service at %s (%v): start one (polytropon service) or pass its socket with --socket PATH or $%s",
 			e.socket, op.Err, SocketEnv)
 	}
-	return fmt.Sprintf("fslib: filesystem service at %s: %v", e.socket, e.err)
+	return fmt.Sprintf("fslib: cannot reach the filesystem service at %s (%v): is --socket PATH or $%s its socket?", e.socket, op.Err, SocketEnv)
 }
 
 func (e *dialError) Unwrap() error { return e.err }

@@ -65,7 +65,7 @@ func TestRunContainer(t *testing.T) {
 	if lines[4] != "4" {
 		t.Errorf("/proc lists %s processes, want 4 (init, sh, ls, grep)", lines[4])
 	}
-	if want := "cpuset:/" + e.parent + "/" + e.pool + "\n"; !strings.Contains(out, want) {
+	if want := "cpuset:" + cpusetPath(t, e.parent, e.pool) + "\n"; !strings.Contains(out, want) {
 		t.Errorf("not in the pool's cpuset cgroup (want %q):\n%s", want, out)
 	}
 	if h, _ := os.Hostname(); h == e.pool {

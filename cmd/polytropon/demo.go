@@ -190,7 +190,8 @@ func runDemo(out, errOut io.Writer, work string, short bool) error {
 	return nil
 }
 
-// printVerdict ends the demo: every claim once, then one plain sentence.
+// printVerdict ends the demo: every claim again, in one table, then one
+// plain sentence.
 func printVerdict(out io.Writer, claims []demoClaim) {
 	fmt.Fprintf(out, "\n=== Verdict: the project's goals against this run\n")
 	wf, wg := 0, 0
@@ -219,7 +220,7 @@ func printVerdict(out io.Writer, claims []demoClaim) {
 	default:
 		fmt.Fprintf(out, "; %d did not (NOT held above); %d could not be decided (%s).\n", notHeld, len(undecided), strings.Join(undecided, "; "))
 	}
-	fmt.Fprintf(out, "One short run: on a shared machine single figures swing by 30 %% or more between runs; a step's command with longer durations gives firmer ones.\n")
+	fmt.Fprintf(out, "One short run: on a shared machine single figures swing by 30 %% or more between runs; a step's command with longer durations gives firmer ones, and without --json its full table.\n")
 }
 
 // atMost and atLeast judge a figure against a bound; the figure is printed

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"strings"
 	"sync"
@@ -50,8 +51,36 @@ type DialOptions struct {
 }
 
 // ErrNoSocket is returned by Dial when neither DialOptions.Socket nor
-// $POLYTROPON_SOCKET names a socket.
-var ErrNoSocket = errors.New("fslib: no service socket: pass one or set " + SocketEnv)
+// $POLYTROPON_SOCKET names a socket. Its text names the command line's
+// --socket too: it is what a user of the polytropon command reads.
+var ErrNoSocket = errors.New("fslib: no filesystem service socket given: pass --socket PATH (DialOptions.Socket) or set $" + SocketEnv)
+
+// dialError is a failed connection to the service. Its message names the
+// socket once (the dialer and the net package each repeat it) and where the
+// socket comes from; Unwrap keeps the whole cause for errors.Is and errors.As.
+type dialError struct {
+	socket string
+	err    error
+}
+
+func (e *dialError) Error() string {
+	var op *net.OpError
+	if !errors.As(e.err, &op) {
+		return fmt.Sprintf("fslib: filesystem service at %s: %v", e.socket, e.err)
+	}
+	// Nothing accepted the connection. op.Err is the system call and errno
+	// alone, without the address.
+	switch {
+	case errors.Is(op.Err, syscall.EACCES), errors.Is(op.Err, syscall.EPERM):
+		return fmt.Sprintf("fslib: this user may not connect to the filesystem service's socket %s (%v)", e.socket, op.Err)
+	case errors.Is(op.Err, syscall.ENOENT), errors.Is(op.Err, syscall.ECONNREFUSED), errors.Is(op.Err, syscall.ENOTSOCK):
+		return fmt.Sprintf("fslib: no filesystem service at %s (%v): start one (polytropon service) or pass its socket with --socket PATH or $%s",
+			e.socket, op.Err, SocketEnv)
+	}
+	return fmt.Sprintf("fslib: cannot reach the filesystem service at %s (%v): is --socket PATH or $%s its socket?", e.socket, op.Err, SocketEnv)
+}
+
+func (e *dialError) Unwrap() error { return e.err }
 
 // Dial connects to a filesystem service over the direct path and returns a Client
 // whose operations are served by it. The connection is re-established by the first
@@ -121,7 +150,7 @@ func (r *remote) dial() (*front.Client, error) {
 	c, err := front.Dial(front.Config{SocketPath: r.o.Socket, SpinIters: r.o.SpinIters, SpinTime: r.o.SpinTime, WaitSlice: r.o.WaitSlice,
 		DialTimeout: r.o.Timeout, CallTimeout: r.o.CallTimeout, Logger: r.o.Logger})
 	if err != nil {
-		return nil, fmt.Errorf("fslib: connect to the filesystem service at %s: %w", r.o.Socket, err)
+		return nil, &dialError{socket: r.o.Socket, err: err}
 	}
 	return c, nil
 }

@@ -2,12 +2,14 @@ package netstack
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -17,15 +19,28 @@ import (
 	"github.com/vishvananda/netns"
 )
 
-// testPrefix keeps the tests' objects apart from a running serve's.
-const testPrefix = "ptt"
+// testPrefix keeps the tests' objects apart from a running serve's and from
+// those of a test process running at the same time (the -race and
+// -tags invariants suites, another checkout), since Reconcile(testPrefix)
+// removes everything under it: "t" and the pid in base 36 (at most 6 bytes)
+// leave room for the pools' 2-byte names within MaxIfName.
+var testPrefix = "t" + strconv.FormatInt(int64(os.Getpid()), 36)
 
-func testConfig(pool, subnet string) Config {
+// testConfig is pool's network on the /30 numbered subnet (0-7) of this
+// process's /27 in 10.77/16: two test processes on the same subnet would
+// route each other's replies.
+func testConfig(pool string, subnet int) Config {
+	block := os.Getpid() % 2048 // the /27s of a /16
+	third, fourth := block/8, (block%8)*32+subnet*4
+	return configWith(pool, fmt.Sprintf("10.77.%d.%d/30", third, fourth+1), fmt.Sprintf("10.77.%d.%d/30", third, fourth+2))
+}
+
+func configWith(pool, hostAddr, poolAddr string) Config {
 	return Config{
 		Pool:     pool,
 		Prefix:   testPrefix,
-		HostAddr: subnet + ".1/30",
-		PoolAddr: subnet + ".2/30",
+		HostAddr: hostAddr,
+		PoolAddr: poolAddr,
 		Rate:     1 << 20,
 		Burst:    32 << 10,
 		Latency:  200 * time.Millisecond,
@@ -70,7 +85,7 @@ func inNetns(t *testing.T, p *Pool, f func() error) error {
 }
 
 func TestSetupReachableAndLimited(t *testing.T) {
-	cfg := testConfig("a1", "10.77.91")
+	cfg := testConfig("a1", 0)
 	p := setup(t, cfg)
 
 	ln, err := net.Listen("tcp", net.JoinHostPort(p.HostAddr.IP.String(), "0"))
@@ -182,7 +197,7 @@ func checkTBF(t *testing.T, list func(netlink.Link) ([]netlink.Qdisc, error), l 
 
 func TestTeardownLeavesNothing(t *testing.T) {
 	testenv.Root(t)
-	p, err := Setup(testConfig("a2", "10.77.92"))
+	p, err := Setup(testConfig("a2", 1))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -226,17 +241,17 @@ func mountedAt(t *testing.T, path string) bool {
 
 func TestReconcileAfterCrash(t *testing.T) {
 	testenv.Root(t)
-	a, err := Setup(testConfig("c1", "10.77.93"))
+	a, err := Setup(testConfig("c1", 2))
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := Setup(testConfig("c2", "10.77.94"))
+	b, err := Setup(testConfig("c2", 3))
 	if err != nil {
 		a.Teardown()
 		t.Fatal(err)
 	}
 	// A second Setup of a pool whose leftovers are still there is refused.
-	if _, err := Setup(testConfig("c1", "10.77.93")); err == nil || !strings.Contains(err.Error(), "Reconcile") {
+	if _, err := Setup(testConfig("c1", 2)); err == nil || !strings.Contains(err.Error(), "Reconcile") {
 		t.Errorf("Setup over leftovers: %v, want an error pointing at Reconcile", err)
 	}
 	// A half-made pool: a namespace file with no veth.
@@ -245,7 +260,9 @@ func TestReconcileAfterCrash(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Another prefix's pool is not touched.
-	other, err := Setup(Config{Pool: "o1", Prefix: "pto", HostAddr: "10.77.95.1/30", PoolAddr: "10.77.95.2/30", Rate: 1 << 20, Burst: 32 << 10, Latency: time.Second})
+	oc := testConfig("o1", 4)
+	oc.Prefix = "o" + testPrefix
+	other, err := Setup(oc)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -276,12 +293,13 @@ func TestReconcileAfterCrash(t *testing.T) {
 		t.Errorf("second Reconcile: %v, %v; want nothing", removed, err)
 	}
 	// The pool can be set up again.
-	p := setup(t, testConfig("c1", "10.77.93"))
+	p := setup(t, testConfig("c1", 2))
 	_ = p
 }
 
 func TestBadConfig(t *testing.T) {
-	good := testConfig("b1", "10.77.96")
+	// Setup refuses each before it creates anything: fixed addresses are safe.
+	good := configWith("b1", "10.77.96.1/30", "10.77.96.2/30")
 	cases := []struct {
 		field string
 		mod   func(*Config)
@@ -323,7 +341,7 @@ func TestRateLimitTakesEffect(t *testing.T) {
 	if testing.Short() {
 		t.Skip("transfers 4 MB at 1 MB/s")
 	}
-	cfg := testConfig("r1", "10.77.98")
+	cfg := testConfig("r1", 5)
 	p := setup(t, cfg)
 	const size = 2 << 20
 	minDur := time.Duration(float64(size-int(cfg.Burst)) / float64(cfg.Rate) * 0.9 * float64(time.Second))

@@ -3,6 +3,7 @@ package pool
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"sort"
@@ -41,7 +42,10 @@ type Cgroup interface {
 	ProcsFiles() []string
 	// Update applies new limits.
 	Update(Limits) error
-	// Pids lists the processes in the cgroup (and its descendants).
+	// Pids lists the processes in the cgroup (and its descendants) at one
+	// moment: every pid it returns was in the cgroup, alive, at one instant
+	// during the call, and every process that was there throughout the call
+	// is in it (see settledPids).
 	Pids() ([]int, error)
 	// Kill SIGKILLs every process in the cgroup until none is left.
 	Kill(timeout time.Duration) error
@@ -99,6 +103,10 @@ func (m *Cgroups) Create(name string, l Limits) (Cgroup, error) {
 	}
 	cg, err := cgroup1.New(m.v1Path(name), v1Resources(l), cgroup1.WithHiearchy(m.v1Hierarchy))
 	if err != nil {
+		// New makes the directory in one hierarchy after another and stops at
+		// the first limit the kernel refuses (CPUs the parent lacks), leaving
+		// the ones it made: remove them (those holding processes stay).
+		m.removeV1Dirs(name)
 		return nil, fmt.Errorf("cgroup %s/%s: %w", m.parent, name, err)
 	}
 	c := &cgroupV1{name: name, cg: cg, path: m.v1Path(name)}
@@ -108,6 +116,17 @@ func (m *Cgroups) Create(name string, l Limits) (Cgroup, error) {
 		return nil, err
 	}
 	return c, nil
+}
+
+// removeV1Dirs removes pool name's directory in every v1 hierarchy where it
+// is empty.
+func (m *Cgroups) removeV1Dirs(name string) {
+	p := m.v1Path(name)
+	for _, s := range v1Subsystems {
+		if rel, err := p(s); err == nil {
+			_ = os.Remove(filepath.Join(sysfsCgroup, string(s), rel))
+		}
+	}
 }
 
 // Load opens an existing pool cgroup.
@@ -244,7 +263,12 @@ func (c *cgroupV1) Update(l Limits) error {
 	return nil
 }
 
-func (c *cgroupV1) Pids() ([]int, error) {
+func (c *cgroupV1) Pids() ([]int, error) { return settledPids(c.pidsOnce) }
+
+// pidsOnce is the union of the processes each v1 hierarchy lists, read one
+// hierarchy after another: a process enters them one at a time (EnterAndExec),
+// so killing needs all of them, but the union mixes moments (see settledPids).
+func (c *cgroupV1) pidsOnce() (map[int]bool, error) {
 	set := map[int]bool{}
 	for _, s := range c.cg.Subsystems() {
 		ps, err := c.cg.Processes(s.Name(), true)
@@ -258,10 +282,10 @@ func (c *cgroupV1) Pids() ([]int, error) {
 			set[p.Pid] = true
 		}
 	}
-	return sortedKeys(set), nil
+	return set, nil
 }
 
-func (c *cgroupV1) Kill(timeout time.Duration) error { return killLoop(c, timeout) }
+func (c *cgroupV1) Kill(timeout time.Duration) error { return killLoop(c.name, c.pidsOnce, timeout) }
 
 func (c *cgroupV1) Delete() error {
 	if err := c.Kill(10 * time.Second); err != nil {
@@ -273,21 +297,49 @@ func (c *cgroupV1) Delete() error {
 	return nil
 }
 
+// settledPids reads the cgroup's processes twice (once: one read of every
+// hierarchy) and returns those both reads list.
+//
+// One read alone is not a moment: v1 lists each hierarchy's cgroup.procs in
+// turn (v2 each descendant's), so a process that exits after the first file
+// is read and its successor forked before the last one is read both appear,
+// though they never lived at the same time: a pool with pids.max 8 could list
+// 9. A pid in both reads was seen during the first and again during the
+// second, so it was alive in the cgroup at the instant between them (a
+// process's life is one interval; pids are not reused within microseconds):
+// the result holds only processes that coexisted, and every process that was
+// in the cgroup throughout both reads. Waiting for two reads to agree instead
+// would never end in a pool that runs short commands one after another.
+func settledPids(once func() (map[int]bool, error)) ([]int, error) {
+	first, err := once()
+	if err != nil {
+		return nil, err
+	}
+	second, err := once()
+	if err != nil {
+		return nil, err
+	}
+	maps.DeleteFunc(first, func(pid int, _ bool) bool { return !second[pid] })
+	return sortedKeys(first), nil
+}
+
 // killLoop SIGKILLs the cgroup's processes until it is empty: a process may fork
 // between the listing and the kill, so one pass is not enough (v1 has no
-// cgroup.kill).
-func killLoop(c Cgroup, timeout time.Duration) error {
+// cgroup.kill). It kills whatever one read lists, settled or not: a process
+// seen in any hierarchy is the pool's, and a fork bomb never settles.
+func killLoop(name string, once func() (map[int]bool, error), timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	for {
-		pids, err := c.Pids()
+		set, err := once()
 		if err != nil {
 			return err
 		}
-		if len(pids) == 0 {
+		if len(set) == 0 {
 			return nil
 		}
+		pids := sortedKeys(set)
 		if time.Now().After(deadline) {
-			return fmt.Errorf("cgroup %s: processes %v survive SIGKILL after %v", c.Name(), pids, timeout)
+			return fmt.Errorf("cgroup %s: processes %v survive SIGKILL after %v", name, pids, timeout)
 		}
 		for _, pid := range pids {
 			if pid > 0 && pid != os.Getpid() {
@@ -346,6 +398,7 @@ func (m *Cgroups) createV2(name string, l Limits) (Cgroup, error) {
 	}
 	mg, err := cgroup2.NewManager(sysfsCgroup, "/"+m.parent+"/"+name, v2Resources(l))
 	if err != nil {
+		_ = os.Remove(filepath.Join(sysfsCgroup, m.parent, name)) // as in v1: a refused limit leaves the directory
 		return nil, fmt.Errorf("cgroup %s/%s: %w", m.parent, name, err)
 	}
 	return &cgroupV2{name: name, m: mg, dir: filepath.Join(sysfsCgroup, m.parent, name)}, nil
@@ -371,7 +424,11 @@ func (c *cgroupV2) Update(l Limits) error {
 	return c.m.Update(v2Resources(l))
 }
 
-func (c *cgroupV2) Pids() ([]int, error) {
+func (c *cgroupV2) Pids() ([]int, error) { return settledPids(c.pidsOnce) }
+
+// pidsOnce reads the cgroup's and its descendants' cgroup.procs, one file
+// after another.
+func (c *cgroupV2) pidsOnce() (map[int]bool, error) {
 	ps, err := c.m.Procs(true)
 	if err != nil {
 		return nil, err
@@ -380,13 +437,13 @@ func (c *cgroupV2) Pids() ([]int, error) {
 	for _, p := range ps {
 		set[int(p)] = true
 	}
-	return sortedKeys(set), nil
+	return set, nil
 }
 
 func (c *cgroupV2) Kill(timeout time.Duration) error {
 	// cgroup.kill (or the library's fallback) first, then make sure.
 	_ = c.m.Kill()
-	return killLoop(c, timeout)
+	return killLoop(c.name, c.pidsOnce, timeout)
 }
 
 func (c *cgroupV2) Delete() error {

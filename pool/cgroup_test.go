@@ -7,6 +7,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -216,6 +218,53 @@ func TestCgroupPidsAndKill(t *testing.T) {
 	}
 }
 
+// TestCgroupPidsOneMoment checks that Pids lists processes that lived at the
+// same time. A shell in a pool with pids: 2 runs /bin/true in a loop, so the
+// pool holds the shell and at most one child at any moment, and each child
+// exits before the next is forked; Pids, called while they come and go, must
+// never list more than 2 and must always list the shell. A listing that
+// merges hierarchies read at different moments (cpuset's before an exit,
+// pids's after the next fork) lists two children.
+func TestCgroupPidsOneMoment(t *testing.T) {
+	cgs := testCgroups(t)
+	cg := createCgroup(t, cgs, "churn", Limits{Pids: 2})
+	sh := inPool(cg, nil, "/bin/sh", "-c", "while :; do /bin/true; done")
+	if err := sh.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = cg.Kill(5 * time.Second); _ = sh.Wait() }()
+	// Until the shell is in every hierarchy (EnterAndExec writes them one by
+	// one), it may be listed alone or not at all; wait for it to have exec'd.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+		exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", sh.Process.Pid))
+		if strings.HasSuffix(exe, "sh") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the shell did not start in 10 s (exe %q)", exe)
+		}
+	}
+	const calls = 500
+	seen := map[int]bool{}
+	for i := 0; i < calls; i++ {
+		pids, err := cg.Pids()
+		if err != nil {
+			t.Fatalf("call %d: %v", i, err)
+		}
+		if len(pids) > 2 || !slices.Contains(pids, sh.Process.Pid) {
+			t.Fatalf("call %d: Pids = %v in a pool that holds the shell %d and at most one child at a time", i, pids, sh.Process.Pid)
+		}
+		for _, p := range pids {
+			seen[p] = true
+		}
+	}
+	// The loop must have raced with the forks, or it proved nothing.
+	if len(seen) < 10 {
+		t.Fatalf("%d calls saw only %d distinct processes: the shell's children did not come and go", calls, len(seen))
+	}
+	t.Logf("%d calls, %d distinct processes seen", calls, len(seen))
+}
+
 func TestCgroupBlkioThrottle(t *testing.T) {
 	cgs := testCgroups(t)
 	img := filepath.Join(t.TempDir(), "disk.img")
@@ -253,4 +302,32 @@ func TestCgroupBlkioThrottle(t *testing.T) {
 	if min := time.Duration(size/rate) * time.Second / 2; took < min {
 		t.Fatalf("read 2 MiB in %v under a 1 MiB/s throttle (want >= %v): the limit did not take effect", took, min)
 	}
+}
+
+// TestCgroupCreateFailsCleanly: a pool whose limits the kernel refuses (CPUs
+// its parent does not have) is an error that leaves no directory behind in
+// any hierarchy, so the parent can still be removed.
+func TestCgroupCreateFailsCleanly(t *testing.T) {
+	cgs := testCgroups(t)
+	online := readCPUs(t, "/sys/devices/system/cpu/online")
+	bad := online[len(online)-1] + 1
+	if _, err := cgs.Create("bad", Limits{CPUs: strconv.Itoa(bad), Pids: 8}); err == nil {
+		t.Fatalf("a pool on CPU %d (online: %v) was created", bad, online)
+	}
+	if names, err := cgs.List(); err != nil || len(names) != 0 {
+		t.Fatalf("after the failed Create, List = %v, %v; want nothing", names, err)
+	}
+}
+
+func readCPUs(t *testing.T, file string) []int {
+	t.Helper()
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cpus, err := ParseCPUList(string(b))
+	if err != nil || len(cpus) == 0 {
+		t.Fatalf("%s: %v %v", file, cpus, err)
+	}
+	return cpus
 }

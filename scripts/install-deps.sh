@@ -1,18 +1,24 @@
 #!/usr/bin/env bash
-# Installs the Debian packages listed in scripts/apt-packages.txt that are missing.
+# Installs the Debian packages listed in the given files (default:
+# scripts/apt-packages.txt) that are missing, all in one apt run.
 # Idempotent: when everything is present it makes no network access at all.
 # Runs `apt-get update` at most once per call, and only when something is missing.
+# `make test` passes every list at once, so that the suites it then runs side
+# by side never wait for apt's lock or install anything themselves.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-list=${1:-$here/apt-packages.txt}
+(($# > 0)) || set -- "$here/apt-packages.txt"
 
 missing=()
-while read -r pkg _; do
-	[[ -z "$pkg" || "$pkg" == \#* ]] && continue
-	if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
-		missing+=("$pkg")
-	fi
-done <"$list"
+for list in "$@"; do
+	while read -r pkg _; do
+		[[ -z "$pkg" || "$pkg" == \#* ]] && continue
+		[[ " ${missing[*]-} " == *" $pkg "* ]] && continue
+		if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
+			missing+=("$pkg")
+		fi
+	done <"$list"
+done
 
 if ((${#missing[@]} == 0)); then
 	exit 0
@@ -23,5 +29,7 @@ if [[ $(id -u) -ne 0 ]]; then
 fi
 echo "install-deps: installing ${missing[*]}" >&2
 export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
-apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# Another apt run (unattended-upgrades on a fresh machine) may hold the lock:
+# wait for it rather than fail.
+apt-get -o DPkg::Lock::Timeout=300 update -qq
+apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

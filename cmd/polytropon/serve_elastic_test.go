@@ -23,7 +23,7 @@ func TestServeElasticity(t *testing.T) {
 run_dir: %s
 pools:
   - name: %s
-    cpus: "0"
+    cpus: "%d"
     memory: 256MiB
     uid: %d
     gid: %d
@@ -41,7 +41,7 @@ pools:
         stack:
           - cache: {size: 1MiB, max_size: 16MiB}
           - memfs: {}
-`, e.parent, filepath.Join(e.dir, "run"), e.pool, poolUID, poolGID)
+`, e.parent, filepath.Join(e.dir, "run"), e.pool, e.cpu, poolUID, poolGID)
 	if err := os.WriteFile(e.cfg, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}

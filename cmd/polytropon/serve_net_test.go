@@ -52,10 +52,12 @@ func init() {
 const netRate = 1 << 20
 
 func newNetServeEnv(t *testing.T) (*serveEnv, string, string) {
-	// A subnet of our own: other tests may run pools beside us.
-	sub := os.Getpid()%250 + 1
-	hostIP := fmt.Sprintf("10.213.%d.1", sub)
-	poolIP := fmt.Sprintf("10.213.%d.2", sub)
+	// A /30 of our own in 10.213/16: test processes beside us (the other
+	// suite, another checkout) run pools too, and two on one subnet would
+	// route each other's replies.
+	sub := os.Getpid() % 16384
+	hostIP := fmt.Sprintf("10.213.%d.%d", sub/64, sub%64*4+1)
+	poolIP := fmt.Sprintf("10.213.%d.%d", sub/64, sub%64*4+2)
 	e := newServeEnvWith(t, fmt.Sprintf("    network: {address: %s/30, host_address: %s/30, rate: %d}\n", poolIP, hostIP, netRate),
 		"    filesystems:\n      - name: data\n        stack: [{memfs: {}}]\n")
 	return e, hostIP, poolIP

@@ -42,6 +42,7 @@ const poolUID, poolGID = 4242, 4242
 
 type serveEnv struct {
 	dir, cfg, parent, pool, stateDir string
+	cpu                              int // the pool's CPU (poolCPU)
 }
 
 func newServeEnv(t *testing.T) *serveEnv {
@@ -62,20 +63,20 @@ func newServeEnvWith(t *testing.T, poolExtra, filesystems string) *serveEnv {
 			t.Fatal(err)
 		}
 	}
-	e := &serveEnv{dir: dir, parent: fmt.Sprintf("polytropon-cmdtest-%d", os.Getpid()), pool: "p" + strconv.Itoa(os.Getpid())}
+	e := &serveEnv{dir: dir, parent: fmt.Sprintf("polytropon-cmdtest-%d", os.Getpid()), pool: "p" + strconv.Itoa(os.Getpid()), cpu: poolCPU(t)}
 	e.stateDir = filepath.Join(dir, "run", e.pool)
 	e.cfg = filepath.Join(dir, "serve.yaml")
 	cfg := fmt.Sprintf(`cgroup: %s
 run_dir: %s
 pools:
   - name: %s
-    cpus: "0"
+    cpus: "%d"
     memory: 256MiB
     pids: 256
     uid: %d
     gid: %d
     spin: 0
-%s%s`, e.parent, filepath.Join(dir, "run"), e.pool, poolUID, poolGID, poolExtra, filesystems)
+%s%s`, e.parent, filepath.Join(dir, "run"), e.pool, e.cpu, poolUID, poolGID, poolExtra, filesystems)
 	if err := os.WriteFile(e.cfg, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -84,14 +85,13 @@ pools:
 
 func (e *serveEnv) socket() string { return filepath.Join(e.stateDir, "service.sock") }
 
-func (e *serveEnv) cpusetDir() string {
-	return filepath.Join("/sys/fs/cgroup/cpuset", e.parent, e.pool)
-}
+// cpusetDir is the pool's cpuset cgroup: serve nests its parent in serve's
+// own cgroup, the test's.
+func (e *serveEnv) cpusetDir(t testing.TB) string { return cpusetDir(t, e.parent, e.pool) }
 
-// servicePids lists the pool cgroup's processes (the cpuset hierarchy is not
-// nested on the test machines: serve's cpuset is the root).
+// servicePids lists the pool cgroup's processes.
 func (e *serveEnv) servicePids(t *testing.T) []int {
-	data, err := os.ReadFile(filepath.Join(e.cpusetDir(), "cgroup.procs"))
+	data, err := os.ReadFile(filepath.Join(e.cpusetDir(t), "cgroup.procs"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -148,7 +148,7 @@ func stopServe(t *testing.T, e *serveEnv, cmd *exec.Cmd) {
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("serve after SIGTERM: %v", err)
 	}
-	for _, p := range []string{e.stateDir, e.cpusetDir(), filepath.Join("/sys/fs/cgroup/cpuset", e.parent)} {
+	for _, p := range []string{e.stateDir, e.cpusetDir(t), cpusetDir(t, e.parent)} {
 		if _, err := os.Stat(p); !os.IsNotExist(err) {
 			t.Errorf("%s left after SIGTERM (%v)", p, err)
 		}
@@ -182,8 +182,8 @@ func TestServeEndToEnd(t *testing.T) {
 		t.Fatalf("pool cgroup holds %v, want the service alone", pids)
 	}
 	status, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pids[0]))
-	if !strings.Contains(string(status), "Cpus_allowed_list:\t0\n") {
-		t.Fatalf("service not confined to CPU 0:\n%s", status)
+	if !strings.Contains(string(status), fmt.Sprintf("Cpus_allowed_list:\t%d\n", e.cpu)) {
+		t.Fatalf("service not confined to CPU %d:\n%s", e.cpu, status)
 	}
 
 	c, err := fslib.Dial(fslib.DialOptions{Socket: e.socket(), Prefix: "/data"})

@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -50,7 +51,7 @@ func TestStatusPools(t *testing.T) {
 		t.Errorf("report header: %+v", rep)
 	}
 	r := p.Reservation
-	if p.Name != e.pool || p.Socket != e.socket() || r.CPUs != "0" || r.Memory != 256<<20 || r.Pids != 256 {
+	if p.Name != e.pool || p.Socket != e.socket() || r.CPUs != strconv.Itoa(e.cpu) || r.Memory != 256<<20 || r.Pids != 256 {
 		t.Errorf("reservation: %+v %+v", p, r)
 	}
 	if r.Network == nil || r.Network.Address != poolIP+"/30" || r.Network.HostAddress != hostIP+"/30" || r.Network.RateBPS != netRate ||

@@ -105,7 +105,13 @@ func New(o Options) (*FS, error) {
 	}
 	fd, err := unix.Open(o.Dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return nil, &pathError{op: "open", path: o.Dir, err: err}
+		pe := &pathError{op: "open", path: o.Dir, err: err}
+		if err == unix.ENOENT {
+			// The first error a new configuration meets: the service makes no
+			// branch directories (a typo must not become an empty branch).
+			pe.fix = "create the branch directory first"
+		}
+		return nil, pe
 	}
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
@@ -122,10 +128,15 @@ func New(o Options) (*FS, error) {
 type pathError struct {
 	op, path string
 	err      error
+	fix      string // what to do, when there is one thing to do
 }
 
 func (e *pathError) Error() string {
-	return "passthrough: " + e.op + " " + e.path + ": " + e.err.Error()
+	s := "passthrough: " + e.op + " " + e.path + ": " + e.err.Error()
+	if e.fix != "" {
+		s += " (" + e.fix + ")"
+	}
+	return s
 }
 func (e *pathError) Unwrap() error { return e.err }
 

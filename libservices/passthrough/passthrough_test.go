@@ -1,7 +1,10 @@
 package passthrough
 
 import (
+	"errors"
 	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -178,8 +181,12 @@ func TestNewErrors(t *testing.T) {
 	if _, err := New(Options{}); err == nil {
 		t.Error("New with no dir succeeded")
 	}
-	if _, err := New(Options{Dir: "/nonexistent/polytropon"}); err == nil {
-		t.Error("New on a missing dir succeeded")
+	// A missing branch is the first error a new configuration meets: the
+	// message names the directory once and the fix.
+	missing := filepath.Join(t.TempDir(), "upper")
+	_, err := New(Options{Dir: missing})
+	if !errors.Is(err, unix.ENOENT) || strings.Count(err.Error(), missing) != 1 || !strings.Contains(err.Error(), "create the branch directory") {
+		t.Errorf("New on a missing dir: %v", err)
 	}
 	if _, err := New(Options{Dir: "/etc/hostname"}); err == nil {
 		t.Error("New on a file succeeded")

@@ -69,15 +69,10 @@
 // # Performance
 //
 // `go test -run '^$' -bench 'Stat|ReadAt4K' -benchmem -count 10 ./fslib`, over
-// memfs, medians, on 2026-11-21, 2 vCPU "AMD EPYC" (Zen 3) VM shared with other
-// jobs, so read ratios, not absolutes: File.ReadAt of 4 KiB 132 ns/op against
-// 129 ns/op for memfs's ReadAt called directly (1.03x), 0 allocs/op; Client.Stat
-// 340 ns/op against 268 ns/op for memfs's Stat (1.27x), 2 allocs/op (176 B)
-// against 1 (48 B). The allocation fslib adds is the FileInfo it returns (128 B:
-// the name and the Attr, which the FS fills in place); it escapes through the
-// fs.FileInfo interface, so it cannot be avoided with this API. The other one is
-// memfs's own path split. Read, Write, WriteAt and Sync allocate nothing
-// (TestAllocs pins all of this).
+// memfs, against the same calls on memfs directly. Read, Write, WriteAt and Sync
+// allocate nothing; Stat allocates the FileInfo it returns (it escapes through
+// the fs.FileInfo interface, so this API cannot avoid it). TestAllocs pins all of
+// this. Figures with their machine and date: docs/results/2026-11-21/fslib-bench.md.
 //
 // # Lock order
 //

@@ -122,24 +122,13 @@
 //
 // # Performance
 //
-// `go test -run '^$' -bench . -benchmem -count 3 ./service/fusegw`, memfs behind
-// the mount, client and server in one process, Go 1.26, on an "AMD EPYC" VM with
-// 2 vCPUs (Zen 3), loaded by other work (load average 3 to 5), 2026-11-21 02:57
-// and 03:01 UTC; p50 per call, ratio to the same call on a tmpfs file:
-//
-//	                          p50           vs tmpfs   allocs/op (whole process)
-//	BenchmarkLstat/Cached       1.8-2.4 us    1.1-1.4x   1 (the caller's path string)
-//	BenchmarkLstat/RoundTrip     77-139 us     45-85x    8
-//	BenchmarkPread4K/Cached    0.76-1.13 us    ~1x       0
-//	BenchmarkPread4K/RoundTrip  14-20 us       13-19x    1 (go-fuse's buffer pool)
-//
-// With the default timeouts the kernel answers lstat and cached reads itself. A
-// round trip (one FUSE request) costs 14-28 us here, almost all of it in the
-// kernel and in waking threads (the CPU profile shows the gateway's own code
-// under 5%); the uncached lstat of dir/file is five requests (GETATTR of the root
-// and of dir for permission checks, two LOOKUPs, GETATTR). The gateway allocates
-// nothing per READ or WRITE, and per LOOKUP only the path it joins; the rest of
-// the allocations are go-fuse's (request names, buffer pool) and memfs's path walk.
+// `go test -run '^$' -bench . -benchmem -count 3 ./service/fusegw` (memfs behind
+// the mount, client and server in one process; p50 per call and the ratio to the
+// same call on a tmpfs file). With the default timeouts the kernel answers lstat
+// and cached reads itself; a round trip (one FUSE request) costs tens of
+// microseconds, almost all of it in the kernel and in waking threads. The gateway
+// allocates nothing per READ or WRITE, and per LOOKUP only the path it joins.
+// Figures with their machine and date: docs/results/2026-11-21/fusegw-bench.md.
 //
 // # Invariants
 //

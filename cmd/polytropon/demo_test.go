@@ -135,3 +135,26 @@ func TestDemoBounds(t *testing.T) {
 		t.Errorf("0.9499 >= 0.95 held: %+v", c)
 	}
 }
+
+// TestDemoRoundTripNote: the IPC step's note names the hardware's floor when
+// perf ipc measured it, and reads as before when it did not.
+func TestDemoRoundTripNote(t *testing.T) {
+	queue := `"queue":[{"kind":"rcqb","producers":2,"consumers":2,"ops_per_sec":2},{"kind":"vyukov","producers":2,"consumers":2,"ops_per_sec":1},` +
+		`{"kind":"rcqb-spsc","producers":1,"consumers":1,"ops_per_sec":4},{"kind":"chan","producers":1,"consumers":1,"ops_per_sec":1}]`
+	for _, tc := range []struct {
+		rows, want string
+	}{
+		{`{"path":"cache-line","p50_ns":800},{"path":"direct-spin","p50_ns":820},{"path":"unix","p50_ns":35000}`,
+			"direct path (service spinning) 820ns, Unix socket 35µs, one cache line between two cores 800ns (the hardware's floor) (no goal)"},
+		{`{"path":"direct-spin","p50_ns":820},{"path":"unix","p50_ns":35000}`,
+			"direct path (service spinning) 820ns, Unix socket 35µs (no goal)"},
+	} {
+		claims, notes, err := judgeIPC([]byte(`{` + queue + `,"round_trip":[` + tc.rows + `]}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(claims) != 2 || len(notes) != 1 || !strings.HasSuffix(notes[0], tc.want) {
+			t.Errorf("claims %v, notes %q; want a note ending %q", claims, notes, tc.want)
+		}
+	}
+}

@@ -5,7 +5,10 @@
 // round trip of an empty request over the direct path (service spinning,
 // service sleeping) against a Unix-socket request/response and a pipe, with a
 // peer process started by re-executing the running binary (PeerCommand, which
-// must end in RunPeer).
+// must end in RunPeer); (c) the hardware's floor for any such round trip: one
+// cache line written by one core and answered by another (PathCacheLine),
+// measured right before the direct path, since a VM's cross-core latency can
+// change several-fold with where its virtual CPUs land on the host.
 //
 // It is measurement code, not a test: it asserts nothing and reports medians, p99s
 // and rates (HdrHistogram) measured in one run, so that ratios compare like with
@@ -24,11 +27,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
+	"sync/atomic"
 	"syscall"
 	"text/tabwriter"
 	"time"
 
 	"github.com/HdrHistogram/hdrhistogram-go"
+	"golang.org/x/sys/unix"
 
 	"github.com/polytropon/polytropon/ipc/back"
 	"github.com/polytropon/polytropon/ipc/front"
@@ -42,6 +48,12 @@ const (
 	PeerDirectSleep = "direct-sleep"
 	PeerUnix        = "unix"
 	PeerPipe        = "pipe"
+
+	// PathCacheLine is the in-process row: two threads on two different CPUs
+	// pass one cache line back and forth. No cross-core protocol can answer in
+	// less, so direct-spin over it says how far the direct path is from the
+	// hardware.
+	PathCacheLine = "cache-line"
 )
 
 // Options of a run.
@@ -130,6 +142,9 @@ func Run(opts Options) (*Report, error) {
 		return nil, err
 	}
 	defer os.RemoveAll(dir)
+	if row, ok := cacheLineRoundTrips(opts.RoundTrips); ok {
+		r.RoundTrip = append(r.RoundTrip, row)
+	}
 	for _, mode := range []string{PeerDirectSpin, PeerDirectSleep, PeerUnix, PeerPipe} {
 		row, err := roundTrips(opts, mode, filepath.Join(dir, mode+".sock"))
 		if err != nil {
@@ -158,13 +173,15 @@ func WriteTable(out io.Writer, rep *Report) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	var spin, unix int64
+	var spin, unix, line int64
 	for _, r := range rep.RoundTrip {
 		switch r.Path {
 		case PeerDirectSpin:
 			spin = r.P50Ns
 		case PeerUnix:
 			unix = r.P50Ns
+		case PathCacheLine:
+			line = r.P50Ns
 		}
 	}
 	_, err := fmt.Fprintf(out, "\n1P1C: rcqb / chan = %.2fx, rcqb-spsc / chan = %.2fx; 2P2C: rcqb / vyukov = %.2fx\n",
@@ -174,9 +191,91 @@ func WriteTable(out io.Writer, rep *Report) error {
 	if err == nil && spin > 0 {
 		_, err = fmt.Fprintf(out, "unix-socket p50 / direct (spinning) p50 = %.1fx (%s)\n", float64(unix)/float64(spin), rep.Date)
 	}
+	if err == nil && spin > 0 && line > 0 {
+		_, err = fmt.Fprintf(out, "direct (spinning) p50 / cache-line p50 = %.2fx (near 1x: at the hardware's floor)\n", float64(spin)/float64(line))
+	}
 	return err
 }
 
+// cacheLineRoundTrips measures PathCacheLine on the first two CPUs this process
+// may run on; ok is false where it may run on only one.
+func cacheLineRoundTrips(n int) (RoundTripRow, bool) {
+	var set unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &set); err != nil {
+		return RoundTripRow{}, false
+	}
+	var cpus []int
+	for c := 0; c < len(set)*64 && len(cpus) < 2; c++ {
+		if set.IsSet(c) {
+			cpus = append(cpus, c)
+		}
+	}
+	// Two goroutines spinning need two Ps: with one, each poll would wait for
+	// a preemption.
+	if len(cpus) < 2 || runtime.GOMAXPROCS(0) < 2 {
+		return RoundTripRow{}, false
+	}
+	// Each word on its own cache line, so that a round trip moves exactly the
+	// two lines a request and its answer would.
+	var ping, pong struct {
+		v atomic.Uint64
+		_ [56]byte
+	}
+	total := uint64(n + min(n/10, 10000))
+	warm := total - uint64(n)
+	answered := make(chan error, 1)
+	go func() {
+		// The thread dies with its goroutine (locked, never unlocked), so its
+		// affinity goes with it. It answers every value even unpinned, so the
+		// other side never waits forever.
+		runtime.LockOSThread()
+		var s unix.CPUSet
+		s.Set(cpus[1])
+		err := unix.SchedSetaffinity(0, &s)
+		for i := uint64(1); i <= total; i++ {
+			for ping.v.Load() != i {
+			}
+			pong.v.Store(i)
+		}
+		answered <- err
+	}()
+	row := func() (RoundTripRow, error) {
+		// This thread goes back to the scheduler afterwards, so it gets its
+		// affinity back first.
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		var old unix.CPUSet
+		err := unix.SchedGetaffinity(0, &old)
+		if err == nil {
+			var s unix.CPUSet
+			s.Set(cpus[0])
+			err = unix.SchedSetaffinity(0, &s)
+			defer unix.SchedSetaffinity(0, &old)
+		}
+		h := hdrhistogram.New(1, int64(10*time.Second), 3)
+		var start time.Time
+		for i := uint64(1); i <= total; i++ {
+			if i == warm+1 {
+				start = time.Now()
+			}
+			t0 := time.Now()
+			ping.v.Store(i)
+			for pong.v.Load() != i {
+			}
+			if i > warm {
+				_ = h.RecordValue(int64(time.Since(t0)))
+			}
+		}
+		el := time.Since(start)
+		return RoundTripRow{Path: PathCacheLine, N: h.TotalCount(), P50Ns: h.ValueAtQuantile(50), P99Ns: h.ValueAtQuantile(99),
+			OpsPerSec: float64(n) / el.Seconds()}, err
+	}
+	r, err := row()
+	if aerr := <-answered; err != nil || aerr != nil {
+		return RoundTripRow{}, false
+	}
+	return r, true
+}
 func roundTrips(opts Options, mode, sock string) (RoundTripRow, error) {
 	cmd := opts.PeerCommand(mode, sock)
 	cmd.Stderr = os.Stderr

@@ -326,6 +326,32 @@ func (c *Client) Statfs(st *libservices.Statfs) error {
 	return pathErr("statfs", ".", c.fs.Statfs(st))
 }
 
+// pathStatfser is a libservices.FS whose names span several filesystems, each
+// with its own statistics: a service's namespace, where every instance is
+// mounted at its own path.
+type pathStatfser interface {
+	statfsPath(name string, st *libservices.Statfs) error
+}
+
+// StatfsPath fills st with the statistics of the filesystem that holds name,
+// as statfs(2) does; it fails as Stat would where name does not exist. Over a
+// service (Dial) this is the way to ask: the service's namespace holds several
+// instances, and Statfs, with no name, asks about the namespace's root, which
+// is none of them unless DialOptions.Prefix names one.
+func (c *Client) StatfsPath(name string, st *libservices.Statfs) error {
+	if c.closed.Load() {
+		return closedErr("statfs", name)
+	}
+	if p, ok := c.fs.(pathStatfser); ok {
+		return pathErr("statfs", name, p.statfsPath(name, st))
+	}
+	var a libservices.Attr
+	if err := c.fs.Stat(name, &a); err != nil {
+		return pathErr("statfs", name, err)
+	}
+	return pathErr("statfs", name, c.fs.Statfs(st))
+}
+
 // list returns the entries of directory name sorted by name; its errors have Op
 // "open", as os.ReadDir's (which opens with O_DIRECTORY).
 func (c *Client) list(name string) ([]libservices.DirEntry, error) {

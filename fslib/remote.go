@@ -379,9 +379,18 @@ func (r *remote) Statfs(st *libservices.Statfs) error {
 	if err != nil {
 		return err
 	}
-	s, err := c.Statfs(root)
+	return errno(statfsInto(c, root, st))
+}
+
+// statfsPath asks the service about the instance that holds name (pathStatfser).
+func (r *remote) statfsPath(name string, st *libservices.Statfs) error {
+	return r.pathCall(name, func(c *front.Client, p string) error { return statfsInto(c, p, st) })
+}
+
+func statfsInto(c *front.Client, p string, st *libservices.Statfs) error {
+	s, err := c.Statfs(p)
 	if err != nil {
-		return errno(err)
+		return err
 	}
 	*st = libservices.Statfs{Type: s.Type, Bsize: s.Bsize, Blocks: s.Blocks, Bfree: s.Bfree, Bavail: s.Bavail,
 		Files: s.Files, Ffree: s.Free, Namelen: s.Namelen, Frsize: s.Frsize}

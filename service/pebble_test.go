@@ -2,13 +2,16 @@ package service_test
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
+	"syscall"
 	"testing"
 
 	"github.com/cockroachdb/pebble/v2"
 
 	"github.com/polytropon/polytropon/fslib"
 	"github.com/polytropon/polytropon/fslib/pebblevfs"
+	"github.com/polytropon/polytropon/libservices"
 )
 
 func pebbleKeys() int {
@@ -110,5 +113,38 @@ func TestPebbleDirectPath(t *testing.T) {
 	verify(t, db, 0, n+synced)
 	if err := db.Close(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestDiskUsageOverAService: Pebble asks for the free space of its directory
+// (vfs.FS.GetDiskUsage); over a service dialed without a prefix that must be
+// the statistics of the instance holding the directory, not an ENOENT for the
+// namespace's root (Pebble logged "background error: statfs ." on every open).
+func TestDiskUsageOverAService(t *testing.T) {
+	dir := t.TempDir()
+	cfg, sock := diskConfig(t, dir, "writeback")
+	svc := spawn(t, "service", configEnv+"="+cfg)
+	svc.expect(t, "ready")
+	c, err := fslib.Dial(fslib.DialOptions{Socket: sock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Mkdir("/data/db", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	v := pebblevfs.New(c)
+	du, err := v.GetDiskUsage("/data/db")
+	if err != nil || du.TotalBytes == 0 || du.AvailBytes > du.TotalBytes {
+		t.Fatalf("GetDiskUsage(/data/db) = %+v, %v", du, err)
+	}
+	var st libservices.Statfs
+	if err := c.StatfsPath("/data", &st); err != nil || st.Blocks == 0 {
+		t.Fatalf("StatfsPath(/data) = %+v, %v", st, err)
+	}
+	for _, missing := range []string{"/data/nowhere", "/elsewhere"} {
+		if _, err := v.GetDiskUsage(missing); !errors.Is(err, syscall.ENOENT) {
+			t.Errorf("GetDiskUsage(%s) = %v, want ENOENT", missing, err)
+		}
 	}
 }

@@ -166,14 +166,11 @@ func (f *FS) PathJoin(elem ...string) string { return path.Join(elem...) }
 // PathDir implements vfs.FS.
 func (f *FS) PathDir(p string) string { return path.Dir(p) }
 
-// GetDiskUsage implements vfs.FS from the FS's Statfs, after checking that p
-// exists (statfs(2) would say ENOENT too; the FS has one set of statistics).
+// GetDiskUsage implements vfs.FS from the statistics of the filesystem that
+// holds p (fslib's StatfsPath: over a service, the instance p is in).
 func (f *FS) GetDiskUsage(p string) (vfs.DiskUsage, error) {
-	if _, err := f.c.Stat(p); err != nil {
-		return vfs.DiskUsage{}, err
-	}
 	var st libservices.Statfs
-	if err := f.c.Statfs(&st); err != nil {
+	if err := f.c.StatfsPath(p, &st); err != nil {
 		return vfs.DiskUsage{}, err
 	}
 	// Block counts are in fragment units (f_frsize) on Linux; Bsize is the

@@ -47,7 +47,10 @@ type Config struct {
 // answer within Timeout; after Failures consecutive failures serve kills the
 // service (SIGKILL, which a stopped process cannot ignore) and restarts it.
 // A service that stops answering is so detected within Interval + Failures x
-// max(Timeout, Interval): 17 s with the defaults.
+// max(Timeout, Interval): 17 s with the defaults. A check also fails while a
+// worker has been inside one request for StuckAfter (a deadlocked stack,
+// I/O that never returns): detected within StuckAfter + (Failures + 2) x
+// Interval, 70 s with the defaults.
 //
 // The control socket is answered by a goroutine of its own, not by the
 // workers, so a service whose workers are all busy (long fsyncs under the
@@ -63,6 +66,13 @@ type Health struct {
 	Timeout time.Duration `yaml:"timeout"`
 	// Failures in a row before the service is restarted (default 3).
 	Failures int `yaml:"failures"`
+	// StuckAfter: a check also fails while a worker of the service has been
+	// inside one request for this long (default 1m; negative: never). A
+	// deadlock in a stack leaves the control socket answering, so without it
+	// only the workers' lack of progress would show, and that looks like slow
+	// I/O. Set it above the longest request the pool's storage may take
+	// (a CephFS cluster in recovery can block for minutes).
+	StuckAfter time.Duration `yaml:"stuck_after"`
 }
 
 // Health defaults.
@@ -70,6 +80,7 @@ const (
 	DefaultHealthInterval = 2 * time.Second
 	DefaultHealthTimeout  = 5 * time.Second
 	DefaultHealthFailures = 3
+	DefaultStuckAfter     = time.Minute
 )
 
 func (h *Health) validate() error {
@@ -82,6 +93,9 @@ func (h *Health) validate() error {
 	if h.Failures == 0 {
 		h.Failures = DefaultHealthFailures
 	}
+	if h.StuckAfter == 0 {
+		h.StuckAfter = DefaultStuckAfter
+	}
 	switch {
 	case h.Interval < 10*time.Millisecond:
 		return cfgErr("health.interval", "%v: at least 10ms", h.Interval)
@@ -89,6 +103,8 @@ func (h *Health) validate() error {
 		return cfgErr("health.timeout", "%v: at least 10ms", h.Timeout)
 	case h.Failures < 1 || h.Failures > 100:
 		return cfgErr("health.failures", "%d, want 1..100", h.Failures)
+	case h.StuckAfter > 0 && h.StuckAfter < time.Second:
+		return cfgErr("health.stuck_after", "%v: at least 1s (or negative: never)", h.StuckAfter)
 	}
 	return nil
 }
@@ -96,6 +112,16 @@ func (h *Health) validate() error {
 // Bound is how long a service that stopped answering may go undetected.
 func (h *Health) Bound() time.Duration {
 	return h.Interval + time.Duration(h.Failures)*max(h.Timeout, h.Interval)
+}
+
+// StuckBound is how long a request that never ends (a deadlocked stack) may
+// go undetected: StuckAfter, then the checks that find it (the first only
+// records where each worker is), or 0 where StuckAfter is negative.
+func (h *Health) StuckBound() time.Duration {
+	if h.StuckAfter < 0 {
+		return 0
+	}
+	return h.StuckAfter + time.Duration(h.Failures+1)*h.Interval + h.Interval
 }
 
 // Pool is one tenant's pool: reserved resources and the filesystem service that

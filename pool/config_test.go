@@ -32,8 +32,9 @@ func TestParseConfigGood(t *testing.T) {
 	if c.Cgroup != DefaultCgroup || p.StateDir != "/run/ptest/a" || p.Socket() != "/run/ptest/a/service.sock" {
 		t.Fatalf("defaults: cgroup %q state_dir %q", c.Cgroup, p.StateDir)
 	}
-	if h := c.Health; h.Interval != DefaultHealthInterval || h.Timeout != DefaultHealthTimeout || h.Failures != DefaultHealthFailures || h.Bound() != 17*time.Second {
-		t.Fatalf("health defaults %+v, bound %v", h, h.Bound())
+	if h := c.Health; h.Interval != DefaultHealthInterval || h.Timeout != DefaultHealthTimeout || h.Failures != DefaultHealthFailures || h.Bound() != 17*time.Second ||
+		h.StuckAfter != time.Minute || h.StuckBound() != 70*time.Second {
+		t.Fatalf("health defaults %+v, bound %v, stuck bound %v", h, h.Bound(), h.StuckBound())
 	}
 	if err := c.CheckUsers(); err != nil {
 		t.Fatal(err)
@@ -90,6 +91,7 @@ func TestParseConfigErrorsNameKeys(t *testing.T) {
 		{"pools:\n  - name: a\n    network: {colour: red}" + fs, "field colour not found"},
 		{"health: {failures: -1}\n" + pool0, "health.failures:"},
 		{"health: {interval: 1ms}\n" + pool0, "health.interval:"},
+		{"health: {stuck_after: 500ms}\n" + pool0, "health.stuck_after:"},
 		{"health: {timeout: 1ms}\n" + pool0, "health.timeout:"},
 		{"health: {colour: red}\n" + pool0, "field colour not found"},
 		{"pools:\n  - name: a\n    network: {address: 10.9.0.2/30, host_address: 10.9.0.1/30, rate: 1MB}" + fs +

@@ -599,8 +599,9 @@ func (r *running) supervise() {
 
 // watchHealth pings the service's control socket every Health.Interval until
 // stop, and sends on sick why it gave up after Health.Failures failures in a
-// row. Workers that make no progress while requests wait are logged, not
-// killed: a worker blocked in slow I/O looks the same.
+// row. A check fails too while a worker has been inside one request for
+// Health.StuckAfter. Workers that make no progress while requests wait are
+// only logged before that: a worker blocked in slow I/O looks the same.
 func (r *running) watchHealth(log *zap.Logger, stop <-chan struct{}, sick chan<- string) {
 	h := r.s.cfg.Health
 	fails := 0
@@ -619,7 +620,11 @@ func (r *running) watchHealth(log *zap.Logger, stop <-chan struct{}, sick chan<-
 		}
 		start := time.Now()
 		next = start.Add(h.Interval)
-		rep, err := ping(r.p.controlSocket(), h.Timeout)
+		rep, err := ping(r.p.controlSocket(), h.Timeout, h.StuckAfter)
+		if err == nil && rep.Stuck > 0 {
+			err = fmt.Errorf("%d of the service's workers inside one request for %v (a deadlock, or I/O that never returns; health.stuck_after %v)",
+				rep.Stuck, time.Duration(rep.StuckForNs).Round(time.Second), h.StuckAfter)
+		}
 		if err != nil {
 			fails++
 			log.Warn("service health check failed", zap.Int("failures", fails), zap.Int("of", h.Failures), zap.Error(err))
@@ -646,8 +651,9 @@ func (r *running) watchHealth(log *zap.Logger, stop <-chan struct{}, sick chan<-
 	}
 }
 
-// ping is one health check: connect, ask, answer, all within timeout.
-func ping(control string, timeout time.Duration) (service.ControlReply, error) {
+// ping is one health check: connect, ask, answer, all within timeout; with a
+// positive stuckAfter the answer counts the workers stuck that long.
+func ping(control string, timeout, stuckAfter time.Duration) (service.ControlReply, error) {
 	deadline := time.Now().Add(timeout)
 	c, err := net.DialTimeout("unix", control, timeout)
 	if err != nil {
@@ -655,7 +661,11 @@ func ping(control string, timeout time.Duration) (service.ControlReply, error) {
 	}
 	defer c.Close()
 	_ = c.SetDeadline(deadline)
-	if _, err := c.Write([]byte(`{"op":"` + service.ControlPing + `"}` + "\n")); err != nil {
+	req, err := json.Marshal(service.ControlRequest{Op: service.ControlPing, Value: int64(max(stuckAfter, 0))})
+	if err != nil {
+		return service.ControlReply{}, err
+	}
+	if _, err := c.Write(append(req, '\n')); err != nil {
 		return service.ControlReply{}, err
 	}
 	line, err := bufio.NewReader(c).ReadBytes('\n')

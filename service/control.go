@@ -25,6 +25,7 @@ import (
 // over the direct path.
 //
 //	{"op":"ping"}                       -> {"value":SERVED,"pending":N}
+//	{"op":"ping","value":BOUND_NS}      -> ... "stuck":N,"stuck_for_ns":NS
 //	{"op":"status"}                     -> {"status":{...Status...}}
 //	{"op":"set_workers","value":N}      -> {"value":N}   (SetWorkers)
 //	{"op":"set_cache_bytes","value":N}  -> {"value":SET} (ResizeCaches)
@@ -44,13 +45,20 @@ type ControlReply struct {
 	Status *Status `json:"status,omitempty"`
 	// Pending (ping) is how many requests wait in the ring.
 	Pending int64 `json:"pending,omitempty"`
+	// Stuck (ping with a bound) is how many workers have been inside one
+	// request for at least the bound, and StuckForNs the longest stay seen
+	// (back.Service.StuckWorkers).
+	Stuck      int   `json:"stuck,omitempty"`
+	StuckForNs int64 `json:"stuck_for_ns,omitempty"`
 }
 
 // Control operations.
 const (
 	// ControlPing is serve's health check: it answers at once, from the
 	// control goroutine, with the requests served so far (Value) and those
-	// waiting (Pending), without gathering the metrics a status does.
+	// waiting (Pending), without gathering the metrics a status does. A
+	// positive Value in the request is a bound in nanoseconds: the reply then
+	// also counts the workers stuck in one request for that long (Stuck).
 	ControlPing          = "ping"
 	ControlStatus        = "status"
 	ControlSetWorkers    = "set_workers"
@@ -177,7 +185,12 @@ func (s *Service) control(req ControlRequest) ControlReply {
 	switch req.Op {
 	case ControlPing:
 		bs := s.back.Stats()
-		return ControlReply{Value: bs.Served, Pending: int64(s.back.QueueLen())}
+		rep := ControlReply{Value: bs.Served, Pending: int64(s.back.QueueLen())}
+		if req.Value > 0 {
+			n, longest := s.back.StuckWorkers(time.Duration(req.Value))
+			rep.Stuck, rep.StuckForNs = n, int64(longest)
+		}
+		return rep
 	case ControlStatus:
 		st := s.Status()
 		return ControlReply{Status: &st}

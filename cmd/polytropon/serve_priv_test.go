@@ -441,6 +441,68 @@ func TestServeKeepsABusyService(t *testing.T) {
 	stopServe(t, e, serve)
 }
 
+// TestServeRestartsAStuckService: a worker inside one request for
+// health.stuck_after (here open(2) of a FIFO nobody writes: as for a
+// deadlocked stack, the control socket goes on answering) fails the health
+// checks, and serve replaces the service; a client's other calls work again
+// on the new one.
+func TestServeRestartsAStuckService(t *testing.T) {
+	dir := tenantDir(t)
+	branch := filepath.Join(dir, "branch")
+	if err := os.Mkdir(branch, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(branch, poolUID, poolGID); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mkfifo(filepath.Join(branch, "fifo"), 0o666); err != nil {
+		t.Fatal(err)
+	}
+	e := newServeEnvWith(t, "    workers: 2\n", fmt.Sprintf("    filesystems:\n      - name: data\n        stack: [{passthrough: {dir: %s}}]\n", branch))
+	withHealth(t, e, "{interval: 100ms, timeout: 5s, failures: 3, stuck_after: 1s}")
+	serve := startServe(t, e)
+	pid := e.servicePids(t)[0]
+	c, err := fslib.Dial(fslib.DialOptions{Socket: e.socket(), Prefix: "/data"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	opened := make(chan error, 1)
+	go func() {
+		f, err := c.Open("/fifo")
+		if err == nil {
+			f.Close()
+		}
+		opened <- err
+	}()
+	// Cleanups run last first: the client closes after its call returned.
+	t.Cleanup(func() { c.Close() })
+	t.Cleanup(func() {
+		select {
+		case <-opened:
+		case <-time.After(30 * time.Second):
+			t.Errorf("the open of the FIFO never returned")
+		}
+	})
+	waitFor(t, "serve to replace the stuck service", func() bool {
+		p := e.servicePids(t)
+		return len(p) == 1 && p[0] != pid
+	})
+	var svc pool.ServiceState
+	waitFor(t, "status to count the restart", func() bool {
+		svc = poolReport(t, e).Pools[0].Service
+		return svc.Running && svc.HealthRestarts == 1
+	})
+	if !strings.Contains(svc.LastUnhealthy, "inside one request for") {
+		t.Errorf("last unhealthy restart: %q", svc.LastUnhealthy)
+	}
+	var werr error
+	waitFor(t, "the client to work again", func() bool {
+		werr = c.WriteFile("/g", []byte("again"), 0o644)
+		return werr == nil
+	})
+	stopServe(t, e, serve)
+}
+
 // waitStopped waits until every thread of pid is stopped (kill(2) returns
 // before the signal took effect on threads running on other CPUs).
 func waitStopped(t *testing.T, pid int) {

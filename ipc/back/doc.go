@@ -127,7 +127,8 @@
 //     service keeps about a client (layout, head, handles) lives in client memory.
 //
 // Lock order: Service.workersMu (SetWorkers, a worker retiring or exiting, reclaim's
-// snapshot of the workers) is a leaf. Service.mu (client slots, per-uid counts, the
+// and StuckWorkers' snapshots of the workers) is a leaf, and so is the stuck
+// watch's lock (StuckWorkers, taken after workersMu is released). Service.mu (client slots, per-uid counts, the
 // published client list, accept bookkeeping) before ClientCtx.handlesMu (that
 // client's handle table), which is held while the handle quota is called. Serving
 // a request, workers take no Service-wide lock, only the handle table lock of the

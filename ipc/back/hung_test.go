@@ -4,6 +4,7 @@ import (
 	"errors"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -18,6 +19,8 @@ type hungStore struct {
 	*memStore
 	hang sync.RWMutex
 	held bool // the test holds hang; only the test goroutine and its cleanup touch it
+	// hung counts the handlers waiting on hang now.
+	hung atomic.Int32
 }
 
 // hungService starts a service on a hungStore whose hang is released at the end
@@ -42,8 +45,10 @@ const hangPath = "/hang"
 
 func (h *hungStore) Handle(c *ClientCtx, d *wire.Desc, data []byte) int32 {
 	if (d.Op == wire.OpStat || d.Op == wire.OpOpen) && strings.HasPrefix(string(data[:min(int(d.Aux), len(data))]), hangPath) {
+		h.hung.Add(1)
 		h.hang.RLock()
 		h.hang.RUnlock() // waiting for the lock was the point
+		h.hung.Add(-1)
 	}
 	return h.memStore.Handle(c, d, data)
 }
@@ -260,5 +265,54 @@ func TestQueueLen(t *testing.T) {
 	// Taken one per pass: nothing behind the first, then 2, 1 and 0.
 	if got := s.Stats().Queued - before; got != 3 {
 		t.Fatalf("Queued grew by %d, want 3", got)
+	}
+}
+
+// TestStuckWorkers: a worker inside one request for at least the bound is
+// reported once two looks that far apart found it in the same pass, the others
+// (spinning, asleep, serving) never are, and it stops counting once the request
+// ends.
+func TestStuckWorkers(t *testing.T) {
+	s, h := hungService(t, Config{Workers: 2})
+	c := dial(t, s)
+	const bound = 50 * time.Millisecond
+	if n, _ := s.StuckWorkers(bound); n != 0 {
+		t.Fatalf("%d stuck workers on an idle service", n)
+	}
+	// Busy but never stuck: requests end.
+	for range 3 {
+		for range 200 {
+			if _, err := c.Stat("/"); !errors.Is(err, syscall.ENOENT) && err != nil {
+				t.Fatal(err)
+			}
+		}
+		time.Sleep(bound)
+		if n, _ := s.StuckWorkers(bound); n != 0 {
+			t.Fatalf("%d stuck workers on a service answering", n)
+		}
+	}
+	h.hold()
+	res := make(chan error, 1)
+	go func() { _, err := c.Stat(hangPath); res <- err }()
+	waitFor(t, "the hung request taken", func() bool { return h.hung.Load() == 1 })
+	if n, _ := s.StuckWorkers(bound); n != 0 { // the first look only records
+		t.Fatalf("%d stuck workers at the first look", n)
+	}
+	time.Sleep(bound)
+	n, longest := s.StuckWorkers(bound)
+	if n != 1 || longest < bound {
+		t.Fatalf("stuck %d (longest %v), want 1 worker stuck for >= %v", n, longest, bound)
+	}
+	// The other worker still serves.
+	if _, err := c.Stat("/"); err != nil && !errors.Is(err, syscall.ENOENT) {
+		t.Fatal(err)
+	}
+	h.release()
+	if err := <-res; !errors.Is(err, syscall.ENOENT) {
+		t.Fatal(err)
+	}
+	time.Sleep(bound)
+	if n, _ := s.StuckWorkers(bound); n != 0 {
+		t.Fatalf("%d stuck workers after the request ended", n)
 	}
 }

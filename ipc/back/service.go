@@ -286,6 +286,8 @@ type Service struct {
 	liveWorkers    atomic.Int32
 	targetWorkers  atomic.Int32
 	retiredWorkers atomic.Int64
+
+	stuck stuckWatch // StuckWorkers' record
 }
 
 // uidUse is what one uid holds; guarded by Service.mu.

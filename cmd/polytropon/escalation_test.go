@@ -329,6 +329,7 @@ func TestEscalationsAsThePoolUser(t *testing.T) {
 
 	// `polytropon mount` run by the pool's user: its own FUSE mount
 	// (fusermount3) over the direct path.
+	userCanOpenFUSE(t)
 	mount := exec.Command(exe, "mount", "--fs", "data", "--socket", e.socket(), userMnt)
 	mount.SysProcAttr = &syscall.SysProcAttr{Credential: escCred}
 	var mountErr lockedBuffer
@@ -418,4 +419,28 @@ func TestEscalationsAsThePoolUser(t *testing.T) {
 			t.Errorf("the binary made through %s has security.capability (%v)", sub, err)
 		}
 	}
+}
+
+// userCanOpenFUSE makes /dev/fuse usable by every user for the test, as
+// libfuse's udev rule makes it (0666) on distributions: fusermount3 opens it
+// with the calling user's rights, and a host without that rule (a VM whose
+// devtmpfs made it root's alone) would fail the user's mount for a reason
+// that has nothing to do with polytropon. The mode is put back afterwards.
+func userCanOpenFUSE(t *testing.T) {
+	t.Helper()
+	st, err := os.Stat("/dev/fuse")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Mode().Perm() == 0o666 {
+		return
+	}
+	if err := os.Chmod("/dev/fuse", 0o666); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := os.Chmod("/dev/fuse", st.Mode().Perm()); err != nil {
+			t.Errorf("restoring /dev/fuse's mode: %v", err)
+		}
+	})
 }

@@ -131,10 +131,13 @@ func TestSyscallCounts(t *testing.T) {
 			return f.Rename("d/e/g", "d/e/f")
 		}},
 		{"readlink d/e/l", 1, 3, func(f libservices.FS) error { _, err := f.Readlink("d/e/l"); return err }},
+		// Through a symlink: a marker sends it to the full resolution, at the
+		// cost from before the cache.
+		{"lstat s/f, s -> /d/e", 3, 3, func(f libservices.FS) error { var a libservices.Attr; return f.Lstat("s/f", &a) }},
 		{"readdir d/e", 4, 4, func(f libservices.FS) error { _, err := f.ReadDir("d/e"); return err }},
 	}
 	var table strings.Builder
-	fmt.Fprintf(&table, "%-32s %8s %8s\n", "operation", "before", "cached")
+	fmt.Fprintf(&table, "%-32s %8s %8s\n", "operation", "no cache", "cached")
 	for _, o := range ops {
 		var got [2]int64
 		var detail [2]string
@@ -144,6 +147,9 @@ func TestSyscallCounts(t *testing.T) {
 			mustWrite(t, dir+"/d/e/f", "data")
 			mustWrite(t, dir+"/top", "data")
 			if err := os.Symlink("f", dir+"/d/e/l"); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Symlink("/d/e", dir+"/s"); err != nil {
 				t.Fatal(err)
 			}
 			f := newCached(t, dir, 16, ttl)
@@ -664,5 +670,48 @@ func TestDirCacheEvictInUse(t *testing.T) {
 	f.release(d)
 	if err := unix.Fstat(d.fd, &st); err != unix.EBADF {
 		t.Errorf("the evicted descriptor after its last release: %v, want EBADF", err)
+	}
+}
+
+// TestDirCacheConfig builds passthrough from configuration: the keys reach
+// the FS, and a bad value is an error that names its key.
+func TestDirCacheConfig(t *testing.T) {
+	dir := hostDir(t, "/dev/shm")
+	build := func(opts string) (libservices.FS, error) {
+		c, err := libservices.ParseFilesystem([]byte("stack:\n  - passthrough: {dir: " + dir + opts + "}\n"))
+		if err != nil {
+			return nil, err
+		}
+		return libservices.Build(c, "filesystems[0]", nil)
+	}
+	fs, err := build(", dir_cache_size: 8, dir_revalidate: 250ms")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := fs.(*FS)
+	defer f.CloseFS()
+	if f.ReservedFDs() != 9 || f.dc == nil || f.dc.ttl != int64(250*time.Millisecond) {
+		t.Errorf("built with dir_cache_size 8, dir_revalidate 250ms: reserved %d, cache %+v", f.ReservedFDs(), f.dc)
+	}
+	fs, err = build(", dir_revalidate: 0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fs.(*FS).dc != nil {
+		t.Errorf("dir_revalidate 0 built a cache")
+	}
+	fs.(*FS).CloseFS()
+	for _, tc := range []struct{ opts, want string }{
+		{", dir_revalidate: -1s", "filesystems[0].stack[0].passthrough: dir_revalidate: -1s, want 0 (every use) to 1m0s"},
+		{", dir_cache_size: -2", "dir_cache_size: -2, want 0 (default 1024) to 65536"},
+		{", dir_revalidate: 3", "not a duration"},
+	} {
+		fs, err := build(tc.opts)
+		if err == nil {
+			fs.(*FS).CloseFS()
+		}
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v, want an error with %q", tc.opts, err, tc.want)
+		}
 	}
 }

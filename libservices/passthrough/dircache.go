@@ -1,6 +1,7 @@
 package passthrough
 
 import (
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -26,6 +27,15 @@ type dirCache struct {
 	// gen counts own renames and removals of directories; an insert resolved
 	// before one of them is refused (see put).
 	gen atomic.Uint64
+
+	// treeMu guards trees and orders put's check of gen against drops: a drop
+	// bumps gen and reads trees under it, a put checks gen and counts its key
+	// under it, so a drop that finds nothing below its path can skip the scan
+	// and still miss no entry. Taken alone or inside a shard's mu.
+	treeMu sync.Mutex
+	// trees counts, for every path, the entries at or below it, so that an own
+	// rename of a file (nothing cached below) costs a map lookup, not a scan.
+	trees map[string]int32
 }
 
 // dirShard is one lock's share of the cache.
@@ -59,7 +69,7 @@ func newDirCache(size int, ttl int64, closer func(fd int)) *dirCache {
 		// something; small caches (tests) are one exact LRU.
 		n = 16
 	}
-	c := &dirCache{shards: make([]dirShard, n), mask: uint32(n - 1), ttl: ttl, closer: closer}
+	c := &dirCache{shards: make([]dirShard, n), mask: uint32(n - 1), ttl: ttl, closer: closer, trees: make(map[string]int32)}
 	for i := range c.shards {
 		s := &c.shards[i]
 		s.m = make(map[string]*dirEnt)
@@ -97,7 +107,7 @@ func (c *dirCache) get(key string, now int64) *dirEnt {
 	if now >= e.expires {
 		// Stale: out at once, so that a path the host removed does not keep
 		// its directory's descriptor until eviction.
-		s.removeLocked(e)
+		c.removeLocked(s, e)
 		s.mu.Unlock()
 		c.release(e)
 		return nil
@@ -121,28 +131,66 @@ func (c *dirCache) put(key string, fd int, gen uint64, now int64) *dirEnt {
 	e.refs.Store(2)
 	var drop [2]*dirEnt
 	s.mu.Lock()
-	if c.gen.Load() != gen || s.max == 0 {
+	if c.gen.Load() != gen {
+		// Early out; checked again below, where it counts.
 		s.mu.Unlock()
 		return nil
 	}
 	if old := s.m[key]; old != nil {
-		s.removeLocked(old)
+		c.removeLocked(s, old)
 		drop[0] = old
 	}
 	if len(s.m) >= s.max {
 		lru := s.lru.prev
-		s.removeLocked(lru)
+		c.removeLocked(s, lru)
 		drop[1] = lru
 	}
-	s.m[key] = e
-	s.pushFrontLocked(e)
+	c.treeMu.Lock()
+	ok := c.gen.Load() == gen
+	if ok {
+		c.countLocked(key, 1)
+	}
+	c.treeMu.Unlock()
+	if ok {
+		s.m[key] = e
+		s.pushFrontLocked(e)
+	}
 	s.mu.Unlock()
 	for _, d := range drop {
 		if d != nil {
 			c.release(d)
 		}
 	}
+	if !ok {
+		return nil
+	}
 	return e
+}
+
+// countLocked adds d to the counts of key and of each of its ancestors.
+// treeMu must be held.
+func (c *dirCache) countLocked(key string, d int32) {
+	for p := key; ; {
+		if n := c.trees[p] + d; n != 0 {
+			c.trees[p] = n
+		} else {
+			delete(c.trees, p)
+		}
+		i := strings.LastIndexByte(p, '/')
+		if i < 0 {
+			return
+		}
+		p = p[:i]
+	}
+}
+
+// removeLocked takes e out of s and out of the counts; s.mu must be held.
+// The caller releases the cache's reference after unlocking.
+func (c *dirCache) removeLocked(s *dirShard, e *dirEnt) {
+	s.removeLocked(e)
+	c.treeMu.Lock()
+	c.countLocked(e.key, -1)
+	c.treeMu.Unlock()
 }
 
 // release drops one reference to e, closing its descriptor with the last.
@@ -153,20 +201,37 @@ func (c *dirCache) release(e *dirEnt) {
 }
 
 // dropTree drops dir and every entry below it, and refuses the inserts of
-// resolutions that started before (see put). Call it after the change.
+// resolutions that started before (see put). Call it after the change. When
+// nothing is cached at or below dir (a file), it costs a map lookup.
 func (c *dirCache) dropTree(dir string) {
-	c.gen.Add(1)
-	c.drop(func(key string) bool { return libservices.HasPrefixDir(key, dir) })
+	if c.bump(dir) {
+		c.drop(func(key string) bool { return libservices.HasPrefixDir(key, dir) })
+	}
 }
 
-// dropBelow drops the entries strictly below dir (not dir's own).
+// dropBelow drops the entries strictly below dir (not dir's own), like
+// dropTree.
 func (c *dirCache) dropBelow(dir string) {
-	c.gen.Add(1)
+	if !c.bump(dir) {
+		return
+	}
 	if libservices.IsRoot(dir) {
 		c.drop(func(string) bool { return true })
 		return
 	}
 	c.drop(func(key string) bool { return len(key) > len(dir) && libservices.HasPrefixDir(key, dir) })
+}
+
+// bump refuses the inserts resolved before now, and reports whether anything
+// is cached at or below dir.
+func (c *dirCache) bump(dir string) bool {
+	c.treeMu.Lock()
+	defer c.treeMu.Unlock()
+	c.gen.Add(1)
+	if libservices.IsRoot(dir) {
+		return len(c.trees) > 0
+	}
+	return c.trees[dir] > 0
 }
 
 // purge drops every entry (CloseFS, and EMFILE: the cache yields its
@@ -180,7 +245,7 @@ func (c *dirCache) drop(match func(key string) bool) {
 		s.mu.Lock()
 		for k, e := range s.m {
 			if match(k) {
-				s.removeLocked(e)
+				c.removeLocked(s, e)
 				dropped = append(dropped, e)
 			}
 		}

@@ -402,6 +402,7 @@ func TestDirCacheOwnChanges(t *testing.T) {
 	if !f.cached("z/b/c") {
 		t.Errorf("chmod of p dropped z/b/c")
 	}
+	checkTrees(t, f.dc)
 }
 
 // TestDirCacheEviction fills a cache of 3 and checks the bound, the order
@@ -430,6 +431,7 @@ func TestDirCacheEviction(t *testing.T) {
 	if n := openFDs(t) - base; n != 3 {
 		t.Errorf("%d descriptors open beyond the root after 8 directories, want the bound 3", n)
 	}
+	checkTrees(t, f.dc)
 	if got := f.ReservedFDs(); got != 4 {
 		t.Errorf("ReservedFDs %d, want 4", got)
 	}
@@ -576,6 +578,7 @@ func TestDirCacheConcurrent(t *testing.T) {
 	if n := f.dc.len(); n > 4 {
 		t.Errorf("%d entries, over the bound 4", n)
 	}
+	checkTrees(t, f.dc)
 	f.CloseFS()
 	if n := openFDs(t); n != base {
 		t.Errorf("%d descriptors open after CloseFS, %d before New: a leak", n, base)
@@ -714,4 +717,64 @@ func TestDirCacheConfig(t *testing.T) {
 			t.Errorf("%s: %v, want an error with %q", tc.opts, err, tc.want)
 		}
 	}
+}
+
+// checkTrees checks dirCache.trees against the entries: every path's count
+// is the number of entries at or below it, and no path counts zero.
+func checkTrees(t *testing.T, c *dirCache) {
+	t.Helper()
+	want := map[string]int32{}
+	for i := range c.shards {
+		s := &c.shards[i]
+		s.mu.Lock()
+		for k := range s.m {
+			for p := k; ; {
+				want[p]++
+				i := strings.LastIndexByte(p, '/')
+				if i < 0 {
+					break
+				}
+				p = p[:i]
+			}
+		}
+		s.mu.Unlock()
+	}
+	c.treeMu.Lock()
+	defer c.treeMu.Unlock()
+	if len(want) != len(c.trees) {
+		t.Errorf("trees has %d paths, the entries make %d", len(c.trees), len(want))
+	}
+	for p, n := range want {
+		if c.trees[p] != n {
+			t.Errorf("trees[%q] = %d, want %d", p, c.trees[p], n)
+		}
+	}
+}
+
+// TestDirCacheRenameFileSkipsScan checks that an own rename of a file, with
+// nothing cached below it, drops nothing, and that a rename of a directory
+// with cached entries below drops them (the count per path is right).
+func TestDirCacheRenameFileSkipsScan(t *testing.T) {
+	dir := hostDir(t, "/dev/shm")
+	mustMkdirAll(t, dir+"/a/b/c", dir+"/a/bb")
+	mustWrite(t, dir+"/a/b/f", "f")
+	f := newCached(t, dir, 16, time.Minute)
+	var a libservices.Attr
+	f.Lstat("a/b/c/x", &a)
+	f.Lstat("a/bb/x", &a)
+	f.Lstat("a/b/x", &a)
+	checkTrees(t, f.dc)
+	if err := f.Rename("a/b/f", "a/b/g"); err != nil {
+		t.Fatal(err)
+	}
+	if f.dc.len() != 3 {
+		t.Errorf("a rename of a file dropped entries: %d left of 3", f.dc.len())
+	}
+	if err := f.Rename("a/b", "a/z"); err != nil {
+		t.Fatal(err)
+	}
+	if f.cached("a/b") || f.cached("a/b/c") || !f.cached("a/bb") {
+		t.Errorf("after rename a/b a/z: a/b %v, a/b/c %v, a/bb %v; want only a/bb", f.cached("a/b"), f.cached("a/b/c"), f.cached("a/bb"))
+	}
+	checkTrees(t, f.dc)
 }

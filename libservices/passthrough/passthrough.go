@@ -85,9 +85,10 @@
 //	go test ./libservices/passthrough -run TestSyscallCounts -v
 //	go test ./libservices/passthrough -run '^$' -bench . -benchmem
 //
-// Own Rename, Rmdir and a mode or owner change of a directory scan the cache
-// (each shard in turn) to drop what they change: O(entries), paid only by
-// those operations.
+// Own Rename, Rmdir and a mode or owner change look up how many entries lie at
+// or below the name (dirCache.trees, a count per path prefix): nothing for a
+// file, a map lookup; otherwise they scan the cache, each shard in turn, to
+// drop those entries: O(entries), paid only when a cached directory moves.
 //
 // The kernel is the reference for the conformance suite, so passthrough adds no
 // semantics of its own except what the contract fixes: paths (libservices.Clean),
@@ -103,10 +104,11 @@
 // closed by whoever drops the last one; an entry inserted by a resolution that
 // raced an own rename or removal of a directory is refused (dirCache.gen).
 //
-// Lock order: each of the cache's shard mutexes (dirShard.mu) is taken alone,
-// never two at once and never across a system call; descriptors are closed
-// after the mutex is released. A Handle's descriptor is closed once, guarded by
-// an atomic flag.
+// Lock order: dirShard.mu (one shard at a time, never two) before
+// dirCache.treeMu, which is also taken alone; neither is held across a system
+// call, and descriptors are closed after the mutexes are released. The hit
+// path takes one shard's mu only. A Handle's descriptor is closed once,
+// guarded by an atomic flag.
 package passthrough
 
 import (
@@ -870,25 +872,24 @@ func (f *FS) Setattr(name string, sa *libservices.SetAttr) error {
 
 // permsChanged drops the cached directories below clean, opened as fd, after
 // a change that may have changed who may search it (mode, owner, ACL): a
-// resolution from the root checks search permission on the way again. Only a
-// directory has cached entries below it, and fstat says whether it is one
-// (cheaper than scanning the cache after every chmod of a file). When a
-// symlink was crossed, where the directory is cached is not known: the whole
-// cache goes.
+// resolution from the root checks search permission on the way again. When
+// clean is the real path, what lies below it is known to the cache (and is
+// usually nothing: a file). When a symlink was crossed, where the target is
+// cached is not known: if it is a directory, the whole cache goes (chmod
+// through a symlink is rare).
 func (f *FS) permsChanged(clean string, real bool, fd int) {
 	if f.dc == nil {
+		return
+	}
+	if real {
+		f.dc.dropBelow(clean)
 		return
 	}
 	var st unix.Stat_t
 	if f.fstat(fd, &st) == nil && st.Mode&unix.S_IFMT != unix.S_IFDIR {
 		return
 	}
-	if !real {
-		f.dc.gen.Add(1)
-		f.dc.purge()
-		return
-	}
-	f.dc.dropBelow(clean)
+	f.dc.dropBelow(".")
 }
 
 // Statfs implements libservices.FS.

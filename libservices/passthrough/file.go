@@ -42,13 +42,13 @@ func (f *FS) Open(name string, flags int, mode uint32) (libservices.Handle, erro
 	// O_CREAT|O_DIRECTORY goes to the kernel as it is: Linux >= 6.4 refuses the
 	// combination (EINVAL) before looking the name up, and it never creates.
 	if flags&unix.O_CREAT == 0 || flags&(unix.O_EXCL|unix.O_DIRECTORY) != 0 {
-		fd, err := f.openBeneath(clean, flags, mode)
+		fd, err := f.openPath(clean, flags, mode)
 		if err != nil {
 			return nil, err
 		}
 		if flags&(unix.O_CREAT|unix.O_EXCL) == unix.O_CREAT|unix.O_EXCL {
-			if err := fixModeFd(fd, mode); err != nil {
-				unix.Close(fd)
+			if err := f.fixModeFd(fd, mode); err != nil {
+				f.close(fd)
 				return nil, err
 			}
 		}
@@ -57,15 +57,15 @@ func (f *FS) Open(name string, flags int, mode uint32) (libservices.Handle, erro
 	// O_CREAT without O_EXCL: open the existing file, or create it exclusively so
 	// that its mode can be fixed; a bounded loop covers a racing create or unlink.
 	for i := 0; i < retries; i++ {
-		fd, err := f.openBeneath(clean, flags&^unix.O_CREAT, 0)
+		fd, err := f.openPath(clean, flags&^unix.O_CREAT, 0)
 		if err == nil {
 			// Dropping O_CREAT also dropped its EISDIR for a directory (the kernel
 			// refuses a directory with O_CREAT whatever the access mode). Write
 			// access and O_TRUNC already get EISDIR from the kernel; only a
 			// read-only open can reach here with a directory.
 			if flags&(unix.O_ACCMODE|unix.O_TRUNC) == unix.O_RDONLY {
-				if err := refuseDir(fd); err != nil {
-					unix.Close(fd)
+				if err := f.refuseDir(fd); err != nil {
+					f.close(fd)
 					return nil, err
 				}
 			}
@@ -74,10 +74,10 @@ func (f *FS) Open(name string, flags int, mode uint32) (libservices.Handle, erro
 		if err != syscall.ENOENT {
 			return nil, err
 		}
-		fd, err = f.openBeneath(clean, flags|unix.O_EXCL, mode)
+		fd, err = f.openPath(clean, flags|unix.O_EXCL, mode)
 		if err == nil {
-			if err := fixModeFd(fd, mode); err != nil {
-				unix.Close(fd)
+			if err := f.fixModeFd(fd, mode); err != nil {
+				f.close(fd)
 				return nil, err
 			}
 			return &file{fs: f, fd: fd}, nil
@@ -86,9 +86,9 @@ func (f *FS) Open(name string, flags int, mode uint32) (libservices.Handle, erro
 			return nil, err
 		}
 		var st unix.Stat_t
-		if dfd, base, perr := f.parent(clean); perr == nil {
-			serr := unix.Fstatat(dfd, base, &st, unix.AT_SYMLINK_NOFOLLOW)
-			unix.Close(dfd)
+		if d, base, perr := f.parent(clean); perr == nil {
+			serr := f.fstatat(d.fd, base, &st, unix.AT_SYMLINK_NOFOLLOW)
+			f.release(d)
 			if serr == nil && st.Mode&unix.S_IFMT == unix.S_IFLNK {
 				return nil, syscall.EEXIST // dangling symlink: see the package doc
 			}
@@ -111,23 +111,23 @@ func (f *FS) refuseReadOnly(clean string, flags int) error {
 	if excl {
 		pflags |= unix.O_NOFOLLOW // O_EXCL never follows a final symlink
 	}
-	fd, err := f.openBeneath(clean, pflags, 0)
+	fd, err := f.openPath(clean, pflags, 0)
 	if err == syscall.ENOENT && flags&unix.O_CREAT != 0 {
 		// The name is missing: creating it would modify, unless its directory is
 		// missing too.
-		dfd, _, perr := f.parent(clean)
+		d, _, perr := f.parent(clean)
 		if perr != nil {
 			return perr
 		}
-		unix.Close(dfd)
+		f.release(d)
 		return syscall.EROFS
 	}
 	if err != nil {
 		return err
 	}
 	var st unix.Stat_t
-	err = retry(func() error { return unix.Fstat(fd, &st) })
-	unix.Close(fd)
+	err = f.retry(sysFstat, func() error { return unix.Fstat(fd, &st) })
+	f.close(fd)
 	switch {
 	case err != nil:
 		return err
@@ -144,9 +144,9 @@ func (f *FS) refuseReadOnly(clean string, flags int) error {
 }
 
 // refuseDir is EISDIR when fd is a directory.
-func refuseDir(fd int) error {
+func (f *FS) refuseDir(fd int) error {
 	var st unix.Stat_t
-	if err := retry(func() error { return unix.Fstat(fd, &st) }); err != nil {
+	if err := f.retry(sysFstat, func() error { return unix.Fstat(fd, &st) }); err != nil {
 		return err
 	}
 	if st.Mode&unix.S_IFMT == unix.S_IFDIR {
@@ -155,11 +155,11 @@ func refuseDir(fd int) error {
 	return nil
 }
 
-func fixModeFd(fd int, mode uint32) error {
+func (f *FS) fixModeFd(fd int, mode uint32) error {
 	if mode&umask == 0 {
 		return nil
 	}
-	return retry(func() error { return unix.Fchmod(fd, mode&0o7777) })
+	return f.retry(sysFchmod, func() error { return unix.Fchmod(fd, mode&0o7777) })
 }
 
 func (f *FS) file(h libservices.Handle) (*file, error) {
@@ -177,6 +177,7 @@ func (f *FS) ReadAt(h libservices.Handle, p []byte, off int64) (int, error) {
 		return 0, err
 	}
 	for i := 0; ; i++ {
+		f.sys(sysPread)
 		n, err := unix.Pread(fh.fd, p, off)
 		if err == unix.EINTR && i < retries {
 			continue
@@ -195,6 +196,7 @@ func (f *FS) WriteAt(h libservices.Handle, p []byte, off int64) (int, error) {
 		return 0, err
 	}
 	for i := 0; ; i++ {
+		f.sys(sysPwrite)
 		n, err := unix.Pwrite(fh.fd, p, off)
 		if err == unix.EINTR && i < retries {
 			continue
@@ -213,7 +215,7 @@ func (f *FS) Fstat(h libservices.Handle, a *libservices.Attr) error {
 		return err
 	}
 	var st unix.Stat_t
-	if err := unix.Fstat(fh.fd, &st); err != nil {
+	if err := f.fstat(fh.fd, &st); err != nil {
 		return libservices.Errno(err)
 	}
 	fillAttr(&st, a)
@@ -226,7 +228,7 @@ func (f *FS) Ftruncate(h libservices.Handle, size int64) error {
 	if err != nil {
 		return err
 	}
-	return retry(func() error { return unix.Ftruncate(fh.fd, size) })
+	return f.retry(sysFtruncate, func() error { return unix.Ftruncate(fh.fd, size) })
 }
 
 // Fallocate implements libservices.FS.
@@ -235,7 +237,7 @@ func (f *FS) Fallocate(h libservices.Handle, mode uint32, off, length int64) err
 	if err != nil {
 		return err
 	}
-	return retry(func() error { return unix.Fallocate(fh.fd, mode, off, length) })
+	return f.retry(sysFallocate, func() error { return unix.Fallocate(fh.fd, mode, off, length) })
 }
 
 // Fsync implements libservices.FS.
@@ -244,7 +246,7 @@ func (f *FS) Fsync(h libservices.Handle) error {
 	if err != nil {
 		return err
 	}
-	return retry(func() error { return unix.Fsync(fh.fd) })
+	return f.retry(sysFsync, func() error { return unix.Fsync(fh.fd) })
 }
 
 // Fdatasync implements libservices.FS.
@@ -253,7 +255,7 @@ func (f *FS) Fdatasync(h libservices.Handle) error {
 	if err != nil {
 		return err
 	}
-	return retry(func() error { return unix.Fdatasync(fh.fd) })
+	return f.retry(sysFdatasync, func() error { return unix.Fdatasync(fh.fd) })
 }
 
 // Close implements libservices.FS.
@@ -264,5 +266,5 @@ func (f *FS) Close(h libservices.Handle) error {
 	}
 	// close(2) errors are reported, but the descriptor is gone either way (Linux),
 	// so EINTR is not retried.
-	return libservices.Errno(unix.Close(fh.fd))
+	return libservices.Errno(f.close(fh.fd))
 }

@@ -284,7 +284,11 @@ func kernelCallers(base string) fstest.NewCallers {
 		testenv.Root(t)
 		// Not t.TempDir: its parent is 0700, closed to the other callers.
 		dir := hostDir(t, base)
-		f, err := New(Options{Dir: dir})
+		// No directory cache: a cached descriptor skips its ancestors'
+		// search checks, and these callers have different credentials (see
+		// the package doc); the kernel must check every walk.
+		var every Interval
+		f, err := New(Options{Dir: dir, DirRevalidate: &every})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -315,12 +315,12 @@ func (f *FS) Unlink(name string) error {
 		return err
 	}
 	p, r := f.parentFor(clean), f.reshapes()
-	ino := f.inoOf(clean)
+	ino, g := f.inoOf(p, clean)
 	err = f.inner.Unlink(clean)
-	f.named(r, err == nil, nameChange{p, clean})
-	if err == nil && ino != 0 {
-		f.inoChanged(ino) // its other names' nlink
+	if err == nil {
+		f.settle(ino, g) // its other names' nlink
 	}
+	f.named(r, err == nil, nameChange{p, clean})
 	return err
 }
 
@@ -348,17 +348,14 @@ func (f *FS) Rename(o, n string) error {
 		return err
 	}
 	po, pn, r := f.parentFor(co), f.parentFor(cn), f.reshapes()
-	ino, replaced := f.inoOf(co), f.inoOf(cn)
+	ino, g := f.inoOf(po, co)
+	replaced, gr := f.inoOf(pn, cn)
 	err = f.inner.Rename(co, cn)
-	f.named(r, err == nil, nameChange{po, co}, nameChange{pn, cn})
 	if err == nil {
-		if ino != 0 {
-			f.inoChanged(ino) // ctime, under its other names
-		}
-		if replaced != 0 {
-			f.inoChanged(replaced) // nlink, under its other names
-		}
+		f.settle(ino, g)       // ctime, under its other names
+		f.settle(replaced, gr) // nlink, under its other names
 	}
+	f.named(r, err == nil, nameChange{po, co}, nameChange{pn, cn})
 	return err
 }
 
@@ -372,17 +369,13 @@ func (f *FS) Link(o, n string) error {
 	if err != nil {
 		return err
 	}
-	pn, r := f.parentFor(cn), f.reshapes()
-	var a libservices.Attr
-	ino := uint64(0)
-	if f.attrTTL != 0 && f.lstat(co, &a) == nil {
-		ino = a.Ino // every name of it gets a new nlink
-	}
+	po, pn, r := f.parentFor(co), f.parentFor(cn), f.reshapes()
+	ino, g := f.inoOf(po, co)
 	err = f.inner.Link(co, cn)
-	f.named(r, err == nil, nameChange{pn, cn}, nameChange{f.parentFor(co), co})
-	if err == nil && ino != 0 {
-		f.inoChanged(ino)
+	if err == nil {
+		f.settle(ino, g) // every name of it gets a new nlink
 	}
+	f.named(r, err == nil, nameChange{pn, cn}, nameChange{po, co})
 	return err
 }
 
@@ -408,19 +401,18 @@ func (f *FS) Listxattr(name string) ([]string, error) { return f.inner.Listxattr
 
 // Setxattr implements libservices.FS.
 func (f *FS) Setxattr(name, attr string, data []byte, flags int) error {
-	return f.attrsChange(name, 0, func(clean string) error { return f.inner.Setxattr(clean, attr, data, flags) })
+	return f.attrsChange(name, func(clean string) error { return f.inner.Setxattr(clean, attr, data, flags) })
 }
 
 // Removexattr implements libservices.FS.
 func (f *FS) Removexattr(name, attr string) error {
-	return f.attrsChange(name, 0, func(clean string) error { return f.inner.Removexattr(clean, attr) })
+	return f.attrsChange(name, func(clean string) error { return f.inner.Removexattr(clean, attr) })
 }
 
 // attrsChange runs op, which changes the attributes (ctime at least) of the
 // file name resolves to, following a final symbolic link, then makes every
-// cached name of that file stale. ino is the file's inode when the caller
-// knows it.
-func (f *FS) attrsChange(name string, ino uint64, op func(clean string) error) error {
+// cached name of that file stale.
+func (f *FS) attrsChange(name string, op func(clean string) error) error {
 	clean, err := libservices.Clean(name)
 	if err != nil {
 		return err
@@ -430,21 +422,23 @@ func (f *FS) attrsChange(name string, ino uint64, op func(clean string) error) e
 	}
 	r := f.reshapes()
 	var a libservices.Attr
-	// Without the inode from a fresh cached name (not a symbolic link), the
-	// inner FS tells it after op, following the link as op did.
-	follow := ino == 0 && f.freshAttr(clean, &a) == nil
-	if ino == 0 && !follow {
-		ino = a.Ino
+	var ino uint64
+	var g guard
+	if d := f.freshAttr(clean, &a); d != nil {
+		ino, g = a.Ino, guard{n: d}
+	} else {
+		g = guard{p: f.parentFor(clean), s: f.seq.Load()}
+		if f.inner.Lstat(clean, &a) == nil {
+			ino = a.Ino
+		}
+		if a.IsSymlink() {
+			// The target may be anywhere, and change meanwhile: the change
+			// cannot be placed (the zero guard drops every name).
+			g, ino = guard{}, 0
+		}
 	}
 	err = op(clean)
-	if follow && f.inner.Stat(clean, &a) == nil {
-		ino = a.Ino
-	}
-	if ino != 0 {
-		f.inoChanged(ino)
-	} else {
-		f.stampName(nil) // nothing to find: only lookups in flight matter
-	}
+	f.settle(ino, g)
 	f.named(r, false, nameChange{nil, clean})
 	return err
 }
@@ -456,7 +450,7 @@ func (f *FS) attrsChange(name string, ino uint64, op func(clean string) error) e
 // stay dirty, for fsync and close to report.
 func (f *FS) Setattr(name string, sa *libservices.SetAttr) error {
 	if sa.Valid&libservices.SetSize == 0 && f.dirtyInodes.Load() == 0 {
-		return f.attrsChange(name, 0, func(clean string) error { return f.inner.Setattr(clean, sa) })
+		return f.attrsChange(name, func(clean string) error { return f.inner.Setattr(clean, sa) })
 	}
 	var a libservices.Attr
 	if err := f.inner.Stat(name, &a); err != nil {
@@ -478,7 +472,7 @@ func (f *FS) Setattr(name string, sa *libservices.SetAttr) error {
 			return err
 		}
 	}
-	return f.attrsChange(name, a.Ino, func(clean string) error {
+	return f.attrsChange(name, func(clean string) error {
 		err := f.inner.Setattr(clean, sa)
 		if in != nil && err == nil && sa.Valid&libservices.SetSize != 0 {
 			f.discardLocked(in) // the pages past kept, cut by the truncation

@@ -74,7 +74,12 @@
 // FS below and installs its answer only if nothing it depends on (its parent,
 // its own dentry, its inode's shard, everything) carries a later stamp, with
 // the check and the install under the locks the change takes. So a lookup
-// that raced a change never installs what the change made stale.
+// that raced a change never installs what the change made stale. A change
+// that reaches a file's other names (unlink, rename, link, setattr) finds the
+// file's inode before it runs; if a rename through this cache may have made
+// the name another file meanwhile (the name's dentry was removed, or its
+// parent's entries changed), it cannot tell which file it changed, and drops
+// every name.
 //
 // Write-back: a file with dirty pages reports the cache's size and times over
 // whatever is cached for it (overlay); the flush of its last dirty page makes

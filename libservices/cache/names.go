@@ -49,7 +49,6 @@ type dentry struct {
 	ino       uint64  // listed under ino in FS.inos (when aliased)
 	nextAlias *dentry // the next dentry of the same inode
 	aliased   bool
-	multi     bool // counted in FS.multiLinked
 }
 
 // dentShard is one shard of the path index; hits take only its read lock.
@@ -88,10 +87,6 @@ type names struct {
 
 	dents [dentShards]dentShard
 	inos  [inoShards]inoShard
-
-	// multiLinked counts the cached non-directories with more than one link:
-	// while it is 0, a name that is not cached has no other cached name.
-	multiLinked atomic.Int64
 
 	dirHits, dirMisses atomic.Int64
 }
@@ -347,22 +342,12 @@ func (f *FS) unaliasOther(d *dentry, ino uint64, positive bool) {
 	is.mu.Unlock()
 }
 
-// aliasLocked lists d under a.Ino in is (whose mu is held) and keeps the
-// count of multiply linked files.
+// aliasLocked lists d under a.Ino in is, whose mu is held.
 func (f *FS) aliasLocked(is *inoShard, d *dentry, a *libservices.Attr) {
 	if !d.aliased {
 		d.ino, d.aliased = a.Ino, true
 		d.nextAlias = is.m[a.Ino]
 		is.m[a.Ino] = d
-	}
-	multi := !a.IsDir() && a.Nlink > 1
-	if multi != d.multi {
-		d.multi = multi
-		if multi {
-			f.multiLinked.Add(1)
-		} else {
-			f.multiLinked.Add(-1)
-		}
 	}
 }
 
@@ -386,10 +371,6 @@ func (f *FS) unaliasLocked(is *inoShard, d *dentry) {
 		}
 	}
 	d.aliased, d.nextAlias = false, nil
-	if d.multi {
-		d.multi = false
-		f.multiLinked.Add(-1)
-	}
 }
 
 // expire makes d's attributes and listing stale (it stays as an anchor).
@@ -496,12 +477,11 @@ func (f *FS) dropAllLocked(v uint64) {
 		sh := &f.dents[i]
 		sh.mu.Lock()
 		for _, d := range sh.m {
-			d.dead, d.aliased, d.multi, d.nextAlias = true, false, false, nil
+			d.dead, d.aliased, d.nextAlias = true, false, nil
 		}
 		clear(sh.m)
 		sh.mu.Unlock()
 	}
-	f.multiLinked.Store(0)
 	f.ndents = 0
 	f.newRootLocked()
 }
@@ -566,14 +546,17 @@ func (f *FS) parentFor(clean string) *dentry {
 	return d
 }
 
-// inoOf returns the inode clean names (not following a final symbolic link)
-// when a change to the name must reach other cached names of it: from its
-// dentry, or from the inner FS when a multiply linked file is cached and the
-// name is not. 0 when none.
-func (f *FS) inoOf(clean string) uint64 {
+// inoOf returns the inode clean names (not following a final symbolic link),
+// before a change to the name that must reach the other names of the file
+// (its nlink, its ctime): from clean's dentry, else from the inner FS, since
+// another name of the file may be cached, or be on its way into the cache. 0
+// when there is none. p is clean's parent from parentFor. The guard tells
+// after the change whether the name may have named another file meanwhile.
+func (f *FS) inoOf(p *dentry, clean string) (uint64, guard) {
 	if f.attrTTL == 0 {
-		return 0
+		return 0, guard{}
 	}
+	g := guard{p: p, s: f.seq.Load()}
 	h := f.hashOf(clean)
 	sh := f.shardOf(h)
 	sh.mu.RLock()
@@ -582,19 +565,52 @@ func (f *FS) inoOf(clean string) uint64 {
 		ino, ok := d.attr.Ino, d.err == 0
 		sh.mu.RUnlock()
 		if ok {
-			return ino
+			return ino, guard{n: d}
 		}
-		return 0
+		return 0, g
 	}
 	sh.mu.RUnlock()
-	if f.multiLinked.Load() == 0 {
-		return 0
-	}
 	var a libservices.Attr
 	if f.inner.Lstat(clean, &a) != nil {
-		return 0
+		return 0, g
 	}
-	return a.Ino
+	return a.Ino, g
+}
+
+// A guard says whether a name still named the file found for it, when a
+// change through the name is done: its dentry was not removed (every change of
+// the name, or of a directory above it, removes it) or, without one, its
+// parent's entries did not change since s. The zero guard never holds.
+type guard struct {
+	n, p *dentry
+	s    uint64
+}
+
+// heldLocked reports whether the name may not have been swapped. Called with
+// treeMu held.
+func (g guard) heldLocked() bool {
+	if g.n != nil {
+		return !g.n.dead
+	}
+	return g.p != nil && !g.p.dead && g.p.stamp <= g.s
+}
+
+// settle ends a change of the file ino found through a name under g: every
+// name of the file goes stale, or, when the name may have named another file
+// during the change (a rename racing it), every name at all.
+func (f *FS) settle(ino uint64, g guard) {
+	if f.attrTTL == 0 {
+		return
+	}
+	f.treeMu.Lock()
+	held := g.heldLocked()
+	if !held {
+		f.dropAllLocked(f.next())
+	}
+	f.treeMu.Unlock()
+	if held && ino != 0 {
+		f.inoChanged(ino)
+	}
 }
 
 // named records that an operation changed the entries name of directory p

@@ -6,6 +6,7 @@ import (
 	"syscall"
 
 	"github.com/polytropon/polytropon/libservices"
+	"golang.org/x/sys/unix"
 )
 
 type handle struct {
@@ -33,14 +34,21 @@ func (f *FS) Open(name string, flags int, mode uint32) (libservices.Handle, erro
 		return nil, err
 	}
 	creates := flags&(libservices.O_CREAT|libservices.O_TRUNC) != 0
-	// A plain read-only open of a name whose attributes are cached and fresh
-	// needs no Fstat: the cache knows the file (see "Open" in the package
-	// doc). The entry is read again after the open, to be sure that nothing
-	// changed it meanwhile through this cache.
+	// A plain read-only open needs no Fstat: the file is looked up through
+	// the cache (a hit, or a Lstat below that caches the name instead of an
+	// Fstat after the open), and a name cached as absent fails at once (see
+	// "Open" in the package doc). The entry is read again after the open, to
+	// be sure that nothing changed it meanwhile through this cache.
 	var a libservices.Attr
 	var known *dentry
-	if flags&(libservices.O_ACCMODE|libservices.O_CREAT|libservices.O_TRUNC) == libservices.O_RDONLY {
-		known = f.freshAttr(clean, &a)
+	if flags&(libservices.O_ACCMODE|libservices.O_CREAT|libservices.O_TRUNC) == libservices.O_RDONLY &&
+		flags&(unix.O_PATH|unix.O_TMPFILE&^unix.O_DIRECTORY) == 0 && f.attrTTL != 0 {
+		switch err := f.lstat(clean, &a); {
+		case err == syscall.ENOENT:
+			return nil, err
+		case err == nil && !a.IsSymlink():
+			known = f.freshAttr(clean, &a)
+		}
 	}
 	// An open that may create or truncate changes clean's entry in its
 	// parent (a new name) or the file's attributes: the parent is resolved

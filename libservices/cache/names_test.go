@@ -329,6 +329,7 @@ func TestOpenResolvesOnce(t *testing.T) {
 	mustCreate(t, c, "d/f", "abc")
 	var a libservices.Attr
 	c.Lstat("d/f", &a)
+	c.Lstat("d/none", &a)
 	expectCalls(t, cf, 0, "read-only open of a cached name", func() {
 		h, err := c.Open("d/f", libservices.O_RDONLY, 0)
 		if err != nil {
@@ -337,6 +338,20 @@ func TestOpenResolvesOnce(t *testing.T) {
 		buf := make([]byte, 8)
 		if n, _ := c.ReadAt(h, buf, 0); string(buf[:n]) != "abc" {
 			t.Fatalf("read %q", buf[:n])
+		}
+		c.Close(h)
+	})
+	expectCalls(t, cf, 0, "read-only open of a name cached as absent", func() {
+		if _, err := c.Open("d/none", libservices.O_RDONLY, 0); err != syscall.ENOENT {
+			t.Fatal(err)
+		}
+	})
+	expectCalls(t, cf, 1, "read-only open of an uncached name (a Lstat, no Fstat)", func() {
+		mustCreate(t, c, "d/g", "")
+		cf.reset()
+		h, err := c.Open("d/g", libservices.O_RDONLY, 0)
+		if err != nil || cf.lstat.Load() != 1 {
+			t.Fatal(err, cf.lstat.Load())
 		}
 		c.Close(h)
 	})

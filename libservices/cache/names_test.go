@@ -342,8 +342,8 @@ func TestOpenResolvesOnce(t *testing.T) {
 		c.Close(h)
 	})
 	expectCalls(t, cf, 0, "read-only open of a name cached as absent", func() {
-		if _, err := c.Open("d/none", libservices.O_RDONLY, 0); err != syscall.ENOENT {
-			t.Fatal(err)
+		if _, err := c.Open("d/none", libservices.O_RDONLY, 0); err != syscall.ENOENT || cf.open.Load() != 0 {
+			t.Fatal(err, cf.open.Load())
 		}
 	})
 	expectCalls(t, cf, 1, "read-only open of an uncached name (a Lstat, no Fstat)", func() {
@@ -749,6 +749,12 @@ func (h *hookFS) Readlink(name string) (string, error) {
 	return s, err
 }
 
+// Unlink runs the hook before it unlinks.
+func (h *hookFS) Unlink(name string) error {
+	h.fire("unlink", name)
+	return h.FS.Unlink(name)
+}
+
 func (h *hookFS) Reshapes() (uint64, bool) { return 0, true }
 
 // TestLookupLosesRace: a lookup whose answer a change made stale while it was
@@ -804,6 +810,25 @@ func TestLookupLosesRace(t *testing.T) {
 	c.Lstat("d/e/g", &a)
 	if err := c.Lstat("d/e/g", &a); err != syscall.ENOENT {
 		t.Errorf("name cached below a directory renamed meanwhile: %v", err)
+	}
+
+	// An unlink that found the inode of its name (cached) while a rename
+	// made the name another file: the other file's names must not keep
+	// their nlink.
+	mustCreate(t, c, "w/x", "")
+	c.Link("w/x", "w/x2")
+	mustCreate(t, c, "w/y", "")
+	c.Link("w/y", "w/y2")
+	c.Lstat("w/x", &a)
+	hf.arm("unlink", "w/x", func() {
+		c.Rename("w/y", "w/x")
+		c.Lstat("w/y2", &a) // nlink 2, cached again
+	})
+	if err := c.Unlink("w/x"); err != nil {
+		t.Fatal(err)
+	}
+	if c.Lstat("w/y2", &a); a.Nlink != 1 {
+		t.Errorf("nlink %d cached after an unlink that raced a rename", a.Nlink)
 	}
 
 	hf.arm("readlink", "d/l", func() {

@@ -281,7 +281,7 @@ func (f *FS) install(parent *dentry, clean string, h uint64, a *libservices.Attr
 		ino = a.Ino
 	}
 	if !fresh {
-		f.unaliasOther(d, ino, errno == 0)
+		f.unaliasOtherLocked(d, ino, errno == 0)
 	} else if other := f.indexed(h); other != nil {
 		f.removeLocked(other) // a hash collision: the newer path wins
 		if parent.dead {
@@ -330,9 +330,9 @@ func (f *FS) install(parent *dentry, clean string, h uint64, a *libservices.Attr
 	return d
 }
 
-// unaliasOther takes d off the inode list it is on unless that is ino's (when
+// unaliasOtherLocked takes d off the inode list it is on unless that is ino's (when
 // positive). Called with treeMu held.
-func (f *FS) unaliasOther(d *dentry, ino uint64, positive bool) {
+func (f *FS) unaliasOtherLocked(d *dentry, ino uint64, positive bool) {
 	if !d.aliased || positive && d.ino == ino {
 		return
 	}

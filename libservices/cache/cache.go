@@ -204,8 +204,9 @@ func New(inner libservices.FS, store *Store, o Options) *FS {
 }
 
 // Counters implements libservices.CounterReporter: page, attribute (Lstat,
-// Stat, Readlink) and listing (ReadDir) cache hits and misses, the dirty bytes a write-back cache holds, and how many writes it
-// wrote through instead for want of space on the store.
+// Stat, Readlink) and listing (ReadDir) cache hits and misses, the dirty
+// bytes a write-back cache holds, and how many writes it wrote through
+// instead for want of space on the store.
 func (f *FS) Counters(fn func(name string, value int64)) {
 	fn("cache_page_hits", f.pageHits.Load())
 	fn("cache_page_misses", f.pageMisses.Load())

@@ -20,10 +20,11 @@
 // A Store may serve several cache FSes (`shared: NAME` in the configuration).
 // Page keys are (backing FS identity, inode, epoch, page index); the epoch is
 // the file's ctime when the cache first opened it (from the name cache when
-// fresh, see Open below), so two containers over one
-// read-only image branch share its pages, and a file changed behind the cache's
-// back between opens more than the attribute timeout apart gets a new epoch. Coherence assumes that while a file is
-// open through a cache, nobody writes it except through that cache.
+// fresh, see Open below), so two containers over one read-only image branch
+// share its pages, and a file changed behind the cache's back between opens
+// more than the attribute timeout apart gets a new epoch. Coherence assumes
+// that while a file is open through a cache, nobody writes it except through
+// that cache.
 //
 // # Names and attributes
 //
@@ -39,8 +40,8 @@
 // store) is seen by every lookup that starts more than the timeout after the
 // change (the time counts from the start of the fetch that is served), and
 // may go unseen until then, as with NFS's attribute cache (acregmin,
-// acdirmin) or FUSE's entry and attribute timeouts. Stat of a name that is a symbolic link, Getxattr and Listxattr always
-// go below.
+// acdirmin) or FUSE's entry and attribute timeouts. Stat of a name that is a
+// symbolic link, Getxattr and Listxattr always go below.
 //
 // What is kept: a tree of dentries, one per path, each under its parent's
 // (see dentry in names.go), so that a path is resolved once: a cached path
@@ -66,7 +67,10 @@
 // drops every name. The directories a union copies up beside a change (its
 // Reshaper count moves) go stale too; an inner FS that cannot say what it
 // reshaped (no Reshaper, or known = false) makes every change drop every
-// name.
+// name. A file a union copies up gets a new inode number: a writable open
+// that sees it drops the name and its directory's listing; after a copy-up by
+// setattr or an xattr change the name follows at once, but a cached listing
+// may show the old number until the directory timeout.
 //
 // Races: every change takes a number from one counter (seq) after the FS
 // below made it, and stamps what it changed (the parent's dentry, the inode's

@@ -330,8 +330,8 @@ func (f *FS) install(parent *dentry, clean string, h uint64, a *libservices.Attr
 	return d
 }
 
-// unaliasOtherLocked takes d off the inode list it is on unless that is ino's (when
-// positive). Called with treeMu held.
+// unaliasOtherLocked takes d off the inode list it is on unless that is
+// ino's (when positive). Called with treeMu held.
 func (f *FS) unaliasOtherLocked(d *dentry, ino uint64, positive bool) {
 	if !d.aliased || positive && d.ino == ino {
 		return

@@ -5,7 +5,6 @@ import (
 	"math"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/polytropon/polytropon/libservices"
@@ -25,8 +24,21 @@ type Options struct {
 	FlushInterval time.Duration `yaml:"flush_interval"`
 	// Shared names a store shared with the other caches built with the same Env.
 	Shared string `yaml:"shared"`
-	// Attrs is the most attribute entries cached; 0 means 65536.
+	// Attrs is the most names cached (positive and negative entries); 0
+	// means 65536.
 	Attrs int `yaml:"attrs"`
+	// AttrTimeout is how long the attributes of a name (Lstat, and Stat of
+	// what is not a symbolic link) and a symbolic link's target are served
+	// from the cache without asking the FS below, e.g. "1s"; absent means 1s,
+	// "0s" caches no names at all (nor listings). It bounds how long a change
+	// made below the cache (not through it) can go unseen.
+	AttrTimeout *time.Duration `yaml:"attr_timeout"`
+	// NegativeTimeout is the same for a name found missing (ENOENT); absent
+	// means 1s, "0s" caches no absence.
+	NegativeTimeout *time.Duration `yaml:"negative_timeout"`
+	// DirTimeout is the same for a directory listing (ReadDir); absent means
+	// 1s, "0s" caches no listing.
+	DirTimeout *time.Duration `yaml:"dir_timeout"`
 	// MaxSize is the most the page store may grow to at run time (Resize, e.g.
 	// by a pool's elasticity); 0 means Size: the store cannot grow.
 	MaxSize libservices.ByteSize `yaml:"max_size"`
@@ -48,10 +60,34 @@ func (o *Options) Validate() error {
 	if o.Attrs < 0 {
 		return errorString("attrs: must not be negative")
 	}
+	for _, t := range []struct {
+		key string
+		d   *time.Duration
+	}{{"attr_timeout", o.AttrTimeout}, {"negative_timeout", o.NegativeTimeout}, {"dir_timeout", o.DirTimeout}} {
+		if t.d != nil && (*t.d < 0 || *t.d > maxTimeout) {
+			return errorString(t.key + ": must be between 0s (no caching) and 1h, not " + t.d.String())
+		}
+	}
 	if o.MaxSize < 0 || o.MaxSize > MaxStoreSize || o.MaxSize > 0 && o.MaxSize < o.Size {
 		return errorString("max_size: must be between size and 64GiB")
 	}
 	return nil
+}
+
+// defaultTimeout is the timeout of a cached name, absence or listing when the
+// configuration gives none: a change made below the cache shows within a
+// second, as with NFS's acregmin-like defaults and FUSE's entry_timeout.
+const defaultTimeout = time.Second
+
+// maxTimeout is the longest timeout accepted: past it a change made below the
+// cache could stay unseen for longer than anyone would wait for it.
+const maxTimeout = time.Hour
+
+func timeoutOr(d *time.Duration) time.Duration {
+	if d == nil {
+		return defaultTimeout
+	}
+	return *d
 }
 
 type errorString string
@@ -81,21 +117,6 @@ func init() {
 	})
 }
 
-const attrShards = 64
-
-type attrEntry struct {
-	path string
-	gen  uint64
-	err  syscall.Errno
-	attr libservices.Attr
-}
-
-type attrShard struct {
-	mu sync.RWMutex
-	m  map[uint64]*attrEntry
-	_  [40]byte
-}
-
 // inode is the cache's state for a file open through it.
 type inode struct {
 	mu    sync.Mutex // serialises writers and cache fills of this file
@@ -115,15 +136,13 @@ type inode struct {
 
 // FS is a caching layer over an inner FS.
 type FS struct {
-	inner    libservices.FS
-	innerFl  libservices.Flusher // inner's, when it holds data back; else nil
-	store    *Store
-	id       [2]uint64
-	seed     maphash.Seed
-	attrsMax int
+	inner   libservices.FS
+	innerFl libservices.Flusher // inner's, when it holds data back; else nil
+	store   *Store
+	id      [2]uint64
+	seed    maphash.Seed
 
-	gen   atomic.Uint64
-	attrs [attrShards]attrShard
+	names
 
 	inodesMu sync.Mutex
 	inodes   map[uint64]*inode
@@ -154,7 +173,7 @@ var instances atomic.Uint64
 // New returns a cache over inner using store, with o's policy. A write-back cache
 // with a positive flush interval owns a flusher goroutine until CloseFS.
 func New(inner libservices.FS, store *Store, o Options) *FS {
-	f := &FS{inner: inner, store: store, seed: maphash.MakeSeed(), attrsMax: o.Attrs, inodes: map[uint64]*inode{},
+	f := &FS{inner: inner, store: store, seed: maphash.MakeSeed(), inodes: map[uint64]*inode{},
 		writeBack: o.Policy == "writeback", dirtyLimit: int64(o.DirtyLimit)}
 	if f.dirtyLimit == 0 {
 		f.dirtyLimit = 16 << 20
@@ -169,9 +188,6 @@ func New(inner libservices.FS, store *Store, o Options) *FS {
 			go f.flusher(interval)
 		}
 	}
-	if f.attrsMax == 0 {
-		f.attrsMax = 65536
-	}
 	if fl, ok := inner.(libservices.Flusher); ok && fl.HoldsBack() {
 		f.innerFl = fl
 	}
@@ -180,23 +196,24 @@ func New(inner libservices.FS, store *Store, o Options) *FS {
 	} else {
 		f.id = [2]uint64{0xcac4e, instances.Add(1)}
 	}
-	for i := range f.attrs {
-		f.attrs[i].m = map[uint64]*attrEntry{}
-	}
+	f.initNames(&o)
 	// The free space is read at the first write that needs it.
 	f.space.base.Store(noSpace)
 	f.space.soft.Store(noSpace)
 	return f
 }
 
-// Counters implements libservices.CounterReporter: page and attribute cache hits
-// and misses, the dirty bytes a write-back cache holds, and how many writes it
-// wrote through instead for want of space on the store.
+// Counters implements libservices.CounterReporter: page, attribute (Lstat,
+// Stat, Readlink) and listing (ReadDir) cache hits and misses, the dirty
+// bytes a write-back cache holds, and how many writes it wrote through
+// instead for want of space on the store.
 func (f *FS) Counters(fn func(name string, value int64)) {
 	fn("cache_page_hits", f.pageHits.Load())
 	fn("cache_page_misses", f.pageMisses.Load())
 	fn("cache_attr_hits", f.attrHits.Load())
 	fn("cache_attr_misses", f.attrMisses.Load())
+	fn("cache_dir_hits", f.dirHits.Load())
+	fn("cache_dir_misses", f.dirMisses.Load())
 	fn("cache_dirty_bytes", f.dirtyBytes.Load())
 	fn("cache_space_writethroughs", f.space.writeThroughs.Load())
 }
@@ -248,103 +265,132 @@ func (f *FS) CloseFS() error {
 // Identity implements libservices.Identifier, forwarding the inner identity.
 func (f *FS) Identity() [2]uint64 { return f.id }
 
-// changed invalidates the attribute cache; called after every modification.
-func (f *FS) changed() { f.gen.Add(1) }
-
-func (f *FS) statCached(name string, a *libservices.Attr, follow bool) error {
+// Lstat implements libservices.FS.
+func (f *FS) Lstat(name string, a *libservices.Attr) error {
 	clean, err := libservices.Clean(name)
 	if err != nil {
 		return err
 	}
-	h := maphash.String(f.seed, clean)
-	if follow {
-		h = h*31 + 1
-	}
-	sh := &f.attrs[h%attrShards]
-	gen := f.gen.Load()
-	sh.mu.RLock()
-	e := sh.m[h]
-	if e != nil && e.gen == gen && e.path == clean {
-		f.attrHits.Add(1)
-		errno := e.err
-		if errno == 0 {
-			*a = e.attr
-		}
-		sh.mu.RUnlock()
-		if errno != 0 {
-			return errno
-		}
-		f.overlay(a)
-		return nil
-	}
-	sh.mu.RUnlock()
-	f.attrMisses.Add(1)
-	if follow {
-		err = f.inner.Stat(clean, a)
-	} else {
-		err = f.inner.Lstat(clean, a)
-	}
-	ne := &attrEntry{path: clean, gen: gen}
-	switch e := err.(type) {
-	case nil:
-		ne.attr = *a
-	case syscall.Errno:
-		if e != syscall.ENOENT {
-			return err // only absence is worth remembering
-		}
-		ne.err = e
-	default:
+	if err := f.lstat(clean, a); err != nil {
 		return err
 	}
-	sh.mu.Lock()
-	if len(sh.m) >= f.attrsMax/attrShards+1 {
-		for k := range sh.m { // drop one arbitrary entry: the cache is bounded
-			delete(sh.m, k)
-			break
-		}
-	}
-	sh.m[h] = ne
-	sh.mu.Unlock()
-	if err == nil {
-		f.overlay(a)
-	}
-	return err
+	f.overlay(a)
+	return nil
 }
 
-// Lstat implements libservices.FS.
-func (f *FS) Lstat(name string, a *libservices.Attr) error { return f.statCached(name, a, false) }
-
-// Stat implements libservices.FS.
-func (f *FS) Stat(name string, a *libservices.Attr) error { return f.statCached(name, a, true) }
-
-func (f *FS) after(err error) error {
-	f.changed()
-	return err
+// Stat implements libservices.FS: the cached Lstat result unless it is a
+// symbolic link, which the inner FS follows (targets are not cached).
+func (f *FS) Stat(name string, a *libservices.Attr) error {
+	clean, err := libservices.Clean(name)
+	if err != nil {
+		return err
+	}
+	if f.attrTTL == 0 {
+		err = f.inner.Stat(clean, a)
+	} else if err = f.lstat(clean, a); err == nil && a.IsSymlink() {
+		err = f.inner.Stat(clean, a)
+	}
+	if err != nil {
+		return err
+	}
+	f.overlay(a)
+	return nil
 }
 
 // Mkdir implements libservices.FS.
-func (f *FS) Mkdir(name string, mode uint32) error { return f.after(f.inner.Mkdir(name, mode)) }
+func (f *FS) Mkdir(name string, mode uint32) error {
+	clean, err := libservices.Clean(name)
+	if err != nil {
+		return err
+	}
+	p, r := f.parentFor(clean), f.reshapes()
+	err = f.inner.Mkdir(clean, mode)
+	f.named(r, err == nil, nameChange{p, clean})
+	return err
+}
 
 // Unlink implements libservices.FS.
-func (f *FS) Unlink(name string) error { return f.after(f.inner.Unlink(name)) }
+func (f *FS) Unlink(name string) error {
+	clean, err := libservices.Clean(name)
+	if err != nil {
+		return err
+	}
+	p, r := f.parentFor(clean), f.reshapes()
+	ino, g := f.inoOf(p, clean)
+	err = f.inner.Unlink(clean)
+	if err == nil {
+		f.settle(ino, g) // its other names' nlink
+	}
+	f.named(r, err == nil, nameChange{p, clean})
+	return err
+}
 
 // Rmdir implements libservices.FS.
-func (f *FS) Rmdir(name string) error { return f.after(f.inner.Rmdir(name)) }
+func (f *FS) Rmdir(name string) error {
+	clean, err := libservices.Clean(name)
+	if err != nil {
+		return err
+	}
+	p, r := f.parentFor(clean), f.reshapes()
+	err = f.inner.Rmdir(clean)
+	f.named(r, err == nil, nameChange{p, clean})
+	return err
+}
 
-// Rename implements libservices.FS.
-func (f *FS) Rename(o, n string) error { return f.after(f.inner.Rename(o, n)) }
+// Rename implements libservices.FS: both names go, with everything cached
+// below them (a renamed directory's subtree), and both parents go stale.
+func (f *FS) Rename(o, n string) error {
+	co, err := libservices.Clean(o)
+	if err != nil {
+		return err
+	}
+	cn, err := libservices.Clean(n)
+	if err != nil {
+		return err
+	}
+	po, pn, r := f.parentFor(co), f.parentFor(cn), f.reshapes()
+	ino, g := f.inoOf(po, co)
+	replaced, gr := f.inoOf(pn, cn)
+	err = f.inner.Rename(co, cn)
+	if err == nil {
+		f.settle(ino, g)       // ctime, under its other names
+		f.settle(replaced, gr) // nlink, under its other names
+	}
+	f.named(r, err == nil, nameChange{po, co}, nameChange{pn, cn})
+	return err
+}
 
 // Link implements libservices.FS.
-func (f *FS) Link(o, n string) error { return f.after(f.inner.Link(o, n)) }
+func (f *FS) Link(o, n string) error {
+	co, err := libservices.Clean(o)
+	if err != nil {
+		return err
+	}
+	cn, err := libservices.Clean(n)
+	if err != nil {
+		return err
+	}
+	po, pn, r := f.parentFor(co), f.parentFor(cn), f.reshapes()
+	ino, g := f.inoOf(po, co)
+	err = f.inner.Link(co, cn)
+	if err == nil {
+		f.settle(ino, g) // every name of it gets a new nlink
+	}
+	f.named(r, err == nil, nameChange{pn, cn}, nameChange{po, co})
+	return err
+}
 
 // Symlink implements libservices.FS.
-func (f *FS) Symlink(t, n string) error { return f.after(f.inner.Symlink(t, n)) }
-
-// Readlink implements libservices.FS.
-func (f *FS) Readlink(name string) (string, error) { return f.inner.Readlink(name) }
-
-// ReadDir implements libservices.FS.
-func (f *FS) ReadDir(name string) ([]libservices.DirEntry, error) { return f.inner.ReadDir(name) }
+func (f *FS) Symlink(t, n string) error {
+	clean, err := libservices.Clean(n)
+	if err != nil {
+		return err
+	}
+	p, r := f.parentFor(clean), f.reshapes()
+	err = f.inner.Symlink(t, clean)
+	f.named(r, err == nil, nameChange{p, clean})
+	return err
+}
 
 // Getxattr implements libservices.FS.
 func (f *FS) Getxattr(name, attr string, dest []byte) (int, error) {
@@ -356,12 +402,46 @@ func (f *FS) Listxattr(name string) ([]string, error) { return f.inner.Listxattr
 
 // Setxattr implements libservices.FS.
 func (f *FS) Setxattr(name, attr string, data []byte, flags int) error {
-	return f.after(f.inner.Setxattr(name, attr, data, flags))
+	return f.attrsChange(name, func(clean string) error { return f.inner.Setxattr(clean, attr, data, flags) })
 }
 
 // Removexattr implements libservices.FS.
 func (f *FS) Removexattr(name, attr string) error {
-	return f.after(f.inner.Removexattr(name, attr))
+	return f.attrsChange(name, func(clean string) error { return f.inner.Removexattr(clean, attr) })
+}
+
+// attrsChange runs op, which changes the attributes (ctime at least) of the
+// file name resolves to, following a final symbolic link, then makes every
+// cached name of that file stale.
+func (f *FS) attrsChange(name string, op func(clean string) error) error {
+	clean, err := libservices.Clean(name)
+	if err != nil {
+		return err
+	}
+	if f.attrTTL == 0 {
+		return op(clean)
+	}
+	r := f.reshapes()
+	var a libservices.Attr
+	var ino uint64
+	var g guard
+	if d := f.freshAttr(clean, &a); d != nil {
+		ino, g = a.Ino, guard{n: d}
+	} else {
+		g = guard{p: f.parentFor(clean), s: f.seq.Load()}
+		if f.inner.Lstat(clean, &a) == nil {
+			ino = a.Ino
+		}
+		if a.IsSymlink() {
+			// The target may be anywhere, and change meanwhile: the change
+			// cannot be placed (the zero guard drops every name).
+			g, ino = guard{}, 0
+		}
+	}
+	err = op(clean)
+	f.settle(ino, g)
+	f.named(r, false, nameChange{nil, clean})
+	return err
 }
 
 // Setattr implements libservices.FS. A size change drops the file's cached
@@ -371,7 +451,7 @@ func (f *FS) Removexattr(name, attr string) error {
 // stay dirty, for fsync and close to report.
 func (f *FS) Setattr(name string, sa *libservices.SetAttr) error {
 	if sa.Valid&libservices.SetSize == 0 && f.dirtyInodes.Load() == 0 {
-		return f.after(f.inner.Setattr(name, sa))
+		return f.attrsChange(name, func(clean string) error { return f.inner.Setattr(clean, sa) })
 	}
 	var a libservices.Attr
 	if err := f.inner.Stat(name, &a); err != nil {
@@ -393,11 +473,13 @@ func (f *FS) Setattr(name string, sa *libservices.SetAttr) error {
 			return err
 		}
 	}
-	err := f.inner.Setattr(name, sa)
-	if in != nil && err == nil && sa.Valid&libservices.SetSize != 0 {
-		f.discardLocked(in) // the pages past kept, cut by the truncation
-		in.epoch.Add(1 << 32)
-		in.size.Store(sa.Size)
-	}
-	return f.after(err)
+	return f.attrsChange(name, func(clean string) error {
+		err := f.inner.Setattr(clean, sa)
+		if in != nil && err == nil && sa.Valid&libservices.SetSize != 0 {
+			f.discardLocked(in) // the pages past kept, cut by the truncation
+			in.epoch.Add(1 << 32)
+			in.size.Store(sa.Size)
+		}
+		return err
+	})
 }

@@ -1,7 +1,8 @@
 // Package cache is a libservices.FS that caches another: a user-level page cache
-// (4 KiB pages in a Store with a fixed byte budget, CLOCK replacement) and an
-// attribute cache (Lstat/Stat results by path), both read on a hit without a
-// system call, an allocation or a lock other than one shard's read lock. It is
+// (4 KiB pages in a Store with a fixed byte budget, CLOCK replacement) and a
+// name and attribute cache (Lstat results, absences, link targets and
+// listings by path, for a bounded time), both read on a hit without a system
+// call, an allocation or a lock other than one shard's read lock. It is
 // not a store: what it holds back lives in memory until it is written to the FS
 // below (the store), and it is coherent with other writers of the store only as
 // described under Sharing.
@@ -18,18 +19,89 @@
 //
 // A Store may serve several cache FSes (`shared: NAME` in the configuration).
 // Page keys are (backing FS identity, inode, epoch, page index); the epoch is
-// the file's ctime when the cache first opened it, so two containers over one
-// read-only image branch share its pages, and a file changed behind the cache's
-// back between opens gets a new epoch. Coherence assumes that while a file is
-// open through a cache, nobody writes it except through that cache.
+// the file's ctime when the cache first opened it (from the name cache when
+// fresh, see Open below), so two containers over one read-only image branch
+// share its pages, and a file changed behind the cache's back between opens
+// more than the attribute timeout apart gets a new epoch. Coherence assumes
+// that while a file is open through a cache, nobody writes it except through
+// that cache.
 //
-// # Attribute and dentry cache
+// # Names and attributes
 //
-// Lstat and Stat results by path, including ENOENT (negative entries), bounded
-// by Options.Attrs. ReadDir, Readlink and xattrs go to the inner FS. Entries
-// carry the cache's generation, which every modification through this cache
-// bumps after the modification completes, so an entry fetched before a change
-// is never served after it.
+// Contract: a name's Lstat result (its attributes, or ENOENT), a symbolic
+// link's target and a directory's listing are served from memory, with no call
+// to the FS below, for a bounded time after the cache fetched them: the
+// attribute timeout (Options.AttrTimeout, yaml attr_timeout, default 1s) for
+// attributes and link targets, the negative timeout (negative_timeout, 1s)
+// for an absence, the directory timeout (dir_timeout, 1s) for a listing; "0s"
+// turns each off, and attr_timeout 0s turns the whole name cache off. Every
+// change made through this cache is seen at once by every later call through
+// it; a change made below it (on the host, by another instance over the same
+// store) is seen by every lookup that starts more than the timeout after the
+// change (the time counts from the start of the fetch that is served), and
+// may go unseen until then, as with NFS's attribute cache (acregmin,
+// acdirmin) or FUSE's entry and attribute timeouts. Stat of a name that is a
+// symbolic link, Getxattr and Listxattr always go below.
+//
+// What is kept: a tree of dentries, one per path, each under its parent's
+// (see dentry in names.go), so that a path is resolved once: a cached path
+// never passes through a symbolic link, a path below a name cached as absent
+// is ENOENT and below a file ENOTDIR without a call, and a lookup whose
+// parent is not cached looks the parent up first. An index by path (64 shards
+// under read/write locks) serves hits; an index by inode number finds every
+// name a file is cached under. At most Options.Attrs dentries (default
+// 65536), a leaf evicted first. A path through a symbolic link is not cached
+// at all: the FS below resolves it on every call.
+//
+// Invalidation, per entry (there is no global generation): a create, mkdir,
+// symlink or link drops the new name's dentry and makes its parent's
+// attributes (mtime, nlink) and listing stale; unlink and rmdir the same for
+// the name and, through the inode index, every other name of the file
+// (nlink); rename both names, both parents and everything cached below a
+// renamed directory (found through the tree's child maps, at the cost of what
+// is cached there); setattr, xattr changes, a written-through write, a
+// truncate and the flush of a file's last dirty page every name of the file.
+// Before a change the cache resolves the names' parents (a hit, usually), so
+// that the change can be placed; one it cannot place (made through a symbolic
+// link: a create that follows one, a path whose parent cannot be cached)
+// drops every name. The directories a union copies up beside a change (its
+// Reshaper count moves) go stale too; an inner FS that cannot say what it
+// reshaped (no Reshaper, or known = false) makes every change drop every
+// name. A file a union copies up gets a new inode number: a writable open
+// that sees it drops the name and its directory's listing; after a copy-up by
+// setattr or an xattr change the name follows at once, but a cached listing
+// may show the old number until the directory timeout.
+//
+// Races: every change takes a number from one counter (seq) after the FS
+// below made it, and stamps what it changed (the parent's dentry, the inode's
+// shard) with it before dropping entries; a lookup takes seq before asking the
+// FS below and installs its answer only if nothing it depends on (its parent,
+// its own dentry, its inode's shard, everything) carries a later stamp, with
+// the check and the install under the locks the change takes. So a lookup
+// that raced a change never installs what the change made stale. A change
+// that reaches a file's other names (unlink, rename, link, setattr) finds the
+// file's inode before it runs; if a rename through this cache may have made
+// the name another file meanwhile (the name's dentry was removed, or its
+// parent's entries changed), it cannot tell which file it changed, and drops
+// every name.
+//
+// Write-back: a file with dirty pages reports the cache's size and times over
+// whatever is cached for it (overlay); the flush of its last dirty page makes
+// its cached names stale before overlay stops correcting them.
+//
+// Open: a read-only open (no O_CREAT or O_TRUNC) looks the name up through
+// the cache, a hit or a Lstat below that caches it (in place of the Fstat
+// below after the open), fails at once with ENOENT when the name is cached as
+// absent, and takes the file's inode number, ctime (the page epoch) and size
+// from the cached attributes, after checking that the entry did not change
+// during the open. So an open that starts within the attribute timeout after a
+// change made below the cache may see the file as it was (its earlier size,
+// pages of its earlier epoch) for the life of that handle; opens after the
+// timeout see the change, as NFS's close-to-open consistency holds after
+// acregmin. Other opens Fstat as before, and cache what a create (without
+// O_TRUNC) leaves. A truncating open looks the file up only when a write-back
+// cache holds dirty pages (to lock them against the flusher), through the
+// cache.
 //
 // # Space (write-back)
 //
@@ -113,13 +185,23 @@
 //     pages, base being set from the store's last Statfs.
 //   - The store's size of a file is at most the end of data written to it
 //     or the size set by truncate or fallocate.
+//   - Every dentry but the root is in its parent's child map and in the
+//     path index, and its parent was a directory when it was installed;
+//     removing a dentry removes everything below it.
+//   - A dentry is served (hit) only while its expiry, set from the start of
+//     the fetch that filled it plus the timeout, is in the future.
+//   - A dentry with attributes is on its inode's list (inoShard) exactly once.
 //
 // # Lock order
 //
 // inode.mu, then a Store shard's mu or Store.allocMu (never both shard and
 // allocMu at once, except allocMu then the shard of an evicted page); or
 // inode.mu, then space.mu, under which only the inner FS's Statfs runs.
-// FS.inodesMu, space.mu and an attribute shard's mu are leaves otherwise.
+// Names: inode.mu, then treeMu, then an inode shard's mu (inoShard), then an
+// index shard's mu (dentShard); at most one of each kind at a time, except
+// that install may take a second inode shard's mu after releasing the first.
+// No call to the inner FS is made under any of them. A hit takes one index
+// shard's read lock only. FS.inodesMu, space.mu are leaves otherwise.
 //
 // # Measuring
 //
@@ -128,8 +210,17 @@
 // measures a cached 4 KiB read, a cached Stat and a parallel read over memfs
 // with 16 hot pages, a 4 KiB write held back into dirty pages (Write4K) and a
 // streaming 4 KiB append over /dev/shm flushed every MiB (Write4KAppend).
+//
+//	go test -run XXX -bench Name -benchmem -benchtime=20000x ./libservices/cache
+//
+// measures the name cache over memfs and over a host directory on /var/tmp: a
+// cached Lstat, a Lstat after a create and unlink in another directory, a
+// create and unlink, a read-only open and close; lookups/op is the metadata
+// calls that reached the FS below per operation (the goal: 0 for a cached
+// name, a cached absence and an open of a cached name).
 // Goals: a read hit <= 300 ns, and 0 allocations for a read hit, a Stat hit
-// and a held-back write (TestHitPathAllocs and TestWritePathAllocs check the
-// allocations in every run). Figures, with their machine and date, are in
-// docs/results/.
+// (positive or negative) and a held-back write (TestHitPathAllocs,
+// TestNameStatAllocs and TestWritePathAllocs check the allocations in every
+// run). A Stat hit reads the monotonic clock once, for the timeout. Figures,
+// with their machine and date, are in docs/results/.
 package cache

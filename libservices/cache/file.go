@@ -6,6 +6,7 @@ import (
 	"syscall"
 
 	"github.com/polytropon/polytropon/libservices"
+	"golang.org/x/sys/unix"
 )
 
 type handle struct {
@@ -28,16 +29,57 @@ func (f *FS) Open(name string, flags int, mode uint32) (libservices.Handle, erro
 		// through.
 		innerFlags = flags&^(libservices.O_ACCMODE|libservices.O_APPEND) | libservices.O_RDWR
 	}
+	clean, err := libservices.Clean(name)
+	if err != nil {
+		return nil, err
+	}
+	creates := flags&(libservices.O_CREAT|libservices.O_TRUNC) != 0
+	// A plain read-only open needs no Fstat: the file is looked up through
+	// the cache (a hit, or a Lstat below that caches the name instead of an
+	// Fstat after the open), and a name cached as absent fails at once (see
+	// "Open" in the package doc). The entry is read again after the open, to
+	// be sure that nothing changed it meanwhile through this cache.
+	var a libservices.Attr
+	var known *dentry
+	if flags&(libservices.O_ACCMODE|libservices.O_CREAT|libservices.O_TRUNC) == libservices.O_RDONLY &&
+		flags&(unix.O_PATH|unix.O_TMPFILE&^unix.O_DIRECTORY) == 0 && f.attrTTL != 0 {
+		switch err := f.lstat(clean, &a); {
+		case err == syscall.ENOENT:
+			return nil, err
+		case err == nil && !a.IsSymlink():
+			known = f.freshAttr(clean, &a)
+		}
+	}
+	// An open that may create or truncate changes clean's entry in its
+	// parent (a new name) or the file's attributes: the parent is resolved
+	// first, so that only what it changes is dropped. Where the open would
+	// follow a symbolic link to create its target, the change cannot be
+	// placed: exact is false and everything is dropped after it.
+	var p *dentry
+	var r reshape
+	exact := false
+	if creates && f.attrTTL != 0 {
+		r = f.reshapes()
+		if flags&libservices.O_CREAT != 0 {
+			p = f.parentFor(clean)
+			if flags&libservices.O_EXCL != 0 {
+				exact = p != nil // never follows a final link
+			} else if lerr := f.lstat(clean, &a); p != nil && (lerr == syscall.ENOENT || lerr == nil && !a.IsSymlink()) {
+				exact = true
+			}
+		}
+	}
 	// A truncating open of a file whose dirty pages this cache holds runs under
 	// the file's lock, so that the flusher cannot write old pages back between the
 	// truncation below and the discard here. (A rename racing between this Stat
 	// and the open can still name another file; that one is then unprotected.)
+	// Only a write-back cache with dirty files needs to know the file first.
 	var locked *inode
-	if flags&libservices.O_TRUNC != 0 {
-		var a libservices.Attr
-		if f.inner.Stat(name, &a) == nil && a.IsRegular() {
+	if flags&libservices.O_TRUNC != 0 && f.dirtyInodes.Load() > 0 {
+		var sa libservices.Attr
+		if f.Stat(clean, &sa) == nil && sa.IsRegular() {
 			f.inodesMu.Lock()
-			locked = f.inodes[a.Ino]
+			locked = f.inodes[sa.Ino]
 			if locked != nil {
 				locked.refs++ // keeps it in the table while we wait for its lock
 			}
@@ -47,10 +89,10 @@ func (f *FS) Open(name string, flags int, mode uint32) (libservices.Handle, erro
 	if locked != nil {
 		locked.mu.Lock()
 	}
-	ih, err := f.inner.Open(name, innerFlags, mode)
+	ih, err := f.inner.Open(clean, innerFlags, mode)
 	if err == syscall.EACCES && innerFlags != flags {
 		direct = true
-		ih, err = f.inner.Open(name, flags, mode)
+		ih, err = f.inner.Open(clean, flags, mode)
 	}
 	if locked != nil {
 		if err == nil {
@@ -66,16 +108,54 @@ func (f *FS) Open(name string, flags int, mode uint32) (libservices.Handle, erro
 		}
 		f.inodesMu.Unlock()
 	}
-	if flags&(libservices.O_CREAT|libservices.O_TRUNC) != 0 {
-		f.changed()
+	var s1 uint64
+	var start int64
+	if creates && f.attrTTL != 0 {
+		switch {
+		case flags&libservices.O_CREAT == 0:
+			// A truncation changes no name: the file's names go stale below,
+			// once its inode is known.
+			f.named(r, false, nameChange{nil, clean})
+		case exact:
+			f.named(r, err == nil, nameChange{p, clean})
+		default:
+			f.named(r, err == nil, nameChange{nil, clean})
+		}
+		s1, start = f.seq.Load(), f.clock()
 	}
 	if err != nil {
 		return nil, err
 	}
-	var a libservices.Attr
-	if err := f.inner.Fstat(ih, &a); err != nil {
-		f.inner.Close(ih)
-		return nil, err
+	if known != nil {
+		var b libservices.Attr
+		if f.freshAttr(clean, &b) != known || b.Ino != a.Ino {
+			known = nil
+		} else {
+			a = b
+		}
+	}
+	if known == nil {
+		if err := f.inner.Fstat(ih, &a); err != nil {
+			f.inner.Close(ih)
+			return nil, err
+		}
+		if f.attrTTL != 0 {
+			// A writable open may make the name another file (a union
+			// copies a lower file up, with a new inode number).
+			f.renamed(clean, &a)
+		}
+		if creates && f.attrTTL != 0 {
+			if flags&libservices.O_TRUNC != 0 {
+				// Size and times, under every name of the file. (Not cached
+				// from this Fstat: a write between it and this stamp would
+				// be missed.)
+				f.inoChanged(a.Ino)
+			} else if exact {
+				// What a create leaves is cached (s1 was taken before the
+				// Fstat): a stat that follows costs nothing.
+				f.installOpened(p, clean, &a, s1, start)
+			}
+		}
 	}
 	h := &handle{fs: f, inner: ih, flags: flags, direct: direct}
 	if a.IsRegular() {
@@ -290,7 +370,7 @@ func (f *FS) WriteAt(h libservices.Handle, p []byte, off int64) (int, error) {
 		if end := off + int64(n); end > in.size.Load() {
 			in.size.Store(end)
 		}
-		f.changed()
+		f.inoChanged(in.key.ino) // size and times, written through
 	}
 	return n, err
 }
@@ -343,7 +423,7 @@ func (f *FS) Fallocate(h libservices.Handle, mode uint32, off, length int64) err
 func (f *FS) resize(ch *handle, kept int64, op func() error) error {
 	in := ch.in
 	if in == nil {
-		return f.after(op())
+		return op() // not a regular file: nothing cached changes
 	}
 	in.mu.Lock()
 	defer in.mu.Unlock()
@@ -360,7 +440,8 @@ func (f *FS) resize(ch *handle, kept int64, op func() error) error {
 		in.epoch.Add(1 << 32)
 		in.size.Store(a.Size)
 	}
-	return f.after(err)
+	f.inoChanged(in.key.ino)
+	return err
 }
 
 // Fsync implements libservices.FS: nothing is held back, so it is the inner's.

@@ -187,13 +187,19 @@ func (f *FS) flushBelowLocked(in *inode, h libservices.Handle, below int64) erro
 				// The pages written so far are clean now, this one and the
 				// rest stay dirty for the next flush.
 				f.refused(err)
-				f.changed()
+				f.inoChanged(in.key.ino) // what landed changed the store's attributes
 				return err
 			}
 		}
 		k.idx = idx
 		f.store.update(&k, 0, pg[:])
 		delete(in.dirty, idx)
+		if in.ndirty.Load() == 1 {
+			// The store's attributes are the file's once its last dirty
+			// page has landed, and the cached ones are not: they go
+			// stale before overlay stops correcting them.
+			f.inoChanged(in.key.ino)
+		}
 		// consumed before dirtyBytes: see reserve.
 		f.space.consumed.Add(PageSize)
 		f.dirtyBytes.Add(-PageSize)
@@ -204,7 +210,6 @@ func (f *FS) flushBelowLocked(in *inode, h libservices.Handle, below int64) erro
 	}
 	// The inner size may still be short of in.size only if the last bytes were
 	// never written: impossible, since every size increase comes from a write.
-	f.changed()
 	f.readSpaceIfStale()
 	return nil
 }

@@ -3,6 +3,7 @@ package union
 import (
 	"bytes"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"syscall"
 
@@ -55,65 +56,104 @@ func (f *FS) copyMeta(src libservices.FS, srcPath string, a *libservices.Attr, p
 }
 
 // copyUpDir makes sure every directory of the canonical path dir exists in the
-// upper branch.
+// upper branch, top down, each copy under its parent's lock. It takes no lock
+// on entry and holds none on return.
 func (f *FS) copyUpDir(dir string) error {
 	if dir == "." {
 		return nil
 	}
-	up := f.layers[0]
-	var a libservices.Attr
-	err := up.Lstat(dir, &a)
-	if err == nil {
-		if !a.IsDir() {
-			return syscall.ENOTDIR
-		}
-		return nil
-	}
-	if err != syscall.ENOENT {
+	cur, err := f.dir(".", f.all)
+	if err != nil {
 		return err
 	}
-	parent, _ := libservices.Split(dir)
-	if err := f.copyUpDir(parent); err != nil {
-		return err
-	}
-	for li := 1; li < len(f.layers); li++ {
-		if err := f.layers[li].Lstat(dir, &a); err == nil && a.IsDir() {
-			tmp := f.tmpName(parent)
-			if err := up.Mkdir(tmp, a.Mode&0o7777); err != nil {
+	for _, c := range strings.Split(dir, "/") {
+		e, _, err := f.child(cur, c, false)
+		if err != nil {
+			return err
+		}
+		if !e.isDir() {
+			if e.exists() {
+				return syscall.ENOTDIR
+			}
+			return syscall.ENOENT
+		}
+		if e.layer != 0 {
+			unlock := f.lockDirs(cur.path)
+			e, err = f.copyDirLocked(cur, c)
+			unlock()
+			if err != nil {
 				return err
 			}
-			if err := f.copyMeta(f.layers[li], dir, &a, tmp, false); err != nil {
-				up.Rmdir(tmp)
-				return err
-			}
-			if err := up.Rename(tmp, dir); err != nil {
-				up.Rmdir(tmp)
-				return err
-			}
-			f.reshapes.Add(1)
-			return nil
+		}
+		if cur, err = f.dir(libservices.Join(cur.path, c), e.dirs); err != nil {
+			return err
 		}
 	}
-	return syscall.ENOENT
+	return nil
 }
 
-// copyUpNode copies an existing node into the upper branch if it is not there.
-func (f *FS) copyUpNode(n *node) error {
-	if n.layer == 0 {
-		return nil
+// copyDirLocked copies directory base of d (whose lock the caller holds, and
+// which is in the upper branch) up, unless it is there already, and returns
+// its entry.
+func (f *FS) copyDirLocked(d dirRef, base string) (nameEnt, error) {
+	d, err := f.dirLocked(d.path, d.cand)
+	if err != nil {
+		return nameEnt{}, err
 	}
-	if n.attr.IsDir() {
-		return f.copyUpDir(n.path)
+	if d.layers[0] != 0 {
+		return nameEnt{}, retryErr{errno: syscall.ENOENT} // d itself moved since the walk
 	}
-	parent, _ := libservices.Split(n.path)
-	if err := f.copyUpDir(parent); err != nil {
+	e, _, err := f.child(d, base, true)
+	if err != nil {
+		return e, err
+	}
+	if !e.isDir() {
+		return e, syscall.ENOENT
+	}
+	if e.layer == 0 {
+		return e, nil
+	}
+	p := libservices.Join(d.path, base)
+	up := f.layers[0]
+	var a libservices.Attr
+	if err := f.layers[e.layer].Lstat(p, &a); err != nil {
+		return e, err
+	}
+	tmp := f.tmpName(d.path)
+	if err := up.Mkdir(tmp, a.Mode&0o7777); err != nil {
+		return e, err
+	}
+	if err := f.copyMeta(f.layers[e.layer], p, &a, tmp, false); err != nil {
+		up.Rmdir(tmp)
+		return e, err
+	}
+	if err := up.Rename(tmp, p); err != nil {
+		up.Rmdir(tmp)
+		return e, err
+	}
+	f.reshapes.Add(1)
+	e.layer, e.dirs = 0, append([]int{0}, e.dirs...)
+	d.st.set(base, e)
+	f.forgetOne(p) // its branches changed
+	return e, nil
+}
+
+// copyFileLocked copies the non-directory n up into its parent, which is in
+// the upper branch and whose lock the caller holds.
+func (f *FS) copyFileLocked(n *node) error {
+	src := f.layers[n.layer()]
+	up := f.layers[0]
+	var a libservices.Attr
+	if err := src.Lstat(n.path, &a); err != nil {
+		if branchGone(err) {
+			f.staleLocked(n.parent, n.seq)
+			return retryErr{errno: syscall.ENOENT}
+		}
 		return err
 	}
-	src := f.layers[n.layer]
-	up := f.layers[0]
-	tmp := f.tmpName(parent)
+	tmp := f.tmpName(n.parent.path)
 	switch {
-	case n.attr.IsSymlink():
+	case a.IsSymlink():
 		target, err := src.Readlink(n.path)
 		if err != nil {
 			return err
@@ -121,12 +161,12 @@ func (f *FS) copyUpNode(n *node) error {
 		if err := up.Symlink(target, tmp); err != nil {
 			return err
 		}
-	case n.attr.IsRegular():
-		if err := f.copyData(src, n, tmp); err != nil {
+	case a.IsRegular():
+		if err := f.copyData(src, n.path, &a, tmp); err != nil {
 			up.Unlink(tmp)
 			return err
 		}
-		if err := f.copyMeta(src, n.path, &n.attr, tmp, false); err != nil {
+		if err := f.copyMeta(src, n.path, &a, tmp, false); err != nil {
 			up.Unlink(tmp)
 			return err
 		}
@@ -137,17 +177,19 @@ func (f *FS) copyUpNode(n *node) error {
 		up.Unlink(tmp)
 		return err
 	}
+	n.ent.layer, n.ent.upperWh = 0, false
+	n.parent.st.set(n.base, n.ent)
 	return nil
 }
 
-func (f *FS) copyData(src libservices.FS, n *node, tmp string) error {
+func (f *FS) copyData(src libservices.FS, p string, a *libservices.Attr, tmp string) error {
 	up := f.layers[0]
-	in, err := src.Open(n.path, libservices.O_RDONLY|libservices.O_NOFOLLOW, 0)
+	in, err := src.Open(p, libservices.O_RDONLY|libservices.O_NOFOLLOW, 0)
 	if err != nil {
 		return err
 	}
 	defer src.Close(in)
-	out, err := up.Open(tmp, libservices.O_WRONLY|libservices.O_CREAT|libservices.O_EXCL, n.attr.Mode&0o7777)
+	out, err := up.Open(tmp, libservices.O_WRONLY|libservices.O_CREAT|libservices.O_EXCL, a.Mode&0o7777)
 	if err != nil {
 		return err
 	}
@@ -181,41 +223,95 @@ func (f *FS) copyData(src libservices.FS, n *node, tmp string) error {
 	return up.Close(out)
 }
 
-// lowerHas reports whether a branch below the upper one shows base in dir, so
-// that removing it from the upper branch needs a whiteout.
-func (f *FS) lowerHas(dir dirInfo, base string) (bool, error) {
-	p := libservices.Join(dir.path, base)
-	for _, li := range dir.layers {
-		if li == 0 {
-			wh, err := f.has(0, libservices.Join(dir.path, whPrefix+base))
-			if err != nil || wh {
-				return false, err
-			}
-			continue
-		}
-		if ok, err := f.has(li, p); err != nil || ok {
-			return ok, err
-		}
-		if wh, err := f.has(li, libservices.Join(dir.path, whPrefix+base)); err != nil || wh {
-			return false, err
-		}
+// relock takes the lock of n's parent (which the caller found without it) and
+// reads n's entry again from the parent's state, which it refreshes if
+// needed. up says that the parent must be in the upper branch. A final
+// symlink that appeared when follow is set means a change raced with the
+// walk: the operation runs again.
+func (f *FS) relock(n *node, follow, up bool) (func(), error) {
+	unlock := f.lockDirs(n.parent.path)
+	if err := f.refreshLocked(n, follow, up); err != nil {
+		unlock()
+		return nil, err
 	}
-	return false, nil
+	return unlock, nil
 }
 
-func (f *FS) whiteout(dir, base string) error {
-	if err := f.copyUpDir(dir); err != nil {
-		return err
-	}
-	up := f.layers[0]
-	h, err := up.Open(libservices.Join(dir, whPrefix+base), libservices.O_WRONLY|libservices.O_CREAT|libservices.O_EXCL, 0)
-	if err == syscall.EEXIST {
-		return nil
-	}
+func (f *FS) refreshLocked(n *node, follow, up bool) error {
+	d, err := f.dirLocked(n.parent.path, n.parent.cand)
 	if err != nil {
 		return err
 	}
-	return up.Close(h)
+	if up && d.layers[0] != 0 {
+		return retryErr{errno: syscall.ENOENT}
+	}
+	e, seq, err := f.child(d, n.base, true)
+	if err != nil {
+		return err
+	}
+	if follow && e.isLink() {
+		return retryErr{errno: syscall.ENOENT}
+	}
+	n.parent, n.ent, n.seq = d, e, seq
+	return nil
+}
+
+// upParent copies the parent of n up if it is not in the upper branch, and
+// then asks for the operation to run again over the new state.
+func (f *FS) upParent(n *node) error {
+	if n.parent.layers[0] == 0 {
+		return nil
+	}
+	if err := f.copyUpDir(n.parent.path); err != nil {
+		return err
+	}
+	return again
+}
+
+// upNode resolves name (following a final symlink if follow), runs check on it, and
+// makes sure it is in the upper branch, copying it up if needed.
+func (f *FS) upNode(name string, follow bool, check func(*node) error) (*node, error) {
+	n, err := f.get(name, follow)
+	if err != nil {
+		return nil, err
+	}
+	if check != nil {
+		if err := check(n); err != nil {
+			return nil, err
+		}
+	}
+	if n.layer() == 0 {
+		return n, nil
+	}
+	if n.ent.isDir() {
+		return n, f.copyUpDir(n.path)
+	}
+	if err := f.upParent(n); err != nil {
+		return nil, err
+	}
+	unlock, err := f.relock(n, follow, true)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	if !n.exists() {
+		return nil, syscall.ENOENT
+	}
+	if n.layer() != 0 {
+		if err := f.copyFileLocked(n); err != nil {
+			return nil, err
+		}
+	}
+	return n, nil
+}
+
+// whiteoutLocked hides base of dir (in the upper branch, locked).
+func (f *FS) whiteoutLocked(dir, base string) error {
+	err := f.whiteoutFile(libservices.Join(dir, whPrefix+base))
+	if err == syscall.EEXIST {
+		return nil
+	}
+	return err
 }
 
 // dropWhiteout removes a whiteout for base in the upper dir, if any.
@@ -227,57 +323,104 @@ func (f *FS) dropWhiteout(dir, base string) error {
 	return err
 }
 
-// prepareCreate resolves name for creating it: the parent must exist, the name
-// must not, and the parent is copied up.
-func (f *FS) prepareCreate(name string) (*node, error) {
+// prepareCreate resolves name for creating it and locks its parent: the parent
+// must exist and is copied up, the name must not exist.
+func (f *FS) prepareCreate(name string) (*node, func(), error) {
 	n, err := f.lookup(name, false)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if n.exists() || n.base == "" {
-		return nil, syscall.EEXIST
+		return nil, nil, syscall.EEXIST
 	}
 	if reserved(n.base) {
-		return nil, syscall.EINVAL
+		return nil, nil, syscall.EINVAL
 	}
-	if err := f.copyUpDir(n.parent.path); err != nil {
-		return nil, err
+	if err := f.upParent(n); err != nil {
+		return nil, nil, err
 	}
-	return n, nil
+	unlock, err := f.relock(n, false, true)
+	if err != nil {
+		return nil, nil, err
+	}
+	if n.exists() {
+		unlock()
+		return nil, nil, syscall.EEXIST
+	}
+	return n, unlock, nil
+}
+
+// created records that the upper branch now holds n as a file of type typ,
+// and drops the whiteout the name had, if any. The parent's lock is held.
+func (f *FS) created(n *node, typ uint32) error {
+	e := nameEnt{layer: 0, typ: typ, lower: n.ent.lower}
+	if typ == syscall.S_IFDIR {
+		e.dirs = []int{0}
+	}
+	if n.ent.upperWh {
+		if err := f.dropWhiteout(n.parent.path, n.base); err != nil {
+			f.dropLocked(n.parent)
+			return err
+		}
+	}
+	n.parent.st.set(n.base, e)
+	return nil
+}
+
+// dropLocked drops the state of r after a change that failed half way.
+func (f *FS) dropLocked(r dirRef) {
+	if r.st != nil {
+		r.st.mu.Lock()
+		r.st.dead = true
+		r.st.seq++
+		r.st.mu.Unlock()
+	}
+}
+
+// exists is the error of a create whose name the upper branch holds although
+// the state said it did not: the state was stale.
+func (f *FS) createErr(n *node, err error) error {
+	if err == syscall.EEXIST && n.parent.st != nil {
+		f.staleLocked(n.parent, n.seq)
+		return retryErr{errno: syscall.EEXIST}
+	}
+	return err
 }
 
 // Mkdir implements libservices.FS.
 func (f *FS) Mkdir(name string, mode uint32) error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	n, err := f.prepareCreate(name)
-	if err != nil {
-		return err
-	}
-	up := f.layers[0]
-	hidden, err := f.has(0, libservices.Join(n.parent.path, whPrefix+n.base))
-	if err != nil {
-		return err
-	}
-	if !hidden {
-		return up.Mkdir(n.path, mode)
-	}
-	// The name was removed from the merged view: the new directory must not
-	// show a lower directory's old contents.
-	tmp := f.tmpName(n.parent.path)
-	if err := up.Mkdir(tmp, mode); err != nil {
-		return err
-	}
-	if err := f.whiteoutFile(libservices.Join(tmp, opaqueTag)); err != nil {
-		up.Rmdir(tmp)
-		return err
-	}
-	if err := up.Rename(tmp, n.path); err != nil {
-		up.Unlink(libservices.Join(tmp, opaqueTag))
-		up.Rmdir(tmp)
-		return err
-	}
-	return f.dropWhiteout(n.parent.path, n.base)
+	return f.do(func() error {
+		n, unlock, err := f.prepareCreate(name)
+		if err != nil {
+			return err
+		}
+		defer unlock()
+		up := f.layers[0]
+		if !n.ent.upperWh {
+			if err := up.Mkdir(n.path, mode); err != nil {
+				return f.createErr(n, err)
+			}
+			f.forgetOne(n.path) // a state of an older directory of the name
+			return f.created(n, syscall.S_IFDIR)
+		}
+		// The name was removed from the merged view: the new directory must not
+		// show a lower directory's old contents.
+		tmp := f.tmpName(n.parent.path)
+		if err := up.Mkdir(tmp, mode); err != nil {
+			return err
+		}
+		if err := f.whiteoutFile(libservices.Join(tmp, opaqueTag)); err != nil {
+			up.Rmdir(tmp)
+			return err
+		}
+		if err := up.Rename(tmp, n.path); err != nil {
+			up.Unlink(libservices.Join(tmp, opaqueTag))
+			up.Rmdir(tmp)
+			return err
+		}
+		f.forgetOne(n.path)
+		return f.created(n, syscall.S_IFDIR)
+	})
 }
 
 func (f *FS) whiteoutFile(p string) error {
@@ -291,73 +434,101 @@ func (f *FS) whiteoutFile(p string) error {
 
 // Symlink implements libservices.FS.
 func (f *FS) Symlink(target, name string) error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	n, err := f.prepareCreate(name)
-	if err != nil {
-		return err
-	}
-	if err := f.layers[0].Symlink(target, n.path); err != nil {
-		return err
-	}
-	return f.dropWhiteout(n.parent.path, n.base)
+	return f.do(func() error {
+		n, unlock, err := f.prepareCreate(name)
+		if err != nil {
+			return err
+		}
+		defer unlock()
+		if err := f.layers[0].Symlink(target, n.path); err != nil {
+			return f.createErr(n, err)
+		}
+		return f.created(n, syscall.S_IFLNK)
+	})
 }
 
 // Link implements libservices.FS. Both names end up in the upper branch.
 func (f *FS) Link(oldname, newname string) error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	o, err := f.get(oldname, false)
-	if err != nil {
-		return err
-	}
-	nn, err := f.lookup(newname, false)
-	if err != nil {
-		return err
-	}
-	if nn.exists() || nn.base == "" {
-		return syscall.EEXIST
-	}
-	if o.attr.IsDir() {
-		return syscall.EPERM
-	}
-	if reserved(nn.base) {
-		return syscall.EINVAL
-	}
-	if err := f.copyUpNode(o); err != nil {
-		return err
-	}
-	if err := f.copyUpDir(nn.parent.path); err != nil {
-		return err
-	}
-	if err := f.layers[0].Link(o.path, nn.path); err != nil {
-		return err
-	}
-	return f.dropWhiteout(nn.parent.path, nn.base)
+	return f.do(func() error {
+		o, err := f.get(oldname, false)
+		if err != nil {
+			return err
+		}
+		nn, err := f.lookup(newname, false)
+		if err != nil {
+			return err
+		}
+		if nn.exists() || nn.base == "" {
+			return syscall.EEXIST
+		}
+		if o.ent.isDir() {
+			return syscall.EPERM
+		}
+		if reserved(nn.base) {
+			return syscall.EINVAL
+		}
+		if o.layer() != 0 {
+			if _, err := f.upNode(oldname, false, nil); err != nil {
+				return err
+			}
+			return again
+		}
+		if err := f.upParent(nn); err != nil {
+			return err
+		}
+		unlock, err := f.relock(nn, false, true)
+		if err != nil {
+			return err
+		}
+		defer unlock()
+		if nn.exists() {
+			return syscall.EEXIST
+		}
+		if err := f.layers[0].Link(o.path, nn.path); err != nil {
+			if branchGone(err) {
+				return retryErr{errno: syscall.ENOENT}
+			}
+			return f.createErr(nn, err)
+		}
+		return f.created(nn, o.ent.typ)
+	})
 }
 
 // Unlink implements libservices.FS.
 func (f *FS) Unlink(name string) error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	n, err := f.get(name, false)
-	if err != nil {
-		return err
-	}
-	if n.attr.IsDir() || n.base == "" {
-		return syscall.EISDIR
-	}
-	return f.remove(n, false)
+	return f.do(func() error {
+		n, err := f.get(name, false)
+		if err != nil {
+			return err
+		}
+		if n.ent.isDir() || n.base == "" {
+			return syscall.EISDIR
+		}
+		if err := f.upParent(n); err != nil {
+			return err
+		}
+		unlock, err := f.relock(n, false, true)
+		if err != nil {
+			return err
+		}
+		defer unlock()
+		if !n.exists() {
+			return syscall.ENOENT
+		}
+		if n.ent.isDir() {
+			return syscall.EISDIR
+		}
+		return f.removeLocked(n, false)
+	})
 }
 
-// remove takes n out of the merged view.
-func (f *FS) remove(n *node, dir bool) error {
-	need, err := f.lowerHas(n.parent, n.base)
-	if err != nil {
-		return err
-	}
-	if n.layer == 0 {
+// removeLocked takes n out of the merged view; the lock of its parent (and
+// for a directory, its own) is held.
+func (f *FS) removeLocked(n *node, dir bool) error {
+	need := n.ent.lower // removing it from the upper branch would show a lower one
+	if n.layer() == 0 {
 		up := f.layers[0]
+		var err error
 		if dir {
 			if err := f.clearMarkers(n.path); err != nil {
 				return err
@@ -367,12 +538,20 @@ func (f *FS) remove(n *node, dir bool) error {
 			err = up.Unlink(n.path)
 		}
 		if err != nil {
+			if branchGone(err) && n.parent.st != nil {
+				f.staleLocked(n.parent, n.seq)
+				return retryErr{errno: syscall.ENOENT}
+			}
 			return err
 		}
 	}
 	if need {
-		return f.whiteout(n.parent.path, n.base)
+		if err := f.whiteoutLocked(n.parent.path, n.base); err != nil {
+			f.dropLocked(n.parent)
+			return err
+		}
 	}
+	n.parent.st.set(n.base, nameEnt{layer: -1, upperWh: need, lower: n.ent.lower})
 	return nil
 }
 
@@ -395,39 +574,145 @@ func (f *FS) clearMarkers(dir string) error {
 	return nil
 }
 
-func (f *FS) mergedEmpty(n *node) (bool, error) {
-	ents, err := f.mergedEntries(dirInfo{path: n.path, layers: n.merged})
+// mergedEmpty lists directory n afresh; locked says that its lock is held.
+func (f *FS) mergedEmpty(n *node, locked bool) (bool, error) {
+	var d dirRef
+	var err error
+	if locked {
+		d, err = f.dirLocked(n.path, n.ent.dirs)
+	} else {
+		d, err = f.dir(n.path, n.ent.dirs)
+	}
+	if err != nil {
+		return false, err
+	}
+	ents, err := f.mergedEntries(d)
 	return len(ents) == 0, err
 }
 
 // Rmdir implements libservices.FS.
 func (f *FS) Rmdir(name string) error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	n, err := f.get(name, false)
-	if err != nil {
+	return f.do(func() error {
+		n, err := f.get(name, false)
+		if err != nil {
+			return err
+		}
+		if !n.ent.isDir() {
+			return syscall.ENOTDIR
+		}
+		if n.base == "" {
+			return syscall.EBUSY
+		}
+		// ENOTEMPTY must not cost a copy-up: check before, and again locked.
+		if empty, err := f.mergedEmpty(n, false); err != nil || !empty {
+			if err == nil {
+				err = syscall.ENOTEMPTY
+			}
+			return err
+		}
+		if err := f.upParent(n); err != nil {
+			return err
+		}
+		unlock := f.lockDirs(n.parent.path, n.path)
+		defer unlock()
+		if err := f.refreshLocked(n, false, true); err != nil {
+			return err
+		}
+		if !n.exists() {
+			return syscall.ENOENT
+		}
+		if !n.ent.isDir() {
+			return syscall.ENOTDIR
+		}
+		empty, err := f.mergedEmpty(n, true)
+		if err != nil {
+			return err
+		}
+		if !empty {
+			return syscall.ENOTEMPTY
+		}
+		err = f.removeLocked(n, true)
+		f.forget(n.path)
 		return err
+	})
+}
+
+// renameCheck finds the errors of renaming o to nn, or that there is nothing
+// to do (done); locked says that the locks of both parents and of the
+// directories involved are held.
+func (f *FS) renameCheck(o, nn *node, locked bool) (done bool, err error) {
+	if !o.exists() {
+		return false, syscall.ENOENT
 	}
-	if !n.attr.IsDir() {
-		return syscall.ENOTDIR
+	if o.base == "" || nn.base == "" {
+		return false, syscall.EBUSY
 	}
-	if n.base == "" {
-		return syscall.EBUSY
+	if o.ent.isDir() && libservices.HasPrefixDir(nn.path, o.path) {
+		if nn.path == o.path {
+			return true, nil
+		}
+		return false, syscall.EINVAL
 	}
-	empty, err := f.mergedEmpty(n)
-	if err != nil {
-		return err
+	if reserved(nn.base) {
+		return false, syscall.EINVAL
 	}
-	if !empty {
-		return syscall.ENOTEMPTY
+	if nn.exists() {
+		if nn.layer() == o.layer() {
+			var oa, na libservices.Attr
+			if err := f.layers[o.layer()].Lstat(o.path, &oa); err != nil {
+				return false, err
+			}
+			if err := f.layers[nn.layer()].Lstat(nn.path, &na); err != nil {
+				return false, err
+			}
+			if oa.Ino == na.Ino {
+				return true, nil // two names of one file
+			}
+		}
+		if nn.ent.isDir() && libservices.HasPrefixDir(o.path, nn.path) {
+			return false, syscall.ENOTEMPTY
+		}
+		switch {
+		case o.ent.isDir() && !nn.ent.isDir():
+			return false, syscall.ENOTDIR
+		case !o.ent.isDir() && nn.ent.isDir():
+			return false, syscall.EISDIR
+		case nn.ent.isDir():
+			empty, err := f.mergedEmpty(nn, locked)
+			if err != nil {
+				return false, err
+			}
+			if !empty {
+				return false, syscall.ENOTEMPTY
+			}
+		}
 	}
-	return f.remove(n, true)
+	if o.ent.isDir() {
+		if o.layer() != 0 {
+			return false, syscall.EXDEV // see the package doc
+		}
+		var od dirRef
+		if locked {
+			od, err = f.dirLocked(o.path, o.ent.dirs)
+		} else {
+			od, err = f.dir(o.path, o.ent.dirs)
+		}
+		if err != nil {
+			return false, err
+		}
+		if len(od.layers) > 1 {
+			return false, syscall.EXDEV
+		}
+	}
+	return false, nil
 }
 
 // Rename implements libservices.FS.
 func (f *FS) Rename(oldname, newname string) error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
+	return f.do(func() error { return f.rename(oldname, newname) })
+}
+
+func (f *FS) rename(oldname, newname string) error {
 	o, err := f.lookup(oldname, false)
 	if err != nil {
 		return err
@@ -436,58 +721,58 @@ func (f *FS) Rename(oldname, newname string) error {
 	if err != nil {
 		return err
 	}
+	// Check without locks first, so that a rename that fails copies nothing up.
+	if done, err := f.renameCheck(o, nn, false); done || err != nil {
+		return err
+	}
+	// Copy up what must be up, without locks; then lock and look again.
+	if !o.ent.isDir() && o.layer() != 0 {
+		if err := f.upParent(o); err != nil {
+			return err
+		}
+		unlock, err := f.relock(o, false, true)
+		if err != nil {
+			return err
+		}
+		if o.exists() && !o.ent.isDir() && o.layer() != 0 {
+			err = f.copyFileLocked(o)
+		}
+		unlock()
+		if err != nil {
+			return err
+		}
+		return again
+	}
+	if err := f.upParent(nn); err != nil {
+		return err
+	}
+	paths := []string{o.parent.path, nn.parent.path}
+	oDir, nDir := o.ent.isDir(), nn.ent.isDir()
+	if oDir {
+		paths = append(paths, o.path)
+	}
+	if nDir {
+		paths = append(paths, nn.path)
+	}
+	unlock := f.lockDirs(paths...)
+	defer unlock()
+	if err := f.refreshLocked(o, false, true); err != nil {
+		return err
+	}
+	if err := f.refreshLocked(nn, false, true); err != nil {
+		return err
+	}
 	if !o.exists() {
 		return syscall.ENOENT
 	}
-	if o.base == "" || nn.base == "" {
-		return syscall.EBUSY
+	if o.ent.isDir() != oDir || nn.ent.isDir() && !nDir || o.layer() != 0 {
+		return retryErr{errno: syscall.ENOENT} // changed since the walk: lock again
 	}
-	if o.attr.IsDir() && libservices.HasPrefixDir(nn.path, o.path) {
-		if nn.path == o.path {
-			return nil
-		}
-		return syscall.EINVAL
-	}
-	if reserved(nn.base) {
-		return syscall.EINVAL
-	}
-	if nn.exists() {
-		if nn.layer == o.layer && nn.attr.Ino == o.attr.Ino {
-			return nil // two names of one file
-		}
-		if nn.attr.IsDir() && libservices.HasPrefixDir(o.path, nn.path) {
-			return syscall.ENOTEMPTY
-		}
-		switch {
-		case o.attr.IsDir() && !nn.attr.IsDir():
-			return syscall.ENOTDIR
-		case !o.attr.IsDir() && nn.attr.IsDir():
-			return syscall.EISDIR
-		case nn.attr.IsDir():
-			empty, err := f.mergedEmpty(nn)
-			if err != nil {
-				return err
-			}
-			if !empty {
-				return syscall.ENOTEMPTY
-			}
-		}
-	}
-	if o.attr.IsDir() && (o.layer != 0 || len(o.merged) > 1) {
-		return syscall.EXDEV // see the package doc
-	}
-	if err := f.copyUpNode(o); err != nil {
-		return err
-	}
-	if err := f.copyUpDir(nn.parent.path); err != nil {
+	if done, err := f.renameCheck(o, nn, true); done || err != nil {
 		return err
 	}
 	up := f.layers[0]
-	targetLower, err := f.lowerHas(nn.parent, nn.base)
-	if err != nil {
-		return err
-	}
-	if nn.exists() && nn.attr.IsDir() && nn.layer == 0 {
+	if nn.exists() && nn.ent.isDir() && nn.layer() == 0 {
 		if err := f.clearMarkers(nn.path); err != nil {
 			return err
 		}
@@ -495,28 +780,43 @@ func (f *FS) Rename(oldname, newname string) error {
 	// A directory moved onto a name that a lower branch has, visibly or behind a
 	// whiteout, must not merge with the lower directory: make it opaque, as Mkdir
 	// does over a whiteout.
-	targetHidden, err := f.has(0, libservices.Join(nn.parent.path, whPrefix+nn.base))
-	if err != nil {
-		return err
-	}
-	if o.attr.IsDir() && (targetLower || targetHidden) {
+	if o.ent.isDir() && (nn.ent.lower || nn.ent.upperWh) {
 		if err := f.whiteoutFile(libservices.Join(o.path, opaqueTag)); err != nil && err != syscall.EEXIST {
 			return err
 		}
 	}
-	sourceLower, err := f.lowerHas(o.parent, o.base)
-	if err != nil {
-		return err
-	}
 	if err := up.Rename(o.path, nn.path); err != nil {
+		if branchGone(err) {
+			f.staleLocked(o.parent, o.seq)
+			return retryErr{errno: syscall.ENOENT}
+		}
 		return err
 	}
-	if err := f.dropWhiteout(nn.parent.path, nn.base); err != nil {
-		return err
+	if o.ent.isDir() || nn.ent.isDir() {
+		f.forget(o.path)
+		f.forget(nn.path)
+	}
+	sourceLower := o.ent.lower
+	if nn.ent.upperWh {
+		if err := f.dropWhiteout(nn.parent.path, nn.base); err != nil {
+			f.dropLocked(o.parent)
+			f.dropLocked(nn.parent)
+			return err
+		}
 	}
 	if sourceLower {
-		return f.whiteout(o.parent.path, o.base)
+		if err := f.whiteoutLocked(o.parent.path, o.base); err != nil {
+			f.dropLocked(o.parent)
+			f.dropLocked(nn.parent)
+			return err
+		}
 	}
+	o.parent.st.set(o.base, nameEnt{layer: -1, upperWh: sourceLower, lower: o.ent.lower})
+	ne := nameEnt{layer: 0, typ: o.ent.typ, lower: nn.ent.lower}
+	if o.ent.isDir() {
+		ne.dirs = []int{0}
+	}
+	nn.parent.st.set(nn.base, ne)
 	return nil
 }
 
@@ -533,20 +833,21 @@ func writeIntent(flags int) bool {
 }
 
 // Open implements libservices.FS.
-func (f *FS) Open(name string, flags int, mode uint32) (libservices.Handle, error) {
+func (f *FS) Open(name string, flags int, mode uint32) (h libservices.Handle, err error) {
 	if flags&libservices.O_CREAT != 0 && flags&libservices.O_DIRECTORY != 0 {
 		return nil, syscall.EINVAL
 	}
-	modify := writeIntent(flags) || flags&libservices.O_CREAT != 0
-	if modify {
-		f.mu.Lock()
-		defer f.mu.Unlock()
-	} else {
-		f.mu.RLock()
-		defer f.mu.RUnlock()
-	}
+	err = f.do(func() error {
+		h, err = f.open(name, flags, mode)
+		return err
+	})
+	return h, err
+}
+
+func (f *FS) open(name string, flags int, mode uint32) (libservices.Handle, error) {
 	excl := flags&(libservices.O_CREAT|libservices.O_EXCL) == libservices.O_CREAT|libservices.O_EXCL
-	n, err := f.lookup(name, flags&libservices.O_NOFOLLOW == 0 && !excl)
+	follow := flags&libservices.O_NOFOLLOW == 0 && !excl
+	n, err := f.lookup(name, follow)
 	if err != nil {
 		return nil, err
 	}
@@ -557,34 +858,61 @@ func (f *FS) Open(name string, flags int, mode uint32) (libservices.Handle, erro
 		if reserved(n.base) {
 			return nil, syscall.EINVAL
 		}
-		if err := f.copyUpDir(n.parent.path); err != nil {
+		if err := f.upParent(n); err != nil {
 			return nil, err
 		}
-		h, err := f.layers[0].Open(n.path, flags|libservices.O_EXCL, mode)
+		unlock, err := f.relock(n, follow, true)
 		if err != nil {
 			return nil, err
 		}
-		if err := f.dropWhiteout(n.parent.path, n.base); err != nil {
-			f.layers[0].Close(h)
+		defer unlock()
+		if n.exists() {
+			return nil, retryErr{errno: syscall.EEXIST} // created since the walk
+		}
+		up := f.layers[0]
+		h, err := up.Open(n.path, flags|libservices.O_EXCL, mode)
+		if err != nil {
+			return nil, f.createErr(n, err)
+		}
+		if err := f.created(n, syscall.S_IFREG); err != nil {
+			up.Close(h)
 			return nil, err
 		}
-		return &handle{fs: f, layer: f.layers[0], h: h}, nil
+		return &handle{fs: f, layer: up, h: h}, nil
 	}
 	if excl {
 		return nil, syscall.EEXIST
 	}
-	if n.attr.IsDir() && (writeIntent(flags) || flags&libservices.O_CREAT != 0) {
+	if n.ent.isDir() && (writeIntent(flags) || flags&libservices.O_CREAT != 0) {
 		return nil, syscall.EISDIR
 	}
-	layer := n.layer
-	if writeIntent(flags) && layer != 0 && n.attr.IsRegular() {
-		if err := f.copyUpNode(n); err != nil {
+	layer := n.layer()
+	if writeIntent(flags) && layer != 0 && n.ent.typ == syscall.S_IFREG {
+		if err := f.upParent(n); err != nil {
 			return nil, err
+		}
+		unlock, err := f.relock(n, follow, true)
+		if err != nil {
+			return nil, err
+		}
+		if n.exists() && n.layer() != 0 && n.ent.typ == syscall.S_IFREG {
+			err = f.copyFileLocked(n)
+		}
+		unlock()
+		if err != nil {
+			return nil, err
+		}
+		if !n.exists() || n.layer() != 0 {
+			return nil, retryErr{errno: syscall.ENOENT}
 		}
 		layer = 0
 	}
 	h, err := f.layers[layer].Open(n.path, flags&^(libservices.O_CREAT|libservices.O_EXCL), 0)
 	if err != nil {
+		// Not ENOTDIR: O_DIRECTORY on a file is one.
+		if err == syscall.ENOENT && n.base != "" {
+			return nil, f.disagree(n.parent, n.seq, syscall.ENOENT)
+		}
 		return nil, err
 	}
 	return &handle{fs: f, layer: f.layers[layer], h: h}, nil

@@ -89,13 +89,36 @@ type quotaPlan struct {
 	pendingPerUID    int
 	pending          int
 	reserve, clients int // fds kept for the reserve and for connected clients and handshakes
+	stacks           int // of the reserve, what the stacks' layers may hold (stacksFDs)
+}
+
+// fdHolder is a layer that holds file descriptors of its own beyond its open
+// handles, at most ReservedFDs of them (passthrough: its root and its cached
+// directories).
+type fdHolder interface {
+	ReservedFDs() int
+}
+
+// stacksFDs sums what the layers of every instance may hold on their own.
+func stacksFDs(insts []*instance) int {
+	n := 0
+	for _, in := range insts {
+		walk(in.fs, func(fs libservices.FS) {
+			if h, ok := fs.(fdHolder); ok {
+				n += h.ReservedFDs()
+			}
+		})
+	}
+	return n
 }
 
 // planQuota sizes the budgets under limit, the service's file descriptor limit:
 //
 //	limit = reserve + connected clients' fds + handshakes' fds + handles
 //
-// where connected clients cost back.FdsPerClient each (max_clients of them),
+// where reserve is fd_reserve plus stacks, the descriptors the instances'
+// layers may hold on their own (a passthrough branch's directory cache), and
+// connected clients cost back.FdsPerClient each (max_clients of them),
 // handshakes back.FdsPerHandshake each (the most that may be pending), and every
 // handle is counted as one file descriptor (a passthrough file; a libservice
 // that holds more per handle must leave the difference in fd_reserve). The
@@ -104,7 +127,7 @@ type quotaPlan struct {
 // uid over its own share. A configured share whose sum may exceed the budget is
 // allowed; the budget then still holds, and a uid that hits it gets ENFILE (as
 // the kernel's file-max does).
-func planQuota(limit uint64, cfg *Config) (quotaPlan, error) {
+func planQuota(limit uint64, cfg *Config, stacks int) (quotaPlan, error) {
 	q := &cfg.QuotaConfig
 	p := quotaPlan{limit: int(min(limit, maxPlannedFDs)), maxClients: cfg.MaxClients}
 	if p.maxClients == 0 {
@@ -124,13 +147,15 @@ func planQuota(limit uint64, cfg *Config) (quotaPlan, error) {
 	if p.reserve == 0 {
 		p.reserve = defaultFDReserve
 	}
+	p.stacks = stacks
+	p.reserve += stacks
 	p.clients = p.maxClients*back.FdsPerClient + p.pending*back.FdsPerHandshake
 	p.handles = p.limit - p.reserve - p.clients
 	if p.handles < p.uids*minHandlesPerUID {
 		return p, &libservices.ConfigError{Key: "max_clients", Msg: fmt.Sprintf(
-			"RLIMIT_NOFILE %d leaves %d file descriptors for handles after fd_reserve (%d) and %d clients (%d), "+
-				"too few for %d uids: lower max_clients or fd_reserve, or raise the hard limit",
-			p.limit, p.handles, p.reserve, p.maxClients, p.clients, p.uids)}
+			"RLIMIT_NOFILE %d leaves %d file descriptors for handles after fd_reserve (%d, of which %d for the stacks' own descriptors) and %d clients (%d), "+
+				"too few for %d uids: lower max_clients, fd_reserve or the branches' dir_cache_size, or raise the hard limit",
+			p.limit, p.handles, p.reserve, p.stacks, p.maxClients, p.clients, p.uids)}
 	}
 	p.perUID = q.MaxHandlesPerUID
 	if p.perUID == 0 {
@@ -176,16 +201,16 @@ func raiseNoFile() (uint64, error) {
 // returns the per-uid handle quota, which the direct path's handle tables
 // (back.Config.Quota, set by configure) and the FUSE gateway (Service.Quota)
 // share. It runs before the FUSE mounts, which take the quota.
-func startQuota(cfg *Config, log *zap.Logger) (*Quota, quotaPlan, error) {
+func startQuota(cfg *Config, stacks int, log *zap.Logger) (*Quota, quotaPlan, error) {
 	limit, err := raiseNoFile()
 	if err != nil {
 		return nil, quotaPlan{}, err
 	}
-	p, err := planQuota(limit, cfg)
+	p, err := planQuota(limit, cfg, stacks)
 	if err != nil {
 		return nil, p, err
 	}
-	log.Info("service quotas", zap.Int("rlimitNofile", p.limit), zap.Int("fdReserve", p.reserve),
+	log.Info("service quotas", zap.Int("rlimitNofile", p.limit), zap.Int("fdReserve", p.reserve), zap.Int("ofWhichStacks", p.stacks),
 		zap.Int("handles", p.handles), zap.Int("handlesPerUID", p.perUID), zap.Int("handlesPerClient", p.perClient),
 		zap.Int("maxClients", p.maxClients), zap.Int("clientsPerUID", p.clientsPerUID), zap.Int("pendingPerUID", p.pendingPerUID))
 	return NewQuota(p.perUID, p.handles), p, nil

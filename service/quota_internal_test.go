@@ -9,12 +9,15 @@ import (
 
 	"github.com/polytropon/polytropon/ipc/back"
 	"github.com/polytropon/polytropon/libservices"
+	"github.com/polytropon/polytropon/libservices/cache"
+	"github.com/polytropon/polytropon/libservices/passthrough"
+	"github.com/polytropon/polytropon/libservices/union"
 )
 
 func TestPlanQuota(t *testing.T) {
 	base := Config{AllowUIDs: []uint32{1000, 1001}}
 	// root, this process's uid and two allowed uids: 3 or 4 uids.
-	p, err := planQuota(20000, &base)
+	p, err := planQuota(20000, &base, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -29,13 +32,21 @@ func TestPlanQuota(t *testing.T) {
 		t.Fatalf("plan %+v", p)
 	}
 	// A small limit shrinks the per-client default below 1024.
-	p, err = planQuota(1024, &base)
+	p, err = planQuota(1024, &base, 0)
 	if err != nil || p.perClient != p.perUID || p.perUID*p.uids > p.handles {
 		t.Fatalf("plan under 1024 fds: %+v, %v", p, err)
 	}
 	// A huge hard limit is capped.
-	if p, _ := planQuota(1<<40, &base); p.limit != maxPlannedFDs {
+	if p, _ := planQuota(1<<40, &base, 0); p.limit != maxPlannedFDs {
 		t.Fatalf("limit %d, want the cap %d", p.limit, maxPlannedFDs)
+	}
+	// What the stacks hold on their own comes out of the handles.
+	full, _ := planQuota(20000, &base, 0)
+	if p, err := planQuota(20000, &base, 2050); err != nil || p.reserve != defaultFDReserve+2050 || p.stacks != 2050 || p.handles != full.handles-2050 {
+		t.Fatalf("plan with 2050 descriptors held by the stacks: %+v, %v (without: %+v)", p, err, full)
+	}
+	if _, err := planQuota(2450, &base, 2050); err == nil || !strings.Contains(err.Error(), "dir_cache_size") {
+		t.Errorf("stacks holding most of the limit: %v, want an error naming dir_cache_size", err)
 	}
 	for _, tc := range []struct {
 		limit uint64
@@ -51,7 +62,7 @@ func TestPlanQuota(t *testing.T) {
 	} {
 		cfg := base
 		cfg.QuotaConfig, cfg.MaxClients = tc.q, tc.max
-		_, err := planQuota(tc.limit, &cfg)
+		_, err := planQuota(tc.limit, &cfg, 0)
 		var ce *libservices.ConfigError
 		if !errors.As(err, &ce) || ce.Key != tc.key {
 			t.Errorf("limit %d, %+v: %v, want an error about %s", tc.limit, tc.q, err, tc.key)
@@ -130,5 +141,34 @@ func TestQuota(t *testing.T) {
 	}
 	if q.used.Load() != 0 {
 		t.Fatalf("%d in use after balanced use", q.used.Load())
+	}
+}
+
+// TestStacksFDs: the descriptors a stack's layers hold on their own are
+// counted through every wrapper, for every instance: here two passthrough
+// branches under a union under a cache, each with its root and its
+// directory cache.
+func TestStacksFDs(t *testing.T) {
+	var insts []*instance
+	want := 0
+	for range 2 {
+		var branches []libservices.FS
+		for range 2 {
+			p, err := passthrough.New(passthrough.Options{Dir: t.TempDir()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { p.CloseFS() })
+			want += p.ReservedFDs()
+			branches = append(branches, p)
+		}
+		c := cache.New(union.New(branches[0], branches[1:]...), cache.NewStore(1<<20), cache.Options{})
+		insts = append(insts, &instance{fs: c})
+	}
+	if want != 4*(1+passthrough.DefaultDirCacheSize) {
+		t.Fatalf("passthrough reserves %d in all, want %d", want, 4*(1+passthrough.DefaultDirCacheSize))
+	}
+	if got := stacksFDs(insts); got != want {
+		t.Fatalf("stacksFDs = %d, want %d", got, want)
 	}
 }

@@ -262,10 +262,6 @@ func Start(cfg Config, logger *zap.Logger) (_ *Service, err error) {
 	if err := checkBranches(&cfg); err != nil {
 		return nil, err
 	}
-	var plan quotaPlan
-	if s.quota, plan, err = startQuota(&cfg, s.log); err != nil {
-		return nil, err
-	}
 	env := &libservices.Env{Logger: s.log, Shared: &libservices.Shared{}}
 	for i := range cfg.Filesystems {
 		f := &cfg.Filesystems[i]
@@ -274,6 +270,13 @@ func Start(cfg Config, logger *zap.Logger) (_ *Service, err error) {
 			return nil, err
 		}
 		s.insts = append(s.insts, &instance{name: f.Name, prefix: f.Mount, fs: fs})
+	}
+	// The budgets are planned once the stacks exist: what their layers may
+	// hold on their own (passthrough's directory descriptors) is not the
+	// clients' to spend.
+	var plan quotaPlan
+	if s.quota, plan, err = startQuota(&cfg, stacksFDs(s.insts), s.log); err != nil {
+		return nil, err
 	}
 	if s.mounts, err = newMountTable(s.insts); err != nil {
 		return nil, err

@@ -4,6 +4,9 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
+
+	"gopkg.in/yaml.v3"
 )
 
 func TestClean(t *testing.T) {
@@ -118,4 +121,35 @@ func FuzzClean(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestDurationYAML: a layer's timeout is a duration string or the integer 0
+// ("no caching"); another bare number is refused with the line it is on.
+func TestDurationYAML(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want time.Duration
+		err  string
+	}{
+		{"d: 1s", time.Second, ""},
+		{"d: 250ms", 250 * time.Millisecond, ""},
+		{"d: 0", 0, ""},
+		{"d: 0s", 0, ""},
+		{"d: 5", 0, `line 1: "5" is not a duration (want e.g. 1s, 250ms, or 0)`},
+		{"d: soon", 0, `line 1: "soon" is not a duration`},
+		{"d: [1s]", 0, "is not a duration"},
+	} {
+		var v struct {
+			D *Duration `yaml:"d"`
+		}
+		err := yaml.Unmarshal([]byte(tc.in), &v)
+		switch {
+		case tc.err != "":
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Errorf("%q: %v, want an error with %q", tc.in, err, tc.err)
+			}
+		case err != nil || v.D == nil || time.Duration(*v.D) != tc.want:
+			t.Errorf("%q: %v, %v; want %v", tc.in, v.D, err, tc.want)
+		}
+	}
 }

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"go.uber.org/zap"
 	"gopkg.in/yaml.v3"
@@ -369,3 +370,26 @@ func (b *ByteSize) UnmarshalYAML(n *yaml.Node) error {
 	*b = v
 	return nil
 }
+
+// Duration is a time.Duration that decodes from YAML as a duration string
+// ("1s", "250ms") or the integer 0, which every layer's timeouts take to mean
+// "no caching"; any other bare number is refused, since its unit would be a
+// guess.
+type Duration time.Duration
+
+// UnmarshalYAML implements yaml.Unmarshaler.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind == yaml.ScalarNode && n.Value == "0" {
+		*d = 0
+		return nil
+	}
+	v, err := time.ParseDuration(n.Value)
+	if n.Kind != yaml.ScalarNode || err != nil {
+		return fmt.Errorf("line %d: %q is not a duration (want e.g. 1s, 250ms, or 0)", n.Line, n.Value)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// String implements fmt.Stringer, as time.Duration's.
+func (d Duration) String() string { return time.Duration(d).String() }

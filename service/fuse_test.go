@@ -24,7 +24,7 @@ import (
 // FUSE gateway) as the calling thread's identity, which the permission cases
 // switch between.
 func overMount(t *testing.T, mp string) libservices.FS {
-	var every passthrough.Interval
+	var every libservices.Duration
 	p, err := passthrough.New(passthrough.Options{Dir: mp, DirRevalidate: &every})
 	if err != nil {
 		t.Fatal(err)

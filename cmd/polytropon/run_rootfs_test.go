@@ -126,12 +126,21 @@ func TestRunRootfs(t *testing.T) {
 		!strings.Contains(stderr, `no filesystem "nosuch"`) || !strings.Contains(stderr, "it has: root") {
 		t.Errorf("unknown instance: %d %q", code, stderr)
 	}
+	// The image changes on the host, behind the service: its layers see it
+	// within their revalidation bounds (1 s each by default), not at once.
 	if err := os.Rename(filepath.Join(img, "dev"), filepath.Join(img, "nodev")); err != nil {
 		t.Fatal(err)
 	}
-	if _, stderr, code := runIn(t, "", "--run-dir", runDir, "--pool", e.pool, "--rootfs", "root", "--", "/bin/busybox", "true"); code != 1 ||
-		!strings.Contains(stderr, "no /dev directory") {
-		t.Errorf("instance without /dev: %d %q", code, stderr)
+	var (
+		nodevErr  string
+		nodevCode int
+	)
+	waitFor(t, "the host's removal of the image's /dev to reach the service", func() bool {
+		_, nodevErr, nodevCode = runIn(t, "", "--run-dir", runDir, "--pool", e.pool, "--rootfs", "root", "--", "/bin/busybox", "true")
+		return nodevCode != 0
+	})
+	if nodevCode != 1 || !strings.Contains(nodevErr, "no /dev directory") {
+		t.Errorf("instance without /dev: %d %q", nodevCode, nodevErr)
 	}
 	if pids := e.servicePids(t); len(pids) != 1 {
 		t.Errorf("pool cgroup holds %v after the containers exited", pids)
@@ -143,6 +152,10 @@ func TestRunRootfs(t *testing.T) {
 	if err := os.Rename(filepath.Join(img, "nodev"), filepath.Join(img, "dev")); err != nil {
 		t.Fatal(err)
 	}
+	waitFor(t, "the image's /dev to come back in the service", func() bool {
+		_, _, code := runIn(t, "", "--run-dir", runDir, "--pool", e.pool, "--rootfs", "root", "--", "/bin/busybox", "true")
+		return code == 0
+	})
 	killed := exec.Command(os.Args[0], "run", "--run-dir", runDir, "--pool", e.pool, "--rootfs", "root", "--root", "--",
 		"/bin/busybox", "sh", "-c", "echo up; while :; do /bin/busybox cat /bin/busybox >/dev/null; done")
 	kout, err := killed.StdoutPipe()

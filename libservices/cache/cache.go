@@ -32,13 +32,13 @@ type Options struct {
 	// from the cache without asking the FS below, e.g. "1s"; absent means 1s,
 	// "0s" caches no names at all (nor listings). It bounds how long a change
 	// made below the cache (not through it) can go unseen.
-	AttrTimeout *time.Duration `yaml:"attr_timeout"`
+	AttrTimeout *libservices.Duration `yaml:"attr_timeout"`
 	// NegativeTimeout is the same for a name found missing (ENOENT); absent
 	// means 1s, "0s" caches no absence.
-	NegativeTimeout *time.Duration `yaml:"negative_timeout"`
+	NegativeTimeout *libservices.Duration `yaml:"negative_timeout"`
 	// DirTimeout is the same for a directory listing (ReadDir); absent means
 	// 1s, "0s" caches no listing.
-	DirTimeout *time.Duration `yaml:"dir_timeout"`
+	DirTimeout *libservices.Duration `yaml:"dir_timeout"`
 	// MaxSize is the most the page store may grow to at run time (Resize, e.g.
 	// by a pool's elasticity); 0 means Size: the store cannot grow.
 	MaxSize libservices.ByteSize `yaml:"max_size"`
@@ -62,9 +62,9 @@ func (o *Options) Validate() error {
 	}
 	for _, t := range []struct {
 		key string
-		d   *time.Duration
+		d   *libservices.Duration
 	}{{"attr_timeout", o.AttrTimeout}, {"negative_timeout", o.NegativeTimeout}, {"dir_timeout", o.DirTimeout}} {
-		if t.d != nil && (*t.d < 0 || *t.d > maxTimeout) {
+		if t.d != nil && (*t.d < 0 || time.Duration(*t.d) > maxTimeout) {
 			return errorString(t.key + ": must be between 0s (no caching) and 1h, not " + t.d.String())
 		}
 	}
@@ -83,11 +83,11 @@ const defaultTimeout = time.Second
 // cache could stay unseen for longer than anyone would wait for it.
 const maxTimeout = time.Hour
 
-func timeoutOr(d *time.Duration) time.Duration {
+func timeoutOr(d *libservices.Duration) time.Duration {
 	if d == nil {
 		return defaultTimeout
 	}
-	return *d
+	return time.Duration(*d)
 }
 
 type errorString string

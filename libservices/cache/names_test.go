@@ -386,7 +386,7 @@ func TestOutsideChangesBounded(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	attrT, negT, dirT := 2*time.Second, time.Second, 3*time.Second
+	attrT, negT, dirT := libservices.Duration(2*time.Second), libservices.Duration(time.Second), libservices.Duration(3*time.Second)
 	c := New(p, NewStore(1<<20), Options{AttrTimeout: &attrT, NegativeTimeout: &negT, DirTimeout: &dirT})
 	defer c.CloseFS()
 	clk := &fakeClock{}
@@ -429,23 +429,23 @@ func TestOutsideChangesBounded(t *testing.T) {
 		}
 	}
 	check("at once", true, true, true, true)
-	clk.advance(negT - 1)
+	clk.advance(time.Duration(negT - 1))
 	check("just before the negative timeout", true, true, true, true)
 	clk.advance(1)
 	check("at the negative timeout", true, false, true, true)
-	clk.advance(attrT - negT - 1)
+	clk.advance(time.Duration(attrT - negT - 1))
 	check("just before the attribute timeout", true, false, true, true)
 	clk.advance(1)
 	check("at the attribute timeout", false, false, false, true)
-	clk.advance(dirT - attrT)
+	clk.advance(time.Duration(dirT - attrT))
 	check("at the directory timeout", false, false, false, false)
 	// A file removed outside, its name cached just before.
-	clk.advance(attrT)
+	clk.advance(time.Duration(attrT))
 	if err := c.Lstat("d/f", &a); err != nil {
 		t.Fatal(err)
 	}
 	os.Remove(host("d/f"))
-	clk.advance(attrT - 1)
+	clk.advance(time.Duration(attrT - 1))
 	if err := c.Lstat("d/f", &a); err != nil {
 		t.Errorf("removed outside: gone before the timeout (%v)", err)
 	}
@@ -457,7 +457,7 @@ func TestOutsideChangesBounded(t *testing.T) {
 
 // TestZeroTimeoutCachesNothing: attr_timeout 0s sends every lookup below.
 func TestZeroTimeoutCachesNothing(t *testing.T) {
-	zero := time.Duration(0)
+	zero := libservices.Duration(0)
 	c, cf, _ := countedCache(t, Options{AttrTimeout: &zero})
 	mustCreate(t, c, "f", "")
 	var a libservices.Attr
@@ -477,7 +477,7 @@ func TestZeroTimeoutCachesNothing(t *testing.T) {
 }
 
 func TestTimeoutOptions(t *testing.T) {
-	neg, long, ok := -time.Second, 2*time.Hour, 250*time.Millisecond
+	neg, long, ok := libservices.Duration(-time.Second), libservices.Duration(2*time.Hour), libservices.Duration(250*time.Millisecond)
 	for _, o := range []Options{{AttrTimeout: &neg}, {NegativeTimeout: &long}, {DirTimeout: &neg}} {
 		if err := o.Validate(); err == nil {
 			t.Errorf("%+v validated", o)
@@ -485,7 +485,7 @@ func TestTimeoutOptions(t *testing.T) {
 			t.Log(err)
 		}
 	}
-	if err := (&Options{AttrTimeout: &ok, DirTimeout: new(time.Duration)}).Validate(); err != nil {
+	if err := (&Options{AttrTimeout: &ok, DirTimeout: new(libservices.Duration)}).Validate(); err != nil {
 		t.Error(err)
 	}
 	for _, tc := range []struct {
@@ -493,6 +493,8 @@ func TestTimeoutOptions(t *testing.T) {
 		ok   bool
 	}{
 		{"attr_timeout: 250ms\nnegative_timeout: 0s\ndir_timeout: 2s", true},
+		{"attr_timeout: 0\nnegative_timeout: 0\ndir_timeout: 0", true},
+		{"attr_timeout: 5", false},
 		{"attr_timeout: -1s", false},
 		{"dir_timeout: 3h", false},
 		{"negative_timeout: soon", false},

@@ -28,7 +28,7 @@ type cachedFS struct {
 func newCached(t *testing.T, dir string, size int, ttl time.Duration) *cachedFS {
 	t.Helper()
 	calls := new(Syscalls)
-	iv := Interval(ttl)
+	iv := libservices.Duration(ttl)
 	f, err := New(Options{Dir: dir, DirCacheSize: size, DirRevalidate: &iv, Syscalls: calls})
 	if err != nil {
 		t.Fatal(err)
@@ -510,7 +510,7 @@ func TestDirCacheConcurrent(t *testing.T) {
 		mustWrite(t, fmt.Sprintf("%s/w%d/a/b/c/f", dir, w), "f")
 	}
 	base := openFDs(t)
-	ttl := Interval(200 * time.Microsecond) // real time, short: expiry races lookups too
+	ttl := libservices.Duration(200 * time.Microsecond) // real time, short: expiry races lookups too
 	f, err := New(Options{Dir: dir, DirCacheSize: 4, DirRevalidate: &ttl})
 	if err != nil {
 		t.Fatal(err)
@@ -586,7 +586,7 @@ func TestDirCacheConcurrent(t *testing.T) {
 }
 
 func TestOptionsValidate(t *testing.T) {
-	neg, big, zero := Interval(-time.Second), Interval(2*time.Minute), Interval(0)
+	neg, big, zero := libservices.Duration(-time.Second), libservices.Duration(2*time.Minute), libservices.Duration(0)
 	for _, tc := range []struct {
 		o    Options
 		want string // "" for valid
@@ -607,7 +607,7 @@ func TestOptionsValidate(t *testing.T) {
 	if err := yaml.Unmarshal([]byte("{dir: /x, dir_cache_size: 8, dir_revalidate: 250ms}"), &o); err != nil {
 		t.Fatal(err)
 	}
-	if o.DirCacheSize != 8 || o.DirRevalidate == nil || *o.DirRevalidate != Interval(250*time.Millisecond) {
+	if o.DirCacheSize != 8 || o.DirRevalidate == nil || *o.DirRevalidate != libservices.Duration(250*time.Millisecond) {
 		t.Errorf("decoded %+v", o)
 	}
 	o = Options{}

@@ -120,7 +120,6 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
-	"gopkg.in/yaml.v3"
 
 	"github.com/polytropon/polytropon/libservices"
 )
@@ -138,7 +137,7 @@ type Options struct {
 	// resolved again from the branch root, e.g. "1s" or "250ms"; nil means
 	// DefaultDirRevalidate, 0 resolves every use from the root (no cache), at
 	// most MaxDirRevalidate. A pointer, so that 0 is not the default.
-	DirRevalidate *Interval `yaml:"dir_revalidate"`
+	DirRevalidate *libservices.Duration `yaml:"dir_revalidate"`
 	// Syscalls, for tests, counts the FS's system calls (see Syscalls).
 	Syscalls *Syscalls `yaml:"-"`
 }
@@ -151,25 +150,6 @@ const (
 	// MaxDirRevalidate bounds how long a host's rename can go unseen.
 	MaxDirRevalidate = time.Minute
 )
-
-// Interval is a time.Duration written in YAML as a duration string ("1s",
-// "250ms") or the integer 0; any other bare number is refused, since its unit
-// would be a guess.
-type Interval time.Duration
-
-// UnmarshalYAML implements yaml.Unmarshaler.
-func (d *Interval) UnmarshalYAML(n *yaml.Node) error {
-	if n.Kind == yaml.ScalarNode && n.Value == "0" {
-		*d = 0
-		return nil
-	}
-	v, err := time.ParseDuration(n.Value)
-	if n.Kind != yaml.ScalarNode || err != nil {
-		return fmt.Errorf("line %d: %q is not a duration (want e.g. 1s, 250ms, or 0)", n.Line, n.Value)
-	}
-	*d = Interval(v)
-	return nil
-}
 
 // Validate implements libservices.Validator.
 func (o *Options) Validate() error {

@@ -287,7 +287,7 @@ func kernelCallers(base string) fstest.NewCallers {
 		// No directory cache: a cached descriptor skips its ancestors'
 		// search checks, and these callers have different credentials (see
 		// the package doc); the kernel must check every walk.
-		var every Interval
+		var every libservices.Duration
 		f, err := New(Options{Dir: dir, DirRevalidate: &every})
 		if err != nil {
 			t.Fatal(err)

@@ -25,11 +25,11 @@ func fakeClock(f *FS) *atomic.Int64 {
 	return &now
 }
 
-func dur(d time.Duration) *time.Duration { return &d }
+func dur(d time.Duration) *libservices.Duration { v := libservices.Duration(d); return &v }
 
 // hostLower is a union of a memfs upper over a passthrough lower whose host
 // directory the test changes behind the union's back.
-func hostLower(t *testing.T, timeout *time.Duration) (*FS, string) {
+func hostLower(t *testing.T, timeout *libservices.Duration) (*FS, string) {
 	t.Helper()
 	dir := t.TempDir()
 	if err := os.MkdirAll(filepath.Join(dir, "d/sub"), 0o755); err != nil {

@@ -145,7 +145,7 @@ type Options struct {
 	// is listed again, e.g. "500ms": the longest a change made beside this
 	// stack in a branch may stay unseen. nil means DefaultDirCacheTimeout; 0
 	// keeps no state. At most 1h.
-	DirCacheTimeout *time.Duration `yaml:"dir_cache_timeout"`
+	DirCacheTimeout *libservices.Duration `yaml:"dir_cache_timeout"`
 	// MaxDirs is the most directory states kept; 0 means DefaultMaxDirs.
 	MaxDirs int `yaml:"max_dirs"`
 	// MaxNames is the most names kept across the states; 0 means
@@ -155,7 +155,7 @@ type Options struct {
 
 // Validate implements libservices.Validator.
 func (o *Options) Validate() error {
-	if t := o.DirCacheTimeout; t != nil && (*t < 0 || *t > maxDirCacheTimeout) {
+	if t := o.DirCacheTimeout; t != nil && (*t < 0 || time.Duration(*t) > maxDirCacheTimeout) {
 		return errors.New("dir_cache_timeout: must be between 0 (keep no state) and 1h, e.g. 1s")
 	}
 	if o.MaxDirs < 0 {
@@ -231,7 +231,7 @@ func NewWithOptions(o Options, upper libservices.FS, lowers ...libservices.FS) (
 		states:   map[string]*dirState{},
 	}
 	if o.DirCacheTimeout != nil {
-		f.timeout = *o.DirCacheTimeout
+		f.timeout = time.Duration(*o.DirCacheTimeout)
 	}
 	if o.MaxDirs > 0 {
 		f.maxDirs = o.MaxDirs

@@ -91,20 +91,38 @@ type ContainerOptions struct {
 	// container's root (see ContainerInit); empty: the host's root.
 	Rootfs string
 	// TTY gives the command the foreground of the terminal on standard input
-	// (see ContainerInit); WaitContainer takes it back.
+	// (see ContainerInit); Container.Wait takes it back.
 	TTY bool
 	// AsRoot keeps a --rootfs container's command uid 0 (with the confined
 	// capabilities); by default it runs as the pool's uid and gid.
 	AsRoot bool
 }
 
+// Container is a started container, until Wait.
+type Container struct {
+	Cmd  *exec.Cmd
+	tty  bool
+	sigs chan os.Signal // our signals, caught from before the start
+}
+
 // StartContainer starts `exe container-init` (which must call ContainerInit) in
 // new namespaces (ContainerFlags), to run argv in pool p with SocketEnv set, and
-// with the given standard files. Wait for it with WaitContainer.
-func StartContainer(exe string, p *Running, o ContainerOptions, argv []string, stdin io.Reader, stdout, stderr io.Writer) (*exec.Cmd, error) {
+// with the given standard files. Wait for it with Wait.
+//
+// Our signals are caught from before the start on, and Wait forwards them: a
+// SIGTERM that arrives once the command runs must reach it, not end us with
+// the default action before Wait is called.
+func StartContainer(exe string, p *Running, o ContainerOptions, argv []string, stdin io.Reader, stdout, stderr io.Writer) (_ *Container, err error) {
 	if len(argv) == 0 {
 		return nil, errors.New("run: no command")
 	}
+	c := &Container{tty: o.TTY, sigs: make(chan os.Signal, 8)}
+	signal.Notify(c.sigs, forwarded...)
+	defer func() {
+		if err != nil {
+			signal.Stop(c.sigs)
+		}
+	}()
 	args := []string{"container-init", "--hostname", p.Name}
 	for _, f := range p.CgroupProcs {
 		args = append(args, "--cgroup-procs", f)
@@ -137,7 +155,8 @@ func StartContainer(exe string, p *Running, o ContainerOptions, argv []string, s
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("run: start the container: %w", err)
 	}
-	return cmd, nil
+	c.Cmd = cmd
+	return c, nil
 }
 
 // ForegroundTerminal reports whether in is a terminal whose foreground process
@@ -155,14 +174,16 @@ func ForegroundTerminal(in io.Reader) bool {
 	return err == nil && pg == unix.Getpgrp()
 }
 
-// WaitContainer forwards our signals to the container until it exits, and
-// returns the shell convention's status: the init's exit code (the command's,
-// see ContainerInit), or 128+n when the init itself died of signal n.
+// Wait forwards our signals to the container until it exits (those caught
+// since StartContainer first), and returns the shell convention's status: the
+// init's exit code (the command's, see ContainerInit), or 128+n when the init
+// itself died of signal n.
 //
-// With tty (ContainerOptions.TTY), the terminal on our standard input is given
-// back to our process group once the container is gone (the command had it).
-func WaitContainer(cmd *exec.Cmd, tty bool) (int, error) {
-	if tty {
+// With ContainerOptions.TTY, the terminal on our standard input is given back
+// to our process group once the container is gone (the command had it).
+func (c *Container) Wait() (int, error) {
+	cmd := c.Cmd
+	if c.tty {
 		// We are a background process group while the command holds the
 		// terminal: taking it back must not stop us (SIGTTOU).
 		signal.Ignore(syscall.SIGTTOU)
@@ -171,14 +192,12 @@ func WaitContainer(cmd *exec.Cmd, tty bool) (int, error) {
 			signal.Reset(syscall.SIGTTOU)
 		}()
 	}
-	sigs := make(chan os.Signal, 8)
-	signal.Notify(sigs, forwarded...)
-	defer signal.Stop(sigs)
+	defer signal.Stop(c.sigs)
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
 	for {
 		select {
-		case s := <-sigs:
+		case s := <-c.sigs:
 			_ = cmd.Process.Signal(s)
 		case err := <-done:
 			return exitStatus(cmd.ProcessState, err)

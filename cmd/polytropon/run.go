@@ -104,7 +104,7 @@ Needs root (CAP_SYS_ADMIN).`,
 			if err != nil {
 				return err
 			}
-			code, err := pool.WaitContainer(c, o.TTY)
+			code, err := c.Wait()
 			if err != nil {
 				return err
 			}

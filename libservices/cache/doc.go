@@ -89,19 +89,20 @@
 // whatever is cached for it (overlay); the flush of its last dirty page makes
 // its cached names stale before overlay stops correcting them.
 //
-// Open: a read-only open (no O_CREAT or O_TRUNC) looks the name up through
-// the cache, a hit or a Lstat below that caches it (in place of the Fstat
-// below after the open), fails at once with ENOENT when the name is cached as
-// absent, and takes the file's inode number, ctime (the page epoch) and size
-// from the cached attributes, after checking that the entry did not change
-// during the open. So an open that starts within the attribute timeout after a
-// change made below the cache may see the file as it was (its earlier size,
-// pages of its earlier epoch) for the life of that handle; opens after the
-// timeout see the change, as NFS's close-to-open consistency holds after
-// acregmin. Other opens Fstat as before, and cache what a create (without
-// O_TRUNC) leaves. A truncating open looks the file up only when a write-back
-// cache holds dirty pages (to lock them against the flusher), through the
-// cache.
+// Open: an open of an existing file (no O_CREAT, O_TRUNC or O_APPEND) looks
+// the name up through the cache, a hit or a Lstat below that caches it (in
+// place of the Fstat below after the open), fails at once with ENOENT when the
+// name is cached as absent, and takes the file's inode number, ctime (the page
+// epoch) and size from the cached attributes, after checking that the entry
+// did not change during the open. So an open that starts within the attribute
+// timeout after a change made below the cache may see the file as it was (its
+// earlier size, pages of its earlier epoch) for the life of that handle; opens
+// after the timeout see the change, as NFS's close-to-open consistency holds
+// after acregmin. A write through such a handle lands at the offset it names.
+// Appending opens Fstat (an append is placed at the size they read), and so do
+// creating and truncating ones, which cache what a create (without O_TRUNC)
+// leaves. A truncating open looks the file up only when a write-back cache
+// holds dirty pages (to lock them against the flusher), through the cache.
 //
 // # Space (write-back)
 //

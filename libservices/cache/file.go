@@ -34,14 +34,15 @@ func (f *FS) Open(name string, flags int, mode uint32) (libservices.Handle, erro
 		return nil, err
 	}
 	creates := flags&(libservices.O_CREAT|libservices.O_TRUNC) != 0
-	// A plain read-only open needs no Fstat: the file is looked up through
-	// the cache (a hit, or a Lstat below that caches the name instead of an
-	// Fstat after the open), and a name cached as absent fails at once (see
-	// "Open" in the package doc). The entry is read again after the open, to
-	// be sure that nothing changed it meanwhile through this cache.
+	// An open of an existing file needs no Fstat: the file is looked up
+	// through the cache (a hit, or a Lstat below that caches the name instead
+	// of an Fstat after the open), and a name cached as absent fails at once
+	// (see "Open" in the package doc). The entry is read again after the open,
+	// to be sure that nothing changed it meanwhile through this cache. An
+	// appending open asks below: an append lands at the size it reads.
 	var a libservices.Attr
 	var known *dentry
-	if flags&(libservices.O_ACCMODE|libservices.O_CREAT|libservices.O_TRUNC) == libservices.O_RDONLY &&
+	if flags&(libservices.O_CREAT|libservices.O_TRUNC|libservices.O_APPEND) == 0 &&
 		flags&(unix.O_PATH|unix.O_TMPFILE&^unix.O_DIRECTORY) == 0 && f.attrTTL != 0 {
 		switch err := f.lstat(clean, &a); {
 		case err == syscall.ENOENT:

@@ -784,7 +784,9 @@ func TestLookupLosesRace(t *testing.T) {
 		t.Errorf("absence cached across a create: %v", err)
 	}
 
-	h, _ := c.Open("d/f", libservices.O_WRONLY, 0)
+	// Truncating, so that the open leaves d/f's name stale and the Lstat
+	// below goes down (a plain open would cache it).
+	h, _ := c.Open("d/f", libservices.O_WRONLY|libservices.O_TRUNC, 0)
 	hf.arm("lstat", "d/f", func() { c.WriteAt(h, []byte("abcdef"), 0) })
 	c.Lstat("d/f", &a)
 	c.Close(h)

@@ -86,10 +86,14 @@ type result struct {
 
 func (r result) String() string { return fmt.Sprintf("%v %q", r.err, r.text) }
 
-// step applies one random operation to fs; the same rng state gives the same op.
-func step(fs libservices.FS, rng *rand.Rand) (string, result) {
-	p := metaNames[rng.Intn(len(metaNames))]
-	q := metaNames[rng.Intn(len(metaNames))]
+// step applies one random operation on metaNames to fs; the same rng state
+// gives the same op.
+func step(fs libservices.FS, rng *rand.Rand) (string, result) { return stepOn(fs, rng, metaNames) }
+
+// stepOn is step over the given names.
+func stepOn(fs libservices.FS, rng *rand.Rand, names []string) (string, result) {
+	p := names[rng.Intn(len(names))]
+	q := names[rng.Intn(len(names))]
 	switch op := rng.Intn(14); op {
 	case 12:
 		mode := uint32(rng.Intn(0o1000))

@@ -326,14 +326,13 @@ func TestServeStoppedServiceClientTimesOut(t *testing.T) {
 	stopServe(t, e, serve)
 }
 
-// TestServeKeepsABusyService: a service whose only worker is blocked (in
-// open(2) of a FIFO nobody writes, as it would be in slow I/O) still answers
-// its health checks, so serve leaves it alone while the stall lasts many
-// times health.failures x health.interval, and logs that its workers make
-// no progress.
-func TestServeKeepsABusyService(t *testing.T) {
-	dir := tenantDir(t)
-	branch := filepath.Join(dir, "branch")
+// newFIFOServeEnv is a serve environment whose pool's one instance "data" is a
+// passthrough branch, owned by the pool's user, holding a FIFO "fifo" (returned
+// by its host path): an open(2) of it through the service blocks a worker until
+// a writer comes.
+func newFIFOServeEnv(t *testing.T, workers int) (*serveEnv, string) {
+	t.Helper()
+	branch := filepath.Join(tenantDir(t), "branch")
 	if err := os.Mkdir(branch, 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -344,7 +343,18 @@ func TestServeKeepsABusyService(t *testing.T) {
 	if err := unix.Mkfifo(fifo, 0o666); err != nil {
 		t.Fatal(err)
 	}
-	e := newServeEnvWith(t, "    workers: 1\n", fmt.Sprintf("    filesystems:\n      - name: data\n        stack: [{passthrough: {dir: %s}}]\n", branch))
+	e := newServeEnvWith(t, fmt.Sprintf("    workers: %d\n", workers),
+		fmt.Sprintf("    filesystems:\n      - name: data\n        stack: [{passthrough: {dir: %s}}]\n", branch))
+	return e, fifo
+}
+
+// TestServeKeepsABusyService: a service whose only worker is blocked (in
+// open(2) of a FIFO nobody writes, as it would be in slow I/O) still answers
+// its health checks, so serve leaves it alone while the stall lasts many
+// times health.failures x health.interval, and logs that its workers make
+// no progress.
+func TestServeKeepsABusyService(t *testing.T) {
+	e, fifo := newFIFOServeEnv(t, 1)
 	// Checks every 50ms, each with a deadline a loaded machine meets: the
 	// worker's stall lasts many times failures x interval.
 	withHealth(t, e, "{interval: 50ms, timeout: 5s, failures: 3}")
@@ -447,18 +457,7 @@ func TestServeKeepsABusyService(t *testing.T) {
 // checks, and serve replaces the service; a client's other calls work again
 // on the new one.
 func TestServeRestartsAStuckService(t *testing.T) {
-	dir := tenantDir(t)
-	branch := filepath.Join(dir, "branch")
-	if err := os.Mkdir(branch, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chown(branch, poolUID, poolGID); err != nil {
-		t.Fatal(err)
-	}
-	if err := unix.Mkfifo(filepath.Join(branch, "fifo"), 0o666); err != nil {
-		t.Fatal(err)
-	}
-	e := newServeEnvWith(t, "    workers: 2\n", fmt.Sprintf("    filesystems:\n      - name: data\n        stack: [{passthrough: {dir: %s}}]\n", branch))
+	e, _ := newFIFOServeEnv(t, 2)
 	withHealth(t, e, "{interval: 100ms, timeout: 5s, failures: 3, stuck_after: 1s}")
 	serve := startServe(t, e)
 	pid := e.servicePids(t)[0]
